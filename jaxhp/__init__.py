@@ -1,0 +1,17 @@
+"""jaxhp: hyperparameter tuning that trains whole populations of trials at once in JAX."""
+
+from jaxhp import stopping, strategies, tasks
+from jaxhp.results import Model, Results, Trial
+from jaxhp.space import Choice, Fixed, Float, Int, Space, SpaceError
+from jaxhp.strategies import STRATEGIES, Strategy
+from jaxhp.tasks.data import DataError
+from jaxhp.trainable import Batch, Trainable
+from jaxhp.tune import tune
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Batch", "Choice", "DataError", "Fixed", "Float", "Int", "Model", "Results",
+    "STRATEGIES", "Space", "SpaceError", "Strategy", "Trainable", "Trial", "stopping",
+    "strategies", "tasks", "tune",
+]

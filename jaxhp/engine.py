@@ -1,0 +1,527 @@
+"""The population engine: many trials trained in lockstep as one compiled program.
+
+Every trial's state carries leading axes ``[P, F]`` (population, folds). One *segment* is a
+compiled program: a ``lax.while_loop`` over up to ``segment_epochs`` epochs, each a
+``lax.scan`` over ``S`` optimizer steps of the ``vmap``-ed (over ``F``, then ``P``)
+``Trainable.step``, followed by the vmapped ``evaluate`` on each fold's validation rows.
+
+How each hyperparameter runs batched:
+
+- numbers (learning rate, weight decay, dropout, ...) are per-trial traced arrays;
+- batch size ``b`` is honoured exactly: each epoch a trial takes ``ceil(n/b)`` steps on
+  batches of ``b`` rows of its own shuffle (the last one short), padded to the bucket's
+  ``B`` rows with a row mask; a trial with fewer steps than the bucket's ``S`` idles;
+- epochs are a per-trial budget; a trial past it, early-stopped or diverged is frozen by
+  mask (``where(active, new, old)``: its state stays bit for bit);
+- depth and width are padded by the task to its bucket's maximum and masked.
+
+Trials are grouped into *buckets* of similar shape (power-of-two width and batch size);
+each bucket's population is padded to a power of two, so a program compiles once per
+bucket shape and population size and later rounds reuse it. A bucket's segment stops as
+soon as all of its trials are inactive, so early stopping saves real time once a whole
+bucket has stopped; a mask alone saves no FLOPs inside a running segment.
+
+Trial ``i``'s randomness derives from ``fold_in(key(seed), trial_id)`` only, so its result
+does not depend on the population size, its bucket-mates or the number of rounds.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import Counter
+from collections.abc import Callable, Hashable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxhp.tasks.base import Task, next_pow2
+from jaxhp.trainable import Batch
+
+__all__ = ["BucketReport", "TrialOutcome", "run_population", "TRACE_COUNTS"]
+
+#: How often each compiled program was traced (tests assert no recompiles).
+TRACE_COUNTS: Counter = Counter()
+
+
+def tree_where(cond: jax.Array, new: Any, old: Any) -> Any:
+    """``where(cond, new, old)`` leaf by leaf; ``cond`` broadcasts over trailing axes."""
+
+    def pick(a, b):
+        c = cond.reshape(cond.shape + (1,) * (a.ndim - cond.ndim))
+        return jnp.where(c, a, b)
+
+    return jax.tree.map(pick, new, old)
+
+
+class RunState(NamedTuple):
+    tstate: Any  # [P, F, ...] the Trainable's state
+    best: Any  # [P, F, ...] state at each trial's best epoch
+    active: jax.Array  # [P] bool: still training
+    diverged: jax.Array  # [P] bool
+    stopped: jax.Array  # [P] bool: stopped early
+    epochs_run: jax.Array  # [P] int32
+    best_value: jax.Array  # [P] float32, oriented (higher is better)
+    best_epoch: jax.Array  # [P] int32, -1 before the first epoch
+    stop_state: Any  # the stopper's state
+
+
+class FoldArrays(NamedTuple):
+    x_train: jax.Array  # [F, N, ...]
+    y_train: jax.Array  # [F, N, ...]
+    n_train: jax.Array  # [F]
+    x_val: jax.Array  # [F, V, ...]
+    y_val: jax.Array  # [F, V, ...]
+    val_mask: jax.Array  # [F, V]
+    aux: Any  # [F, ...] or None
+
+
+@dataclass(frozen=True)
+class SegmentSpec:
+    """Everything static about a bucket's compiled segment (the compile-cache key)."""
+
+    trainable: Hashable
+    metric: str
+    sign: float  # +1 maximise, -1 minimise
+    batch: int  # B, rows of the padded batch
+    steps: int  # S, optimizer steps per epoch
+    seg_epochs: int  # E, epochs per segment at most
+    stopper: Hashable | None
+
+
+def _member_perm(key: jax.Array, n: jax.Array, size: int) -> jax.Array:
+    """A shuffle of ``range(size)`` whose first ``n`` entries are the real rows."""
+    r = jax.random.uniform(key, (size,))
+    return jnp.argsort(jnp.where(jnp.arange(size) < n, r, 2.0))
+
+
+def _segment(spec: SegmentSpec, run: RunState, hp: dict, keys: jax.Array,
+             data: FoldArrays, epoch0: jax.Array, n_epochs: jax.Array):
+    TRACE_COUNTS[spec] += 1
+    tr = spec.trainable
+    n_rows = data.x_train.shape[1]
+    n_folds = data.x_train.shape[0]
+    n_pop = keys.shape[0]
+    bsz = hp["batch_size"]  # [P]
+    steps_per_epoch = -(-data.n_train[None, :] // bsz[:, None])  # [P, F]
+    fold_ids = jnp.arange(n_folds)
+    member_keys = jax.vmap(lambda k: jax.vmap(lambda f: jax.random.fold_in(k, f))(fold_ids))(keys)
+    eval_key = jax.random.key(0)
+
+    def epoch(run: RunState, e: jax.Array):
+        ran = run.active  # [P]
+        ekeys = jax.vmap(jax.vmap(lambda k: jax.random.fold_in(k, e)))(member_keys)  # [P, F]
+        perm_keys = jax.vmap(jax.vmap(lambda k: jax.random.fold_in(k, 0)))(ekeys)
+        perms = jax.vmap(jax.vmap(lambda k, n: _member_perm(k, n, n_rows)), (0, None))(
+            perm_keys, data.n_train
+        )  # [P, F, N]
+
+        def member_step(ts, perm, ekey, hpm, x, y, n, aux, live, spe, bad, t):
+            b = hpm["batch_size"]
+            idx = t * b + jnp.arange(spec.batch)
+            rowmask = (jnp.arange(spec.batch) < b) & (idx < n)
+            rows = perm[jnp.minimum(idx, n_rows - 1)]
+            batch = Batch(x[rows], y[rows], rowmask, jax.random.fold_in(ekey, t + 1), aux)
+            new, metrics = tr.step(ts, batch, hpm)
+            loss = metrics["loss"]
+            go = live & (t < spe) & ~bad
+            ok = jnp.isfinite(loss)
+            new = tree_where(go & ok, new, ts)
+            return new, jnp.where(go & ok, loss, 0.0), go & ok, bad | (go & ~ok)
+
+        def train_step(carry, t):
+            ts, loss_sum, count, bad = carry
+            # vmap over folds (data mapped), then over the population (hp mapped).
+            over_folds = jax.vmap(
+                member_step, in_axes=(0, 0, 0, None, 0, 0, 0, 0, None, 0, 0, None)
+            )
+            over_pop = jax.vmap(
+                over_folds, in_axes=(0, 0, 0, 0, None, None, None, None, 0, 0, 0, None)
+            )
+            ts, loss, done, bad = over_pop(
+                ts, perms, ekeys, hp, data.x_train, data.y_train, data.n_train, data.aux,
+                ran, steps_per_epoch, bad, t,
+            )
+            return (ts, loss_sum + loss, count + done, bad), None
+
+        zeros = jnp.zeros((n_pop, n_folds))
+        (ts, loss_sum, count, bad), _ = jax.lax.scan(
+            train_step,
+            (run.tstate, zeros, zeros, jnp.zeros((n_pop, n_folds), bool)),
+            jnp.arange(spec.steps),
+        )
+
+        def member_eval(ts, hpm, x, y, mask, aux):
+            return tr.evaluate(ts, Batch(x, y, mask, eval_key, aux), hpm)
+
+        metrics = jax.vmap(
+            jax.vmap(member_eval, in_axes=(0, None, 0, 0, 0, 0)),
+            in_axes=(0, 0, None, None, None, None),
+        )(ts, hp, data.x_val, data.y_val, data.val_mask, data.aux)  # {name: [P, F]}
+        per_fold = metrics[spec.metric].astype(jnp.float32)
+        value = jnp.mean(per_fold, axis=1)  # [P]
+        oriented = spec.sign * value
+        blew_up = jnp.any(bad, axis=1) | ~jnp.isfinite(value)
+        ok = ran & ~blew_up
+        improved = ok & (oriented > run.best_value)
+        if spec.stopper is not None:
+            stop_state, stop = spec.stopper.update(run.stop_state, oriented, ok)
+            stop = stop & ok
+        else:
+            stop_state, stop = run.stop_state, jnp.zeros_like(ok)
+        new_run = RunState(
+            tstate=ts,
+            best=tree_where(improved, ts, run.best),
+            active=ran & ~blew_up & ~stop & (e + 1 < hp["epochs"]),
+            diverged=run.diverged | (ran & blew_up),
+            stopped=run.stopped | stop,
+            epochs_run=run.epochs_run + ok.astype(jnp.int32),
+            best_value=jnp.where(improved, oriented, run.best_value),
+            best_epoch=jnp.where(improved, e, run.best_epoch),
+            stop_state=stop_state,
+        )
+        nan = jnp.float32(jnp.nan)
+        train_loss = jnp.mean(loss_sum / jnp.maximum(count, 1), axis=1)
+        row = {
+            "train_loss": jnp.where(ran, train_loss, nan),
+            "value": jnp.where(ran, value, nan),
+            "value_folds": jnp.where(ran[:, None], per_fold, nan),
+            **{k: jnp.where(ran, jnp.mean(v, 1).astype(jnp.float32), nan)
+               for k, v in metrics.items() if k != spec.metric},
+        }
+        return new_run, row
+
+    def run_epochs(run: RunState):
+        row_shapes = jax.eval_shape(lambda r: epoch(r, epoch0)[1], run)
+        bufs = jax.tree.map(
+            lambda s: jnp.full((spec.seg_epochs, *s.shape), jnp.nan, s.dtype), row_shapes
+        )
+
+        def cond(c):
+            i, r, _ = c
+            return (i < n_epochs) & jnp.any(r.active)
+
+        def body(c):
+            i, r, b = c
+            r, row = epoch(r, epoch0 + i)
+            b = jax.tree.map(lambda buf, x: buf.at[i].set(x), b, row)
+            return i + 1, r, b
+
+        return jax.lax.while_loop(cond, body, (jnp.int32(0), run, bufs))
+
+    return run_epochs(run)
+
+
+# ----------------------------------------------------------------------------- host side
+
+
+@dataclass
+class TrialOutcome:
+    """What the engine learned about one trial."""
+
+    trial_id: int
+    status: str  # "complete" | "stopped" | "diverged"
+    value: float  # metric at the best epoch (NaN when diverged)
+    best_epoch: int  # 0-based, -1 if no epoch finished
+    epochs_run: int
+    curves: dict[str, np.ndarray]  # per-epoch arrays, length epochs_run (+1 if diverged)
+    fold_values: np.ndarray  # [F] metric per fold at the best epoch
+    wall_time: float  # seconds of the bucket that trained it (shared by its bucket-mates)
+    bucket: str
+
+
+@dataclass
+class BucketReport:
+    """Per-bucket figures: shapes, sizes and timing (for logs and benchmarks)."""
+
+    key: Hashable
+    trials: int
+    padded: int
+    batch: int
+    steps: int
+    segments: int
+    compile_time: float
+    run_time: float
+
+
+@dataclass
+class BestState:
+    trial_id: int
+    value: float  # oriented (higher is better)
+    trainable: Any
+    state: Any  # host copy of the trial's best-epoch state, [F, ...]
+    hp: dict[str, np.ndarray]  # the trial's hyperparameters as 0-d arrays
+
+
+@dataclass
+class _Compiled:
+    init: Callable
+    segment: Callable
+
+
+_CACHE: dict[Hashable, _Compiled] = {}
+_SEEN: set = set()  # bucket shapes compiled so far (the planner prefers them)
+
+
+class BucketShape(NamedTuple):
+    trainable: Hashable
+    batch: int  # B
+    steps: int  # S
+    key: tuple  # (trainable, B, S)
+
+
+def _bucket_shape(task: Task, hp: Mapping[str, np.ndarray], n_rows: int) -> BucketShape:
+    trainable = task.trainable(hp)
+    batch = next_pow2(int(np.max(hp["batch_size"])))
+    steps = _quantize_steps(-(-n_rows // int(np.min(hp["batch_size"]))))
+    return BucketShape(trainable, batch, steps, (trainable, batch, steps))
+
+
+#: Cost-model constants per backend: seconds to compile one bucket's programs, seconds of
+#: fixed overhead per optimizer step, and sustained training FLOP/s. Rough on purpose:
+#: they only decide whether merging two buckets (more padding, one compile fewer) pays.
+COST_MODEL = {
+    "cpu": {"compile_s": 3.0, "step_s": 2e-5, "flops": 3e10},
+    "gpu": {"compile_s": 4.0, "step_s": 1e-5, "flops": 2e13},
+    "tpu": {"compile_s": 4.0, "step_s": 1e-5, "flops": 5e13},
+}
+
+
+def _bucket_cost(task: Task, hp: Mapping[str, np.ndarray], idx: np.ndarray,
+                 n_rows: int, n_folds: int) -> float:
+    """Estimated seconds to compile (unless seen) and run the trials ``idx`` as one bucket."""
+    c = COST_MODEL.get(jax.default_backend(), COST_MODEL["gpu"])
+    sub = {k: np.asarray(v)[idx] for k, v in hp.items()}
+    shape = _bucket_shape(task, sub, n_rows)
+    padded = next_pow2(len(idx))
+    epochs = int(sub["epochs"].max())
+    flops_row = getattr(task, "flops_per_row", lambda tr: 0.0)(shape.trainable)
+    steps = shape.steps * epochs
+    run = steps * (c["step_s"] + padded * n_folds * shape.batch * flops_row / c["flops"])
+    seen = shape.key + (padded,) in _SEEN
+    return run + (0.0 if seen else c["compile_s"])
+
+
+def plan_buckets(task: Task, hp: Mapping[str, np.ndarray], *, bucketing: str,
+                 n_rows: int) -> list[np.ndarray]:
+    """Group a round's trials into buckets, each trained by one compiled program.
+
+    - ``"none"``: one bucket; everything padded to the largest shape.
+    - ``"pow2"``: one bucket per power-of-two width (the task's shape key) and batch size.
+    - ``"auto"``: start from ``"pow2"`` and greedily merge the pair of buckets whose merge
+      lowers the estimated time the most (a compile saved against padding added, from
+      ``COST_MODEL``; shapes already compiled cost no compile), until no merge helps.
+      Small populations on a CPU end up in few buckets, large ones on a GPU in many.
+    """
+    n = len(hp["batch_size"])
+    if bucketing == "none":
+        return [np.arange(n)]
+    keys = task.shape_keys(hp)
+    groups: dict[Hashable, list[int]] = {}
+    for i in range(n):
+        groups.setdefault((keys[i], next_pow2(int(hp["batch_size"][i]))), []).append(i)
+    out = [np.asarray(groups[k]) for k in sorted(groups, key=repr)]
+    if bucketing == "pow2" or len(out) == 1:
+        return out
+    n_folds = task.data.n_folds
+    cost = [_bucket_cost(task, hp, g, n_rows, n_folds) for g in out]
+    while len(out) > 1:
+        best_gain, best_pair = 0.0, None
+        for i in range(len(out)):
+            for j in range(i + 1, len(out)):
+                merged = np.sort(np.concatenate([out[i], out[j]]))
+                gain = cost[i] + cost[j] - _bucket_cost(task, hp, merged, n_rows, n_folds)
+                if gain > best_gain:
+                    best_gain, best_pair = gain, (i, j, merged)
+        if best_pair is None:
+            break
+        i, j, merged = best_pair
+        out = [g for k, g in enumerate(out) if k not in (i, j)] + [merged]
+        cost = [c for k, c in enumerate(cost) if k not in (i, j)]
+        cost.append(_bucket_cost(task, hp, merged, n_rows, n_folds))
+    return sorted(out, key=lambda g: int(g[0]))
+
+
+def _quantize_steps(s: int) -> int:
+    """Round a step count up to 1/8-octave steps, so varied batch sizes share programs."""
+    if s <= 16:
+        return s
+    q = 1 << (int(math.log2(s)) - 3)
+    return -(-s // q) * q
+
+
+def _device_data(task: Task) -> FoldArrays:
+    cached = getattr(task, "_jaxhp_device_data", None)
+    if cached is None:
+        d = task.data
+        cached = FoldArrays(
+            jnp.asarray(d.x_train), jnp.asarray(d.y_train), jnp.asarray(d.n_train),
+            jnp.asarray(d.x_val), jnp.asarray(d.y_val), jnp.asarray(d.val_mask),
+            jax.tree.map(jnp.asarray, d.aux),
+        )
+        task._jaxhp_device_data = cached
+    return cached
+
+
+def _init_members(trainable, keys: jax.Array, hp: dict, n_folds: int):
+    def member(k, f, hpm):
+        return trainable.init(jax.random.fold_in(jax.random.fold_in(k, f), 2**31 - 1), hpm)
+
+    over_folds = jax.vmap(member, in_axes=(None, 0, None))
+    return jax.vmap(over_folds, in_axes=(0, None, 0))(keys, jnp.arange(n_folds), hp)
+
+
+def _compiled(spec: SegmentSpec, run_args: tuple, init_args: tuple,
+              n_folds: int) -> tuple[_Compiled, float]:
+    """The bucket's compiled programs, and the seconds spent compiling them now (0 if cached)."""
+    shapes = jax.tree.map(lambda a: (a.shape, a.dtype), (run_args, init_args))
+    key = (spec, str(shapes))
+    hit = _CACHE.get(key)
+    if hit is not None:
+        return hit, 0.0
+    t0 = time.perf_counter()
+    init = jax.jit(_init_members, static_argnums=(0, 3)).lower(
+        spec.trainable, *init_args, n_folds).compile()
+    # Donating the run state lets XLA update it in place (not supported on the CPU).
+    donate = () if jax.default_backend() == "cpu" else (1,)
+    seg = jax.jit(_segment, static_argnums=0, donate_argnums=donate).lower(
+        spec, *run_args).compile()
+    hit = _Compiled(init=init, segment=seg)
+    _CACHE[key] = hit
+    return hit, time.perf_counter() - t0
+
+
+def run_population(
+    task: Task,
+    hp: Mapping[str, np.ndarray],
+    trial_ids: np.ndarray,
+    *,
+    seed: int,
+    stopper: Any = None,
+    segment_epochs: int = 10,
+    bucketing: str = "auto",
+    best_so_far: float = -math.inf,
+    on_segment: Callable[[BucketReport, int], None] | None = None,
+) -> tuple[list[TrialOutcome], list[BucketReport], BestState | None]:
+    """Train the trials ``trial_ids`` with hyperparameters ``hp`` (``{name: [P]}``).
+
+    Returns the outcome of every trial, a report per bucket, and the best-epoch state of
+    the best trial if it beats ``best_so_far`` (an oriented value).
+    """
+    trial_ids = np.asarray(trial_ids)
+    n = len(trial_ids)
+    data = _device_data(task)
+    n_folds = task.data.n_folds
+    n_rows = int(task.data.n_train.max())
+    sign = 1.0 if task.direction == "maximize" else -1.0
+    base_key = jax.random.key(seed)
+
+    groups = plan_buckets(task, hp, bucketing=bucketing, n_rows=n_rows)
+
+    outcomes: list[TrialOutcome] = []
+    reports: list[BucketReport] = []
+    best: BestState | None = None
+    for idx in groups:
+        size = len(idx)
+        padded = next_pow2(size)
+        rows = np.concatenate([idx, np.full(padded - size, idx[0])])
+        sub = {k: np.asarray(v)[rows] for k, v in hp.items()}
+        shape = _bucket_shape(task, {k: v[:size] for k, v in sub.items()}, n_rows)
+        trainable = shape.trainable
+        gkey = " ".join(f"{k[0].upper()}{getattr(trainable, k)}" for k in ("depth", "width")
+                        if hasattr(trainable, k)) + f" B{shape.batch} S{shape.steps} P{padded}"
+        spec = SegmentSpec(
+            trainable=trainable,
+            metric=task.metric,
+            sign=sign,
+            batch=shape.batch,
+            steps=shape.steps,
+            seg_epochs=segment_epochs,
+            stopper=stopper,
+        )
+        t_start = time.perf_counter()
+        hp_dev = {k: jnp.asarray(v) for k, v in sub.items()}
+        ids = np.concatenate([trial_ids[idx], np.zeros(padded - size, trial_ids.dtype)])
+        keys = jax.vmap(lambda i: jax.random.fold_in(base_key, i))(jnp.asarray(ids, jnp.uint32))
+        live = jnp.asarray(np.arange(padded) < size)
+        tstate_shape = jax.eval_shape(
+            lambda k, h: _init_members(trainable, k, h, n_folds), keys, hp_dev)
+        run_shape = RunState(
+            tstate=tstate_shape, best=tstate_shape, active=live, diverged=live,
+            stopped=live, epochs_run=jnp.zeros(padded, jnp.int32),
+            best_value=jnp.zeros(padded, jnp.float32), best_epoch=jnp.zeros(padded, jnp.int32),
+            stop_state=stopper.init(padded) if stopper is not None else None,
+        )
+        run_args = (run_shape, hp_dev, keys, data, jnp.int32(0), jnp.int32(0))
+        comp, compile_time = _compiled(spec, run_args, (keys, hp_dev), n_folds)
+        _SEEN.add(shape.key + (padded,))
+        t_run = time.perf_counter()
+        tstate = comp.init(keys, hp_dev)
+        run = RunState(
+            tstate=tstate,
+            best=jax.tree.map(jnp.copy, tstate),
+            active=live,
+            diverged=jnp.zeros(padded, bool),
+            stopped=jnp.zeros(padded, bool),
+            epochs_run=jnp.zeros(padded, jnp.int32),
+            best_value=jnp.full(padded, -jnp.inf, jnp.float32),
+            best_epoch=jnp.full(padded, -1, jnp.int32),
+            stop_state=stopper.init(padded) if stopper is not None else None,
+        )
+        max_epochs = int(sub["epochs"][:size].max())
+        curves: list[dict] = []
+        epoch0 = 0
+        segments = 0
+        report = BucketReport(gkey, size, padded, spec.batch, spec.steps, 0, compile_time, 0.0)
+        while epoch0 < max_epochs:
+            n_ep = min(segment_epochs, max_epochs - epoch0)
+            i, run, bufs = comp.segment(run, hp_dev, keys, data, jnp.int32(epoch0), jnp.int32(n_ep))
+            done = int(i)
+            curves.append(jax.tree.map(lambda b: np.asarray(b[:done]), bufs))
+            epoch0 += done
+            segments += 1
+            report.segments = segments
+            report.run_time = time.perf_counter() - t_run
+            if on_segment is not None:
+                on_segment(report, epoch0)
+            if done < n_ep or not bool(jnp.any(run.active)):
+                break
+        report.run_time = time.perf_counter() - t_run
+        reports.append(report)
+        wall = time.perf_counter() - t_start
+        host = jax.device_get(
+            (run.diverged, run.stopped, run.epochs_run, run.best_value, run.best_epoch))
+        diverged, stopped, epochs_run, best_value, best_epoch = (np.asarray(a) for a in host)
+        cat = {k: np.concatenate([c[k] for c in curves], 0) for k in curves[0]} if curves else {}
+        for j in range(size):
+            status = "diverged" if diverged[j] else "stopped" if stopped[j] else "complete"
+            # A trial trains from epoch 0 until it goes inactive: its rows are a prefix,
+            # and train_loss is non-NaN exactly where it trained.
+            n_ep_j = int((~np.isnan(cat["train_loss"][:, j])).sum())
+            tc = {k: v[:n_ep_j, j] for k, v in cat.items()}
+            be = int(best_epoch[j])
+            value = float(sign * best_value[j]) if (be >= 0 and not diverged[j]) else math.nan
+            outcomes.append(TrialOutcome(
+                trial_id=int(trial_ids[idx[j]]), status=status, value=value, best_epoch=be,
+                epochs_run=int(epochs_run[j]), curves=tc,
+                fold_values=tc["value_folds"][be] if be >= 0 else np.full(n_folds, np.nan),
+                wall_time=wall, bucket=gkey,
+            ))
+        # Keep the best trial's best-epoch weights when it beats the best so far.
+        cand = np.where(~diverged[:size] & (best_epoch[:size] >= 0), best_value[:size], -np.inf)
+        j = int(np.argmax(cand))
+        top = best.value if best is not None else best_so_far
+        if np.isfinite(cand[j]) and cand[j] > top:
+            best = BestState(
+                trial_id=int(trial_ids[idx[j]]),
+                value=float(cand[j]),
+                trainable=trainable,
+                state=jax.device_get(jax.tree.map(lambda a: a[j], run.best)),
+                hp={k: np.asarray(v[j]) for k, v in sub.items()},
+            )
+        del run
+    order = np.argsort([o.trial_id for o in outcomes], kind="stable")
+    return [outcomes[i] for i in order], reports, best

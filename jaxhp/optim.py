@@ -1,0 +1,80 @@
+"""One fused optimizer whose kind and numbers are per-trial arrays.
+
+A population mixes Adam, AdamW and SGD with momentum. Running three optax optimizers and
+selecting with ``lax.switch`` would keep three states and make three passes over memory;
+here all three share one state (``mu``, ``nu``) and one elementwise pass, with the kind
+chosen by ``jnp.where`` from an integer per trial. Each kind matches optax exactly (see
+``tests/test_optim.py``):
+
+- ``adam``:  ``chain(add_decayed_weights(wd), adam(lr))``  (L2 penalty in the gradient)
+- ``adamw``: ``adamw(lr, weight_decay=wd)``                (decoupled weight decay)
+- ``sgd``:   ``chain(add_decayed_weights(wd), sgd(lr, momentum))``
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+__all__ = ["OPTIMIZERS", "OptState", "opt_init", "opt_update"]
+
+OPTIMIZERS = ("adam", "adamw", "sgd")
+ADAM, ADAMW, SGD = range(3)
+B1, B2, EPS = 0.9, 0.999, 1e-8
+
+
+class OptState(NamedTuple):
+    count: jax.Array  # [] int32
+    mu: object  # first moment (Adam) or momentum buffer (SGD), like params
+    nu: object  # second moment (Adam), like params
+
+
+def opt_init(params) -> OptState:
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    return OptState(jnp.zeros((), jnp.int32), zeros, jax.tree.map(jnp.zeros_like, params))
+
+
+def opt_update(grads, state: OptState, params, hp, *, kinds: tuple[int, ...] = (ADAM, ADAMW, SGD)):
+    """New ``(params, state)`` after one step.
+
+    Args:
+        hp: ``optimizer`` (int code), ``learning_rate``, ``weight_decay``, ``momentum``.
+        kinds: the optimizer codes present in the population (static): kinds absent from it
+            are not computed.
+    """
+    code, lr, wd, mom = hp["optimizer"], hp["learning_rate"], hp["weight_decay"], hp["momentum"]
+    count = state.count + 1
+    t = count.astype(jnp.float32)
+    bc1, bc2 = 1.0 - B1**t, 1.0 - B2**t
+    has_adam = any(k in (ADAM, ADAMW) for k in kinds)
+    has_sgd = SGD in kinds
+    decoupled = code == ADAMW
+
+    def leaf(g, m, v, p):
+        g_l2 = g + jnp.where(decoupled, 0.0, wd) * p
+        new_m = new_v = upd = None
+        if has_adam:
+            m_a = B1 * m + (1.0 - B1) * g_l2
+            v_a = B2 * v + (1.0 - B2) * jnp.square(g_l2)
+            u_a = (m_a / bc1) / (jnp.sqrt(v_a / bc2) + EPS) + jnp.where(decoupled, wd, 0.0) * p
+            new_m, new_v, upd = m_a, v_a, u_a
+        if has_sgd:
+            m_s = mom * m + g_l2
+            if has_adam:
+                is_sgd = code == SGD
+                new_m = jnp.where(is_sgd, m_s, new_m)
+                new_v = jnp.where(is_sgd, v, new_v)
+                upd = jnp.where(is_sgd, m_s, upd)
+            else:
+                new_m, new_v, upd = m_s, v, m_s
+        return p - lr * upd, new_m, new_v
+
+    out = jax.tree.map(leaf, grads, state.mu, state.nu, params)
+    treedef = jax.tree.structure(params)
+    leaves = treedef.flatten_up_to(out)
+    new_p = treedef.unflatten([x[0] for x in leaves])
+    new_m = treedef.unflatten([x[1] for x in leaves])
+    new_v = treedef.unflatten([x[2] for x in leaves])
+    return new_p, OptState(count, new_m, new_v)

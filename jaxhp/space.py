@@ -1,0 +1,389 @@
+"""Search spaces: parameter types, validation, sampling, grids and the unit-cube encoding.
+
+A :class:`Space` is an ordered mapping of names to parameters. Strategies work in the unit
+cube ``[0, 1]^D`` (one coordinate per non-fixed parameter); :meth:`Space.decode` maps a
+population of points ``u: [P, D]`` to ``{name: [P] array}`` of native values, and
+:meth:`Space.encode` goes back. Log-scaled parameters are uniform in log space, integers
+and choices are decoded by binning, so every point of the cube is a valid configuration.
+
+Values stay NumPy (float64) on the host: they are what gets recorded and shown. String
+choices decode to the index into ``Choice.values``; numeric choices decode to the value.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import numbers
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+__all__ = ["Choice", "Fixed", "Float", "Int", "Space", "SpaceError"]
+
+
+class SpaceError(ValueError):
+    """A search space, or a value for it, is invalid."""
+
+
+def _round_sig(v: np.ndarray, digits: int = 12) -> np.ndarray:
+    """Round to ``digits`` significant digits, so grid values decode exactly (1e-3, not
+    0.0010000000000000002) after the unit-cube round trip."""
+    v = np.asarray(v, np.float64)
+    mag = np.floor(np.log10(np.where(v == 0, 1.0, np.abs(v))))
+    scale = 10.0 ** (digits - 1 - mag)
+    return np.round(v * scale) / scale
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, numbers.Real) and not isinstance(x, bool)
+
+
+@dataclass(frozen=True)
+class Float:
+    """A continuous parameter in ``[low, high]``, uniform or log-uniform.
+
+    Example:
+        >>> lr = Float(1e-4, 1e-1, log=True)
+    """
+
+    low: float
+    high: float
+    log: bool = False
+
+    def _check(self, name: str) -> None:
+        if not (_is_number(self.low) and _is_number(self.high)):
+            raise SpaceError(f"{name}: Float bounds must be numbers, got {self.low!r}, {self.high!r}")
+        if not (math.isfinite(self.low) and math.isfinite(self.high)):
+            raise SpaceError(f"{name}: Float bounds must be finite, got [{self.low}, {self.high}]")
+        if not self.low < self.high:
+            raise SpaceError(
+                f"{name}: empty or reversed range [{self.low}, {self.high}]; "
+                "need low < high (use Fixed for a constant)"
+            )
+        if self.log and self.low <= 0:
+            raise SpaceError(f"{name}: log=True needs positive bounds, got low={self.low}")
+
+    def _edges(self) -> tuple[float, float]:
+        if self.log:
+            return math.log(self.low), math.log(self.high)
+        return float(self.low), float(self.high)
+
+    def decode(self, u: np.ndarray) -> np.ndarray:
+        a, b = self._edges()
+        v = a + np.clip(u, 0.0, 1.0) * (b - a)
+        v = np.exp(v) if self.log else v
+        return np.clip(_round_sig(v), self.low, self.high)
+
+    def encode(self, v: np.ndarray) -> np.ndarray:
+        a, b = self._edges()
+        v = np.asarray(v, np.float64)
+        v = np.log(v) if self.log else v
+        return np.clip((v - a) / (b - a), 0.0, 1.0)
+
+    def grid(self, n: int) -> list[float]:
+        if n == 1:
+            return [float(self.decode(np.array([0.5]))[0])]
+        return [float(x) for x in self.decode(np.linspace(0.0, 1.0, n))]
+
+    def contains(self, v: Any) -> bool:
+        return _is_number(v) and self.low <= v <= self.high
+
+
+@dataclass(frozen=True)
+class Int:
+    """An integer parameter in ``[low, high]`` (both included), uniform or log-uniform.
+
+    Example:
+        >>> width = Int(16, 512, log=True)
+    """
+
+    low: int
+    high: int
+    log: bool = False
+
+    def _check(self, name: str) -> None:
+        for b in (self.low, self.high):
+            if not (isinstance(b, numbers.Integral) and not isinstance(b, bool)):
+                raise SpaceError(f"{name}: Int bounds must be integers, got {b!r}")
+        if not self.low < self.high:
+            raise SpaceError(
+                f"{name}: empty or reversed range [{self.low}, {self.high}]; "
+                "need low < high (use Fixed for a constant)"
+            )
+        if self.log and self.low <= 0:
+            raise SpaceError(f"{name}: log=True needs positive bounds, got low={self.low}")
+
+    def _edges(self) -> tuple[float, float]:
+        # Each integer owns the interval [k - 0.5, k + 0.5] (in log space when log=True).
+        lo, hi = self.low - 0.5, self.high + 0.5
+        return (math.log(lo), math.log(hi)) if self.log else (lo, hi)
+
+    def decode(self, u: np.ndarray) -> np.ndarray:
+        a, b = self._edges()
+        v = a + np.clip(u, 0.0, 1.0) * (b - a)
+        v = np.exp(v) if self.log else v
+        return np.clip(np.rint(v), self.low, self.high).astype(np.int64)
+
+    def encode(self, v: np.ndarray) -> np.ndarray:
+        # The centre of the integer's bin, so decode(encode(k)) == k.
+        a, b = self._edges()
+        v = np.asarray(v, np.float64)
+        lo, hi = v - 0.5, v + 0.5
+        if self.log:
+            lo, hi = np.log(lo), np.log(hi)
+        return np.clip((0.5 * (lo + hi) - a) / (b - a), 0.0, 1.0)
+
+    def grid(self, n: int) -> list[int]:
+        span = self.high - self.low + 1
+        if n >= span and not self.log:
+            return list(range(self.low, self.high + 1))
+        if self.log:
+            pts = np.geomspace(self.low, self.high, n)
+        else:
+            pts = np.linspace(self.low, self.high, n)
+        return sorted({int(round(p)) for p in pts})
+
+    def contains(self, v: Any) -> bool:
+        return isinstance(v, numbers.Integral) and self.low <= v <= self.high
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One of a finite list of values (numbers, strings or booleans).
+
+    Example:
+        >>> opt = Choice(["adam", "sgd"])
+        >>> batch = Choice([32, 64, 128])
+    """
+
+    values: tuple
+
+    def __init__(self, values: Sequence[Any]):
+        if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
+            raise SpaceError(f"Choice takes a list of values, got {values!r}")
+        object.__setattr__(self, "values", tuple(values))
+
+    @property
+    def numeric(self) -> bool:
+        return all(_is_number(v) for v in self.values)
+
+    def _check(self, name: str) -> None:
+        if len(self.values) == 0:
+            raise SpaceError(f"{name}: Choice needs at least one value")
+        seen = set()
+        for v in self.values:
+            if v in seen:
+                raise SpaceError(f"{name}: duplicate choice {v!r}")
+            seen.add(v)
+        kinds = {"number" if _is_number(v) else type(v).__name__ for v in self.values}
+        if len(kinds) > 1:
+            raise SpaceError(f"{name}: Choice mixes value types {sorted(kinds)}")
+        if self.numeric and not all(math.isfinite(v) for v in self.values):
+            raise SpaceError(f"{name}: Choice values must be finite")
+
+    def decode(self, u: np.ndarray) -> np.ndarray:
+        k = len(self.values)
+        idx = np.clip(np.floor(np.clip(u, 0.0, 1.0) * k), 0, k - 1).astype(np.int64)
+        if self.numeric:
+            return np.asarray(self.values)[idx]
+        return idx
+
+    def index(self, v: Any) -> np.ndarray:
+        """Indices of values ``v`` (values, or indices for string choices)."""
+        v = np.asarray(v)
+        if not self.numeric:
+            return v.astype(np.int64)
+        table = np.asarray(self.values)
+        hits = v[..., None] == table
+        if not hits.any(-1).all():
+            raise SpaceError(f"value not among the choices {self.values}")
+        return hits.argmax(-1)
+
+    def encode(self, v: np.ndarray) -> np.ndarray:
+        return (self.index(v) + 0.5) / len(self.values)
+
+    def grid(self, n: int) -> list:
+        return list(self.values)
+
+    def contains(self, v: Any) -> bool:
+        if self.numeric:
+            return _is_number(v) and v in self.values
+        return any(v == c and type(v) is type(c) for c in self.values)
+
+
+@dataclass(frozen=True)
+class Fixed:
+    """A constant: part of every configuration, never searched.
+
+    Example:
+        >>> opt = Fixed("adamw")
+    """
+
+    value: Any
+
+    def _check(self, name: str) -> None:
+        if _is_number(self.value) and not math.isfinite(self.value):
+            raise SpaceError(f"{name}: Fixed value must be finite, got {self.value!r}")
+
+    @property
+    def numeric(self) -> bool:
+        return _is_number(self.value)
+
+
+Param = Float | Int | Choice | Fixed
+
+
+class Space(Mapping):
+    """An ordered, validated set of named hyperparameters.
+
+    Example:
+        >>> space = Space(learning_rate=Float(1e-4, 1e-1, log=True), n_layers=Int(1, 4))
+        >>> space.dim
+        2
+    """
+
+    def __init__(self, params: Mapping[str, Param] | None = None, /, **kwargs: Param):
+        merged = dict(params or {})
+        for k, v in kwargs.items():
+            if k in merged:
+                raise SpaceError(f"{k}: given twice")
+            merged[k] = v
+        if not merged:
+            raise SpaceError("the search space is empty")
+        for name, p in merged.items():
+            if not isinstance(name, str) or not name.isidentifier():
+                raise SpaceError(f"parameter name {name!r} must be a Python identifier")
+            if not isinstance(p, (Float, Int, Choice, Fixed)):
+                raise SpaceError(
+                    f"{name}: expected Float, Int, Choice or Fixed, got {type(p).__name__} "
+                    f"({p!r}); wrap a constant in Fixed(...)"
+                )
+            p._check(name)
+        self._params: dict[str, Param] = merged
+        self.searched: tuple[str, ...] = tuple(
+            n for n, p in merged.items() if not isinstance(p, Fixed)
+        )
+
+    # Mapping protocol
+    def __getitem__(self, name: str) -> Param:
+        return self._params[name]
+
+    def __iter__(self):
+        return iter(self._params)
+
+    def __len__(self) -> int:
+        return len(self._params)
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{k}={v!r}" for k, v in self._params.items())
+        return f"Space({inner})"
+
+    @property
+    def dim(self) -> int:
+        """Number of encoded dimensions ``D`` (fixed parameters take none)."""
+        return len(self.searched)
+
+    # Encoding -----------------------------------------------------------------
+    def decode(self, u: np.ndarray) -> dict[str, np.ndarray]:
+        """Map unit-cube points ``u: [P, D]`` to ``{name: [P] array}`` of native values."""
+        u = np.asarray(u, np.float64)
+        if u.ndim != 2 or u.shape[1] != self.dim:
+            raise SpaceError(f"expected points of shape [P, {self.dim}], got {u.shape}")
+        out: dict[str, np.ndarray] = {}
+        col = 0
+        for name, p in self._params.items():
+            if isinstance(p, Fixed):
+                v = p.value if p.numeric else 0
+                out[name] = np.full((u.shape[0],), v)
+            else:
+                out[name] = p.decode(u[:, col])
+                col += 1
+        return out
+
+    def encode(self, values: Mapping[str, Any]) -> np.ndarray:
+        """Map ``{name: [P] values}`` (as from :meth:`decode`) back to ``u: [P, D]``."""
+        cols = [self._params[n].encode(np.atleast_1d(values[n])) for n in self.searched]
+        if not cols:
+            n = len(np.atleast_1d(next(iter(values.values()))))
+            return np.zeros((n, 0))
+        return np.stack(cols, axis=1)
+
+    def to_python(self, values: Mapping[str, np.ndarray], i: int) -> dict[str, Any]:
+        """Configuration ``i`` of decoded ``values`` as plain Python values."""
+        out: dict[str, Any] = {}
+        for name, p in self._params.items():
+            v = np.asarray(values[name])[i]
+            if isinstance(p, Fixed):
+                out[name] = p.value
+            elif isinstance(p, Choice) and not p.numeric:
+                out[name] = p.values[int(v)]
+            elif isinstance(p, Choice):
+                out[name] = type(p.values[0])(v.item()) if isinstance(p.values[0], int) else v.item()
+            elif isinstance(p, Int):
+                out[name] = int(v)
+            else:
+                out[name] = float(v)
+        return out
+
+    def from_python(self, configs: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
+        """Plain-value configurations to decoded ``{name: [P] array}``, validated."""
+        cols: dict[str, list] = {n: [] for n in self._params}
+        for cfg in configs:
+            unknown = set(cfg) - set(self._params)
+            if unknown:
+                raise SpaceError(f"unknown parameter(s) {sorted(unknown)}; space has {list(self)}")
+            for name, p in self._params.items():
+                if isinstance(p, Fixed):
+                    cols[name].append(p.value if p.numeric else 0)
+                    continue
+                if name not in cfg:
+                    raise SpaceError(f"{name}: missing from configuration {dict(cfg)}")
+                v = cfg[name]
+                if not p.contains(v):
+                    raise SpaceError(f"{name}: {v!r} is outside {p!r}")
+                cols[name].append(p.values.index(v) if isinstance(p, Choice) and not p.numeric else v)
+        return {n: np.asarray(c) for n, c in cols.items()}
+
+    # Sampling -----------------------------------------------------------------
+    def grid(self, points: int | Mapping[str, int | Sequence[Any]] = 5) -> dict[str, np.ndarray]:
+        """The Cartesian grid as decoded ``{name: [G] array}``, in lexicographic order.
+
+        Args:
+            points: points per numeric parameter (evenly spaced, in log space where
+                ``log=True``), or a mapping from name to a count or an explicit list of
+                values. Choices always contribute all of their values.
+        """
+        per: dict[str, int | Sequence[Any]] = {}
+        if isinstance(points, Mapping):
+            unknown = set(points) - set(self._params)
+            if unknown:
+                raise SpaceError(f"grid points for unknown parameter(s) {sorted(unknown)}")
+            per = dict(points)
+            default = 5
+        else:
+            default = points
+        axes: list[list] = []
+        for name in self.searched:
+            p = self._params[name]
+            spec = per.get(name, default)
+            if isinstance(spec, numbers.Integral) and not isinstance(spec, bool):
+                if spec < 1:
+                    raise SpaceError(f"{name}: grid needs at least one point, got {spec}")
+                vals = p.grid(int(spec))
+            else:
+                vals = list(spec)
+                if not vals:
+                    raise SpaceError(f"{name}: empty list of grid values")
+                for v in vals:
+                    if not p.contains(v):
+                        raise SpaceError(f"{name}: grid value {v!r} is outside {p!r}")
+            axes.append(vals)
+        combos = list(itertools.product(*axes)) if axes else [()]
+        configs = [dict(zip(self.searched, c)) for c in combos]
+        return self.from_python(configs)
+
+    def grid_size(self, points: int | Mapping[str, int | Sequence[Any]] = 5) -> int:
+        return len(next(iter(self.grid(points).values())))

@@ -1,0 +1,7 @@
+"""Built-in tasks and the Task interface."""
+
+from jaxhp.tasks.base import Task, TrainableTask
+from jaxhp.tasks.data import DataError
+from jaxhp.tasks.mlp import MLP_DEFAULTS, MLPClassifier, MLPRegressor
+
+__all__ = ["DataError", "MLPClassifier", "MLPRegressor", "MLP_DEFAULTS", "Task", "TrainableTask"]

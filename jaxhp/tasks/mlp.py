@@ -1,0 +1,363 @@
+"""Built-in tasks: a Flax MLP classifier and regressor whose structure is tunable.
+
+Depth and width run batched by padding: a bucket's program has ``depth`` hidden layers of
+``width`` units (the bucket maximum, a power of two); trial ``i`` uses its first
+``n_layers[i]`` layers and ``width[i]`` units. Unused units are masked to zero (their
+weights get zero gradients and are initialised to zero) and unused layers are identities,
+so a padded trial computes exactly what an unpadded one would. Kernels are initialised
+LeCun-normal (untruncated) with the trial's *real* fan-in, and every random draw (initial
+weights, dropout) is keyed by row so that it does not depend on the padding: a trial gives
+the same result (up to float summation order) in any bucket.
+
+Tunable hyperparameters (defaults in ``MLP_DEFAULTS``): ``n_layers``, ``width``,
+``learning_rate``, ``batch_size``, ``epochs``, ``weight_decay``, ``dropout``,
+``optimizer`` (adam, adamw, sgd), ``momentum`` (SGD), ``activation``
+(relu, tanh, gelu, silu).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Hashable, Mapping
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jaxhp.optim import OPTIMIZERS, OptState, opt_init, opt_update
+from jaxhp.space import Choice, Fixed
+from jaxhp.tasks.base import Task, next_pow2
+from jaxhp.tasks.data import DataError, check_arrays, make_folds, stack_folds
+from jaxhp.trainable import Batch
+
+__all__ = ["MLPClassifier", "MLPRegressor", "MLP_DEFAULTS", "MLPTrainable"]
+
+ACTIVATIONS = ("relu", "tanh", "gelu", "silu")
+_ACT_FNS = (jax.nn.relu, jnp.tanh, jax.nn.gelu, jax.nn.silu)
+
+MLP_DEFAULTS: dict[str, Any] = {
+    "n_layers": 2,
+    "width": 64,
+    "learning_rate": 1e-3,
+    "batch_size": 64,
+    "epochs": 20,
+    "weight_decay": 0.0,
+    "dropout": 0.0,
+    "optimizer": "adam",
+    "momentum": 0.9,
+    "activation": "relu",
+}
+MLP_LIMITS = {
+    "n_layers": (1, 64, True),
+    "width": (1, 8192, True),
+    "learning_rate": (0.0, math.inf, False),
+    "batch_size": (1, math.inf, True),
+    "epochs": (1, math.inf, True),
+    "weight_decay": (0.0, math.inf, False),
+    "dropout": (0.0, 0.99, False),
+    "momentum": (0.0, 1.0, False),
+}
+
+
+def _activate(z: jax.Array, code: jax.Array, used: tuple[int, ...]) -> jax.Array:
+    if len(used) == 1:
+        return _ACT_FNS[used[0]](z)
+    out = _ACT_FNS[used[0]](z)
+    for c in used[1:]:
+        out = jnp.where(code == c, _ACT_FNS[c](z), out)
+    return out
+
+
+class _MaskedMLP(nn.Module):
+    depth: int
+    width: int
+    n_out: int
+    activations: tuple[int, ...]
+    dropout: bool
+
+    @nn.compact
+    def __call__(self, x: jax.Array, hp: Mapping[str, jax.Array], key: jax.Array | None = None):
+        h = x.reshape((x.shape[0], -1))
+        units = jnp.arange(self.width) < hp["width"]  # [W]
+        if self.dropout and key is not None:
+            # Row (l, b) of the masks comes from fold_in(key, l * 2**16 + b): a trial's
+            # dropout does not depend on the bucket's depth, width or batch padding.
+            ids = (np.arange(self.depth)[:, None] * 2**16 + np.arange(h.shape[0])).ravel()
+            drop_u = jax.vmap(lambda i: jax.random.uniform(
+                jax.random.fold_in(key, i), (self.width,)))(jnp.asarray(ids, jnp.uint32))
+            drop_u = drop_u.reshape(self.depth, h.shape[0], self.width)
+        for layer in range(self.depth):
+            z = nn.Dense(self.width, name=f"hidden_{layer}")(h)
+            a = jnp.where(units, _activate(z, hp["activation"], self.activations), 0.0)
+            if self.dropout and key is not None:
+                keep = 1.0 - hp["dropout"]
+                a = jnp.where(drop_u[layer] < keep, a / keep, 0.0)
+            h = a if layer == 0 else jnp.where(layer < hp["n_layers"], a, h)
+        return nn.Dense(self.n_out, name="out")(h)
+
+
+class MLPState(NamedTuple):
+    params: Any
+    opt: OptState
+
+
+@dataclass(frozen=True)
+class MLPTrainable:
+    """The padded MLP of one bucket (static and hashable: it keys the compile cache)."""
+
+    kind: str  # "classifier" | "regressor"
+    n_in: int
+    n_out: int
+    depth: int
+    width: int
+    dropout: bool
+    activations: tuple[int, ...]
+    optimizers: tuple[int, ...]
+
+    @property
+    def module(self) -> _MaskedMLP:
+        return _MaskedMLP(self.depth, self.width, self.n_out, self.activations, self.dropout)
+
+    def init(self, key: jax.Array, hp: Mapping[str, jax.Array]) -> MLPState:
+        # LeCun-normal kernels with the trial's real fan-in, zero biases, zero weights for
+        # padded units. Row r of kernel k is drawn from fold_in(key, k * 2**20 + r), and
+        # JAX's (partitionable) threefry makes a row's j-th entry depend on j alone, so a
+        # trial's weights are the same whatever bucket width or depth it is padded to.
+        # (One vmapped RNG call: every call site costs compile time on the CPU.)
+        w, n_in, n_out = self.width, self.n_in, self.n_out
+        units = (jnp.arange(w) < hp["width"]).astype(jnp.float32)
+        inv_sqrt_width = jax.lax.rsqrt(hp["width"].astype(jnp.float32))
+        row_ids = np.concatenate(
+            [np.arange(n_in)] + [k * 2**20 + np.arange(w) for k in range(1, self.depth + 1)]
+        ).astype(np.uint32)  # first layer, hidden layers 1.., output
+        cols = max(w, n_out)
+        rows = jax.vmap(lambda i: jax.random.normal(jax.random.fold_in(key, i), (cols,)))(
+            jnp.asarray(row_ids))  # [R, cols]
+        first = rows[:n_in, :w] / math.sqrt(n_in) * units
+        params = {"hidden_0": {"kernel": first, "bias": jnp.zeros(w)}}
+        for layer in range(1, self.depth):
+            k = rows[n_in + (layer - 1) * w : n_in + layer * w, :w]
+            k = k * (units[:, None] * units[None, :]) * inv_sqrt_width
+            params[f"hidden_{layer}"] = {"kernel": k, "bias": jnp.zeros(w)}
+        out = rows[n_in + (self.depth - 1) * w :, :n_out] * units[:, None] * inv_sqrt_width
+        params["out"] = {"kernel": out, "bias": jnp.zeros(n_out)}
+        return MLPState(params, opt_init(params))
+
+    def apply(self, params, x, hp, key=None) -> jax.Array:
+        return self.module.apply({"params": params}, x, hp, key)
+
+    def _loss(self, out: jax.Array, y: jax.Array, mask: jax.Array) -> jax.Array:
+        if self.kind == "classifier":
+            per_row = optax.softmax_cross_entropy_with_integer_labels(out, y)
+        else:
+            per_row = jnp.mean(jnp.square(out - y.reshape(out.shape)), axis=-1)
+        return jnp.sum(jnp.where(mask, per_row, 0.0)) / jnp.maximum(jnp.sum(mask), 1)
+
+    def step(self, state: MLPState, batch: Batch, hp) -> tuple[MLPState, dict]:
+        def loss_fn(params):
+            return self._loss(self.apply(params, batch.x, hp, batch.key), batch.y, batch.mask)
+
+        loss, grads = jax.value_and_grad(loss_fn)(state.params)
+        params, opt = opt_update(grads, state.opt, state.params, hp, kinds=self.optimizers)
+        return MLPState(params, opt), {"loss": loss}
+
+    def evaluate(self, state: MLPState, data: Batch, hp) -> dict[str, jax.Array]:
+        out = self.apply(state.params, data.x, hp)
+        n = jnp.maximum(jnp.sum(data.mask), 1)
+        loss = self._loss(out, data.y, data.mask)
+        if self.kind == "classifier":
+            hit = (jnp.argmax(out, -1) == data.y) & data.mask
+            return {"accuracy": jnp.sum(hit) / n, "loss": loss}
+        # Regression targets are standardised per fold; report in the original units.
+        y = data.y.reshape(out.shape)
+        y_std = data.aux["y_std"]
+        err = jnp.where(data.mask[:, None], jnp.square(out - y), 0.0)
+        mse = jnp.sum(err * jnp.square(y_std)) / (n * out.shape[-1])
+        y_mean = jnp.sum(jnp.where(data.mask[:, None], y, 0.0), 0) / n
+        sst = jnp.sum(jnp.where(data.mask[:, None], jnp.square(y - y_mean), 0.0))
+        r2 = 1.0 - jnp.sum(err) / jnp.maximum(sst, 1e-12)
+        return {"mse": mse, "r2": r2, "loss": loss}
+
+    def predict(self, state: MLPState, x: jax.Array, hp) -> jax.Array:
+        return self.apply(state.params, x, hp)
+
+
+class _MLPTask(Task):
+    kind: str
+    metrics: dict[str, str]  # metric -> direction
+
+    def _setup(self, X, y, *, val_fraction, folds, X_val, y_val, metric, seed, standardize,
+               defaults: dict[str, Any]) -> None:
+        if metric not in self.metrics:
+            raise ValueError(f"metric must be one of {sorted(self.metrics)}, got {metric!r}")
+        unknown = set(defaults) - set(MLP_DEFAULTS)
+        if unknown:
+            raise TypeError(f"unknown hyperparameter default(s) {sorted(unknown)}; "
+                            f"known: {sorted(MLP_DEFAULTS)}")
+        self.metric = metric
+        self.direction = self.metrics[metric]
+        self.defaults = {**MLP_DEFAULTS, **defaults}
+        self.vocab = {"optimizer": OPTIMIZERS, "activation": ACTIVATIONS}
+        self.limits = MLP_LIMITS
+        self.bucket_width_min = 8
+        if val_fraction is None and folds is None and X_val is None:
+            val_fraction = 0.2
+        X, y = check_arrays(X, y)
+        y, aux = self._targets(y)
+        if X_val is not None and y_val is not None:
+            _, y_val = check_arrays(X_val, y_val, name="X_val")
+            y_val = self._val_targets(y_val)
+        splits = make_folds(X, y, val_fraction=val_fraction, folds=folds, X_val=X_val,
+                            y_val=y_val, stratify=self.kind == "classifier", seed=seed)
+        splits, aux = self._scale(splits)
+        self.n_features = int(np.prod(X.shape[1:]))
+        self.data = stack_folds(splits, standardize=standardize, aux=aux)
+
+    def _targets(self, y):
+        return y, None
+
+    def _val_targets(self, y):
+        return y
+
+    def _scale(self, splits):
+        return splits, None
+
+    def check_space(self, space) -> None:
+        super().check_space(space)
+        # Every bucket gets the space's maximum depth (unused layers are identities), so
+        # a bucket's program keeps its shape from round to round and compiles once.
+        # Likewise the optimizers, activations and dropout that the space can produce.
+        def possible(name):
+            p = space.get(name)
+            if p is None:
+                return [self.defaults[name]]
+            if isinstance(p, Fixed):
+                return [p.value]
+            if isinstance(p, Choice):
+                return list(p.values)
+            return [p.low, p.high]
+
+        self._static = {
+            "depth": int(max(possible("n_layers"))),
+            "activations": {ACTIVATIONS.index(a) for a in possible("activation")},
+            "optimizers": {OPTIMIZERS.index(o) for o in possible("optimizer")},
+            "dropout": max(possible("dropout")) > 0,
+        }
+
+    def shape_keys(self, hp) -> list[Hashable]:
+        return [next_pow2(max(int(w), self.bucket_width_min)) for w in hp["width"]]
+
+    def trainable(self, hp: Mapping[str, np.ndarray]) -> MLPTrainable:
+        st = getattr(self, "_static", {"depth": 1, "activations": set(), "optimizers": set(),
+                                       "dropout": False})
+        return MLPTrainable(
+            kind=self.kind,
+            n_in=self.n_features,
+            n_out=self.n_out,
+            depth=max(int(np.max(hp["n_layers"])), st["depth"]),
+            width=next_pow2(max(int(np.max(hp["width"])), self.bucket_width_min)),
+            dropout=bool(np.any(hp["dropout"] > 0)) or st["dropout"],
+            activations=tuple(sorted({int(a) for a in hp["activation"]} | st["activations"])),
+            optimizers=tuple(sorted({int(o) for o in hp["optimizer"]} | st["optimizers"])),
+        )
+
+    def flops_per_row(self, tr: MLPTrainable) -> float:
+        """Training FLOPs per example of a bucket's padded network (forward + backward)."""
+        return 6.0 * (tr.n_in * tr.width + (tr.depth - 1) * tr.width**2 + tr.width * tr.n_out)
+
+
+class MLPClassifier(_MLPTask):
+    """Tune a Flax MLP classifier on arrays.
+
+    Args:
+        X: inputs ``[N, ...]`` (flattened by the model), numeric and finite.
+        y: class labels ``[N]`` (any hashable values; mapped to ``0..C-1``).
+        val_fraction: hold out this stratified fraction for validation (default 0.2).
+        folds: instead, k-fold stratified cross-validation; the metric is the fold mean.
+        X_val, y_val: instead, an explicit validation set.
+        metric: ``"accuracy"`` (maximised, default) or ``"loss"`` (cross-entropy, minimised).
+        standardize: standardise inputs with each fold's training statistics.
+        seed: seed of the split.
+        **defaults: defaults for hyperparameters the space leaves out, e.g. ``epochs=30``.
+
+    Example:
+        >>> X, y = sklearn.datasets.load_digits(return_X_y=True)
+        >>> task = MLPClassifier(X, y, folds=5, epochs=30)
+    """
+
+    kind = "classifier"
+    metrics = {"accuracy": "maximize", "loss": "minimize"}
+
+    def __init__(self, X: Any, y: Any, *, val_fraction: float | None = None,
+                 folds: int | None = None, X_val: Any = None, y_val: Any = None,
+                 metric: str = "accuracy", standardize: bool = True, seed: int = 0,
+                 **defaults: Any):
+        self._setup(X, y, val_fraction=val_fraction, folds=folds, X_val=X_val, y_val=y_val,
+                    metric=metric, seed=seed, standardize=standardize, defaults=defaults)
+
+    def _targets(self, y):
+        y = np.asarray(y)
+        if y.ndim != 1:
+            raise DataError(f"y must be a vector of class labels, got shape {y.shape}")
+        self.classes_ = np.unique(y)
+        if len(self.classes_) < 2:
+            raise DataError("y has a single class; a classifier needs at least two")
+        self.n_out = len(self.classes_)
+        return np.searchsorted(self.classes_, y).astype(np.int32), None
+
+    def _val_targets(self, y):
+        y = np.asarray(y)
+        unknown = set(np.unique(y)) - set(self.classes_)
+        if unknown:
+            raise DataError(f"y_val has classes not seen in y: {sorted(unknown)[:5]}")
+        return np.searchsorted(self.classes_, y).astype(np.int32)
+
+
+class MLPRegressor(_MLPTask):
+    """Tune a Flax MLP regressor on arrays (targets standardised per fold for training).
+
+    Args: as :class:`MLPClassifier`, with ``y`` of shape ``[N]`` or ``[N, k]`` and
+        ``metric`` one of ``"mse"`` (original units, minimised, default), ``"r2"``
+        (maximised) or ``"loss"`` (MSE on standardised targets, minimised).
+
+    Example:
+        >>> X, y = sklearn.datasets.load_diabetes(return_X_y=True)
+        >>> task = MLPRegressor(X, y, val_fraction=0.2)
+    """
+
+    kind = "regressor"
+    metrics = {"mse": "minimize", "r2": "maximize", "loss": "minimize"}
+
+    def __init__(self, X: Any, y: Any, *, val_fraction: float | None = None,
+                 folds: int | None = None, X_val: Any = None, y_val: Any = None,
+                 metric: str = "mse", standardize: bool = True, seed: int = 0,
+                 **defaults: Any):
+        self._setup(X, y, val_fraction=val_fraction, folds=folds, X_val=X_val, y_val=y_val,
+                    metric=metric, seed=seed, standardize=standardize, defaults=defaults)
+
+    def _targets(self, y):
+        y = np.asarray(y, np.float32)
+        if y.ndim not in (1, 2):
+            raise DataError(f"y must have shape [N] or [N, k], got {y.shape}")
+        self.n_out = 1 if y.ndim == 1 else y.shape[1]
+        self.y_ndim = y.ndim
+        return y.reshape(len(y), -1), None
+
+    def _val_targets(self, y):
+        return np.asarray(y, np.float32).reshape(len(y), -1)
+
+    def _scale(self, splits):
+        out, means, stds = [], [], []
+        for x_tr, y_tr, x_va, y_va in splits:
+            m = y_tr.mean(0)
+            s = np.where(y_tr.std(0) > 1e-8, y_tr.std(0), 1.0)
+            out.append((x_tr, (y_tr - m) / s, x_va, (y_va - m) / s))
+            means.append(m)
+            stds.append(s)
+        aux = {"y_mean": np.stack(means).astype(np.float32),
+               "y_std": np.stack(stds).astype(np.float32)}
+        return out, aux

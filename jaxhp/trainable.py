@@ -1,0 +1,62 @@
+"""The Trainable protocol: what the population engine needs from a model.
+
+A Trainable is three pure functions of *one* trial. The engine ``jax.vmap``s them over the
+folds and the population, so ``hp`` holds that trial's hyperparameters as scalar arrays
+(``hp["learning_rate"]`` is a traced float, never a Python constant: one compiled program
+serves every value).
+
+- ``init(key, hp) -> state``: any pytree (parameters, optimizer state, ...).
+- ``step(state, batch, hp) -> (state, metrics)``: one optimizer step on ``batch``;
+  ``metrics["loss"]`` is required. Rows with ``batch.mask == False`` are padding (the
+  trial's batch is smaller than the bucket's, or the epoch's last batch is short) and must
+  not contribute; ``batch.key`` is a fresh PRNG key for this step (dropout, noise).
+- ``evaluate(state, data, hp) -> metrics``: metrics on the validation rows of ``data``
+  (again honouring ``data.mask``); it must return the task's objective metric.
+
+Optionally ``predict(state, x, hp) -> outputs`` lets a trained trial predict new rows.
+A non-finite ``loss`` marks the trial ``diverged``: the engine discards that step, freezes
+the trial and carries on with the others.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple, Protocol, runtime_checkable
+
+import jax
+
+__all__ = ["Batch", "Trainable"]
+
+PyTree = Any
+
+
+class Batch(NamedTuple):
+    """Rows handed to ``step`` (a training batch) or ``evaluate`` (the validation set).
+
+    Attributes:
+        x: inputs, ``[B, ...]``.
+        y: targets, ``[B, ...]``.
+        mask: ``[B]`` bool, False on padding rows.
+        key: a PRNG key for this step (in ``evaluate``: a fixed key).
+        aux: per-fold extras from the task (e.g. target scaling), or ``None``.
+    """
+
+    x: jax.Array
+    y: jax.Array
+    mask: jax.Array
+    key: jax.Array
+    aux: PyTree = None
+
+
+@runtime_checkable
+class Trainable(Protocol):
+    """A model and its training rule, written for one trial (see the module docstring)."""
+
+    def init(self, key: jax.Array, hp: dict[str, jax.Array]) -> PyTree: ...
+
+    def step(
+        self, state: PyTree, batch: Batch, hp: dict[str, jax.Array]
+    ) -> tuple[PyTree, dict[str, jax.Array]]: ...
+
+    def evaluate(
+        self, state: PyTree, data: Batch, hp: dict[str, jax.Array]
+    ) -> dict[str, jax.Array]: ...
