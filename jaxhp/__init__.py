@@ -11,7 +11,22 @@ from jaxhp.tune import tune
 __version__ = "0.1.0"
 
 __all__ = [
-    "Batch", "Choice", "DataError", "Fixed", "Float", "Int", "Model", "Results",
-    "STRATEGIES", "Space", "SpaceError", "Strategy", "Trainable", "Trial", "stopping",
-    "strategies", "tasks", "tune",
+    "Batch",
+    "Choice",
+    "DataError",
+    "Fixed",
+    "Float",
+    "Int",
+    "Model",
+    "Results",
+    "STRATEGIES",
+    "Space",
+    "SpaceError",
+    "Strategy",
+    "Trainable",
+    "Trial",
+    "stopping",
+    "strategies",
+    "tasks",
+    "tune",
 ]

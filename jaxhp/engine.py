@@ -27,11 +27,13 @@ does not depend on the population size, its bucket-mates or the number of rounds
 
 from __future__ import annotations
 
+import functools
 import math
+import operator
 import time
 from collections import Counter
 from collections.abc import Callable, Hashable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import jax
@@ -98,8 +100,15 @@ def _member_perm(key: jax.Array, n: jax.Array, size: int) -> jax.Array:
     return jnp.argsort(jnp.where(jnp.arange(size) < n, r, 2.0))
 
 
-def _segment(spec: SegmentSpec, run: RunState, hp: dict, keys: jax.Array,
-             data: FoldArrays, epoch0: jax.Array, n_epochs: jax.Array):
+def _segment(
+    spec: SegmentSpec,
+    run: RunState,
+    hp: dict,
+    keys: jax.Array,
+    data: FoldArrays,
+    epoch0: jax.Array,
+    n_epochs: jax.Array,
+):
     TRACE_COUNTS[spec] += 1
     tr = spec.trainable
     n_rows = data.x_train.shape[1]
@@ -108,12 +117,16 @@ def _segment(spec: SegmentSpec, run: RunState, hp: dict, keys: jax.Array,
     bsz = hp["batch_size"]  # [P]
     steps_per_epoch = -(-data.n_train[None, :] // bsz[:, None])  # [P, F]
     fold_ids = jnp.arange(n_folds)
-    member_keys = jax.vmap(lambda k: jax.vmap(lambda f: jax.random.fold_in(k, f))(fold_ids))(keys)
+    member_keys = jax.vmap(
+        lambda k: jax.vmap(lambda f: jax.random.fold_in(k, f))(fold_ids)
+    )(keys)
     eval_key = jax.random.key(0)
 
     def epoch(run: RunState, e: jax.Array):
         ran = run.active  # [P]
-        ekeys = jax.vmap(jax.vmap(lambda k: jax.random.fold_in(k, e)))(member_keys)  # [P, F]
+        ekeys = jax.vmap(jax.vmap(lambda k: jax.random.fold_in(k, e)))(
+            member_keys
+        )  # [P, F]
         perm_keys = jax.vmap(jax.vmap(lambda k: jax.random.fold_in(k, 0)))(ekeys)
         perms = jax.vmap(jax.vmap(lambda k, n: _member_perm(k, n, n_rows)), (0, None))(
             perm_keys, data.n_train
@@ -124,7 +137,9 @@ def _segment(spec: SegmentSpec, run: RunState, hp: dict, keys: jax.Array,
             idx = t * b + jnp.arange(spec.batch)
             rowmask = (jnp.arange(spec.batch) < b) & (idx < n)
             rows = perm[jnp.minimum(idx, n_rows - 1)]
-            batch = Batch(x[rows], y[rows], rowmask, jax.random.fold_in(ekey, t + 1), aux)
+            batch = Batch(
+                x[rows], y[rows], rowmask, jax.random.fold_in(ekey, t + 1), aux
+            )
             new, metrics = tr.step(ts, batch, hpm)
             loss = metrics["loss"]
             go = live & (t < spe) & ~bad
@@ -142,8 +157,18 @@ def _segment(spec: SegmentSpec, run: RunState, hp: dict, keys: jax.Array,
                 over_folds, in_axes=(0, 0, 0, 0, None, None, None, None, 0, 0, 0, None)
             )
             ts, loss, done, bad = over_pop(
-                ts, perms, ekeys, hp, data.x_train, data.y_train, data.n_train, data.aux,
-                ran, steps_per_epoch, bad, t,
+                ts,
+                perms,
+                ekeys,
+                hp,
+                data.x_train,
+                data.y_train,
+                data.n_train,
+                data.aux,
+                ran,
+                steps_per_epoch,
+                bad,
+                t,
             )
             return (ts, loss_sum + loss, count + done, bad), None
 
@@ -189,15 +214,19 @@ def _segment(spec: SegmentSpec, run: RunState, hp: dict, keys: jax.Array,
             "train_loss": jnp.where(ran, train_loss, nan),
             "value": jnp.where(ran, value, nan),
             "value_folds": jnp.where(ran[:, None], per_fold, nan),
-            **{k: jnp.where(ran, jnp.mean(v, 1).astype(jnp.float32), nan)
-               for k, v in metrics.items() if k != spec.metric},
+            **{
+                k: jnp.where(ran, jnp.mean(v, 1).astype(jnp.float32), nan)
+                for k, v in metrics.items()
+                if k != spec.metric
+            },
         }
         return new_run, row
 
     def run_epochs(run: RunState):
         row_shapes = jax.eval_shape(lambda r: epoch(r, epoch0)[1], run)
         bufs = jax.tree.map(
-            lambda s: jnp.full((spec.seg_epochs, *s.shape), jnp.nan, s.dtype), row_shapes
+            lambda s: jnp.full((spec.seg_epochs, *s.shape), jnp.nan, s.dtype),
+            row_shapes,
         )
 
         def cond(c):
@@ -227,9 +256,13 @@ class TrialOutcome:
     value: float  # metric at the best epoch (NaN when diverged)
     best_epoch: int  # 0-based, -1 if no epoch finished
     epochs_run: int
-    curves: dict[str, np.ndarray]  # per-epoch arrays, length epochs_run (+1 if diverged)
+    curves: dict[
+        str, np.ndarray
+    ]  # per-epoch arrays, length epochs_run (+1 if diverged)
     fold_values: np.ndarray  # [F] metric per fold at the best epoch
-    wall_time: float  # seconds of the bucket that trained it (shared by its bucket-mates)
+    wall_time: (
+        float  # seconds of the bucket that trained it (shared by its bucket-mates)
+    )
     bucket: str
 
 
@@ -284,14 +317,15 @@ def _bucket_shape(task: Task, hp: Mapping[str, np.ndarray], n_rows: int) -> Buck
 #: fixed overhead per optimizer step, and sustained training FLOP/s. Rough on purpose:
 #: they only decide whether merging two buckets (more padding, one compile fewer) pays.
 COST_MODEL = {
-    "cpu": {"compile_s": 3.0, "step_s": 2e-5, "flops": 3e10},
+    "cpu": {"compile_s": 6.0, "step_s": 2e-5, "flops": 3e10},
     "gpu": {"compile_s": 4.0, "step_s": 1e-5, "flops": 2e13},
     "tpu": {"compile_s": 4.0, "step_s": 1e-5, "flops": 5e13},
 }
 
 
-def _bucket_cost(task: Task, hp: Mapping[str, np.ndarray], idx: np.ndarray,
-                 n_rows: int, n_folds: int) -> float:
+def _bucket_cost(
+    task: Task, hp: Mapping[str, np.ndarray], idx: np.ndarray, n_rows: int, n_folds: int
+) -> float:
     """Estimated seconds to compile (unless seen) and run the trials ``idx`` as one bucket."""
     c = COST_MODEL.get(jax.default_backend(), COST_MODEL["gpu"])
     sub = {k: np.asarray(v)[idx] for k, v in hp.items()}
@@ -300,13 +334,16 @@ def _bucket_cost(task: Task, hp: Mapping[str, np.ndarray], idx: np.ndarray,
     epochs = int(sub["epochs"].max())
     flops_row = getattr(task, "flops_per_row", lambda tr: 0.0)(shape.trainable)
     steps = shape.steps * epochs
-    run = steps * (c["step_s"] + padded * n_folds * shape.batch * flops_row / c["flops"])
+    run = steps * (
+        c["step_s"] + padded * n_folds * shape.batch * flops_row / c["flops"]
+    )
     seen = shape.key + (padded,) in _SEEN
     return run + (0.0 if seen else c["compile_s"])
 
 
-def plan_buckets(task: Task, hp: Mapping[str, np.ndarray], *, bucketing: str,
-                 n_rows: int) -> list[np.ndarray]:
+def plan_buckets(
+    task: Task, hp: Mapping[str, np.ndarray], *, bucketing: str, n_rows: int
+) -> list[np.ndarray]:
     """Group a round's trials into buckets, each trained by one compiled program.
 
     - ``"none"``: one bucket; everything padded to the largest shape.
@@ -333,7 +370,9 @@ def plan_buckets(task: Task, hp: Mapping[str, np.ndarray], *, bucketing: str,
         for i in range(len(out)):
             for j in range(i + 1, len(out)):
                 merged = np.sort(np.concatenate([out[i], out[j]]))
-                gain = cost[i] + cost[j] - _bucket_cost(task, hp, merged, n_rows, n_folds)
+                gain = (
+                    cost[i] + cost[j] - _bucket_cost(task, hp, merged, n_rows, n_folds)
+                )
                 if gain > best_gain:
                     best_gain, best_pair = gain, (i, j, merged)
         if best_pair is None:
@@ -358,8 +397,12 @@ def _device_data(task: Task) -> FoldArrays:
     if cached is None:
         d = task.data
         cached = FoldArrays(
-            jnp.asarray(d.x_train), jnp.asarray(d.y_train), jnp.asarray(d.n_train),
-            jnp.asarray(d.x_val), jnp.asarray(d.y_val), jnp.asarray(d.val_mask),
+            jnp.asarray(d.x_train),
+            jnp.asarray(d.y_train),
+            jnp.asarray(d.n_train),
+            jnp.asarray(d.x_val),
+            jnp.asarray(d.y_val),
+            jnp.asarray(d.val_mask),
             jax.tree.map(jnp.asarray, d.aux),
         )
         task._jaxhp_device_data = cached
@@ -368,14 +411,17 @@ def _device_data(task: Task) -> FoldArrays:
 
 def _init_members(trainable, keys: jax.Array, hp: dict, n_folds: int):
     def member(k, f, hpm):
-        return trainable.init(jax.random.fold_in(jax.random.fold_in(k, f), 2**31 - 1), hpm)
+        return trainable.init(
+            jax.random.fold_in(jax.random.fold_in(k, f), 2**31 - 1), hpm
+        )
 
     over_folds = jax.vmap(member, in_axes=(None, 0, None))
     return jax.vmap(over_folds, in_axes=(0, None, 0))(keys, jnp.arange(n_folds), hp)
 
 
-def _compiled(spec: SegmentSpec, run_args: tuple, init_args: tuple,
-              n_folds: int) -> tuple[_Compiled, float]:
+def _compiled(
+    spec: SegmentSpec, run_args: tuple, init_args: tuple, n_folds: int
+) -> tuple[_Compiled, float]:
     """The bucket's compiled programs, and the seconds spent compiling them now (0 if cached)."""
     shapes = jax.tree.map(lambda a: (a.shape, a.dtype), (run_args, init_args))
     key = (spec, str(shapes))
@@ -383,12 +429,18 @@ def _compiled(spec: SegmentSpec, run_args: tuple, init_args: tuple,
     if hit is not None:
         return hit, 0.0
     t0 = time.perf_counter()
-    init = jax.jit(_init_members, static_argnums=(0, 3)).lower(
-        spec.trainable, *init_args, n_folds).compile()
+    init = (
+        jax.jit(_init_members, static_argnums=(0, 3))
+        .lower(spec.trainable, *init_args, n_folds)
+        .compile()
+    )
     # Donating the run state lets XLA update it in place (not supported on the CPU).
     donate = () if jax.default_backend() == "cpu" else (1,)
-    seg = jax.jit(_segment, static_argnums=0, donate_argnums=donate).lower(
-        spec, *run_args).compile()
+    seg = (
+        jax.jit(_segment, static_argnums=0, donate_argnums=donate)
+        .lower(spec, *run_args)
+        .compile()
+    )
     hit = _Compiled(init=init, segment=seg)
     _CACHE[key] = hit
     return hit, time.perf_counter() - t0
@@ -405,14 +457,15 @@ def run_population(
     bucketing: str = "auto",
     best_so_far: float = -math.inf,
     on_segment: Callable[[BucketReport, int], None] | None = None,
+    inspect: Callable[[np.ndarray, RunState], None] | None = None,
 ) -> tuple[list[TrialOutcome], list[BucketReport], BestState | None]:
     """Train the trials ``trial_ids`` with hyperparameters ``hp`` (``{name: [P]}``).
 
     Returns the outcome of every trial, a report per bucket, and the best-epoch state of
-    the best trial if it beats ``best_so_far`` (an oriented value).
+    the best trial if it beats ``best_so_far`` (an oriented value). ``inspect(idx, run)``,
+    if given, sees each bucket's final run state (rows ``idx`` of ``hp``, then padding).
     """
     trial_ids = np.asarray(trial_ids)
-    n = len(trial_ids)
     data = _device_data(task)
     n_folds = task.data.n_folds
     n_rows = int(task.data.n_train.max())
@@ -431,8 +484,14 @@ def run_population(
         sub = {k: np.asarray(v)[rows] for k, v in hp.items()}
         shape = _bucket_shape(task, {k: v[:size] for k, v in sub.items()}, n_rows)
         trainable = shape.trainable
-        gkey = " ".join(f"{k[0].upper()}{getattr(trainable, k)}" for k in ("depth", "width")
-                        if hasattr(trainable, k)) + f" B{shape.batch} S{shape.steps} P{padded}"
+        gkey = (
+            " ".join(
+                f"{k[0].upper()}{getattr(trainable, k)}"
+                for k in ("depth", "width")
+                if hasattr(trainable, k)
+            )
+            + f" B{shape.batch} S{shape.steps} P{padded}"
+        )
         spec = SegmentSpec(
             trainable=trainable,
             metric=task.metric,
@@ -445,14 +504,22 @@ def run_population(
         t_start = time.perf_counter()
         hp_dev = {k: jnp.asarray(v) for k, v in sub.items()}
         ids = np.concatenate([trial_ids[idx], np.zeros(padded - size, trial_ids.dtype)])
-        keys = jax.vmap(lambda i: jax.random.fold_in(base_key, i))(jnp.asarray(ids, jnp.uint32))
+        keys = jax.vmap(lambda i: jax.random.fold_in(base_key, i))(
+            jnp.asarray(ids, jnp.uint32)
+        )
         live = jnp.asarray(np.arange(padded) < size)
         tstate_shape = jax.eval_shape(
-            lambda k, h: _init_members(trainable, k, h, n_folds), keys, hp_dev)
+            functools.partial(_init_members, trainable, n_folds=n_folds), keys, hp_dev
+        )
         run_shape = RunState(
-            tstate=tstate_shape, best=tstate_shape, active=live, diverged=live,
-            stopped=live, epochs_run=jnp.zeros(padded, jnp.int32),
-            best_value=jnp.zeros(padded, jnp.float32), best_epoch=jnp.zeros(padded, jnp.int32),
+            tstate=tstate_shape,
+            best=tstate_shape,
+            active=live,
+            diverged=live,
+            stopped=live,
+            epochs_run=jnp.zeros(padded, jnp.int32),
+            best_value=jnp.zeros(padded, jnp.float32),
+            best_epoch=jnp.zeros(padded, jnp.int32),
             stop_state=stopper.init(padded) if stopper is not None else None,
         )
         run_args = (run_shape, hp_dev, keys, data, jnp.int32(0), jnp.int32(0))
@@ -475,12 +542,16 @@ def run_population(
         curves: list[dict] = []
         epoch0 = 0
         segments = 0
-        report = BucketReport(gkey, size, padded, spec.batch, spec.steps, 0, compile_time, 0.0)
+        report = BucketReport(
+            gkey, size, padded, spec.batch, spec.steps, 0, compile_time, 0.0
+        )
         while epoch0 < max_epochs:
             n_ep = min(segment_epochs, max_epochs - epoch0)
-            i, run, bufs = comp.segment(run, hp_dev, keys, data, jnp.int32(epoch0), jnp.int32(n_ep))
+            i, run, bufs = comp.segment(
+                run, hp_dev, keys, data, jnp.int32(epoch0), jnp.int32(n_ep)
+            )
             done = int(i)
-            curves.append(jax.tree.map(lambda b: np.asarray(b[:done]), bufs))
+            curves.append({k: np.asarray(v[:done]) for k, v in bufs.items()})
             epoch0 += done
             segments += 1
             report.segments = segments
@@ -493,25 +564,49 @@ def run_population(
         reports.append(report)
         wall = time.perf_counter() - t_start
         host = jax.device_get(
-            (run.diverged, run.stopped, run.epochs_run, run.best_value, run.best_epoch))
-        diverged, stopped, epochs_run, best_value, best_epoch = (np.asarray(a) for a in host)
-        cat = {k: np.concatenate([c[k] for c in curves], 0) for k in curves[0]} if curves else {}
+            (run.diverged, run.stopped, run.epochs_run, run.best_value, run.best_epoch)
+        )
+        diverged, stopped, epochs_run, best_value, best_epoch = (
+            np.asarray(a) for a in host
+        )
+        cat = (
+            {k: np.concatenate([c[k] for c in curves], 0) for k in curves[0]}
+            if curves
+            else {}
+        )
         for j in range(size):
-            status = "diverged" if diverged[j] else "stopped" if stopped[j] else "complete"
+            status = (
+                "diverged" if diverged[j] else "stopped" if stopped[j] else "complete"
+            )
             # A trial trains from epoch 0 until it goes inactive: its rows are a prefix,
             # and train_loss is non-NaN exactly where it trained.
             n_ep_j = int((~np.isnan(cat["train_loss"][:, j])).sum())
             tc = {k: v[:n_ep_j, j] for k, v in cat.items()}
             be = int(best_epoch[j])
-            value = float(sign * best_value[j]) if (be >= 0 and not diverged[j]) else math.nan
-            outcomes.append(TrialOutcome(
-                trial_id=int(trial_ids[idx[j]]), status=status, value=value, best_epoch=be,
-                epochs_run=int(epochs_run[j]), curves=tc,
-                fold_values=tc["value_folds"][be] if be >= 0 else np.full(n_folds, np.nan),
-                wall_time=wall, bucket=gkey,
-            ))
+            value = (
+                float(sign * best_value[j])
+                if (be >= 0 and not diverged[j])
+                else math.nan
+            )
+            outcomes.append(
+                TrialOutcome(
+                    trial_id=int(trial_ids[idx[j]]),
+                    status=status,
+                    value=value,
+                    best_epoch=be,
+                    epochs_run=int(epochs_run[j]),
+                    curves=tc,
+                    fold_values=tc["value_folds"][be]
+                    if be >= 0
+                    else np.full(n_folds, np.nan),
+                    wall_time=wall,
+                    bucket=gkey,
+                )
+            )
         # Keep the best trial's best-epoch weights when it beats the best so far.
-        cand = np.where(~diverged[:size] & (best_epoch[:size] >= 0), best_value[:size], -np.inf)
+        cand = np.where(
+            ~diverged[:size] & (best_epoch[:size] >= 0), best_value[:size], -np.inf
+        )
         j = int(np.argmax(cand))
         top = best.value if best is not None else best_so_far
         if np.isfinite(cand[j]) and cand[j] > top:
@@ -519,9 +614,11 @@ def run_population(
                 trial_id=int(trial_ids[idx[j]]),
                 value=float(cand[j]),
                 trainable=trainable,
-                state=jax.device_get(jax.tree.map(lambda a: a[j], run.best)),
+                state=jax.device_get(jax.tree.map(operator.itemgetter(j), run.best)),
                 hp={k: np.asarray(v[j]) for k, v in sub.items()},
             )
+        if inspect is not None:
+            inspect(idx, run)
         del run
     order = np.argsort([o.trial_id for o in outcomes], kind="stable")
     return [outcomes[i] for i in order], reports, best

@@ -33,10 +33,14 @@ class OptState(NamedTuple):
 
 def opt_init(params) -> OptState:
     zeros = jax.tree.map(jnp.zeros_like, params)
-    return OptState(jnp.zeros((), jnp.int32), zeros, jax.tree.map(jnp.zeros_like, params))
+    return OptState(
+        jnp.zeros((), jnp.int32), zeros, jax.tree.map(jnp.zeros_like, params)
+    )
 
 
-def opt_update(grads, state: OptState, params, hp, *, kinds: tuple[int, ...] = (ADAM, ADAMW, SGD)):
+def opt_update(
+    grads, state: OptState, params, hp, *, kinds: tuple[int, ...] = (ADAM, ADAMW, SGD)
+):
     """New ``(params, state)`` after one step.
 
     Args:
@@ -44,7 +48,12 @@ def opt_update(grads, state: OptState, params, hp, *, kinds: tuple[int, ...] = (
         kinds: the optimizer codes present in the population (static): kinds absent from it
             are not computed.
     """
-    code, lr, wd, mom = hp["optimizer"], hp["learning_rate"], hp["weight_decay"], hp["momentum"]
+    code, lr, wd, mom = (
+        hp["optimizer"],
+        hp["learning_rate"],
+        hp["weight_decay"],
+        hp["momentum"],
+    )
     count = state.count + 1
     t = count.astype(jnp.float32)
     bc1, bc2 = 1.0 - B1**t, 1.0 - B2**t
@@ -58,7 +67,9 @@ def opt_update(grads, state: OptState, params, hp, *, kinds: tuple[int, ...] = (
         if has_adam:
             m_a = B1 * m + (1.0 - B1) * g_l2
             v_a = B2 * v + (1.0 - B2) * jnp.square(g_l2)
-            u_a = (m_a / bc1) / (jnp.sqrt(v_a / bc2) + EPS) + jnp.where(decoupled, wd, 0.0) * p
+            u_a = (m_a / bc1) / (jnp.sqrt(v_a / bc2) + EPS) + jnp.where(
+                decoupled, wd, 0.0
+            ) * p
             new_m, new_v, upd = m_a, v_a, u_a
         if has_sgd:
             m_s = mom * m + g_l2

@@ -69,7 +69,9 @@ class Model:
             raise TypeError("this task's Trainable has no predict(state, x, hp) method")
         X = np.asarray(X, np.float32)
         if X.shape[1:] != self._x_mean.shape[1:]:
-            raise ValueError(f"X rows have shape {X.shape[1:]}, expected {self._x_mean.shape[1:]}")
+            raise ValueError(
+                f"X rows have shape {X.shape[1:]}, expected {self._x_mean.shape[1:]}"
+            )
         xs = (X[None] - self._x_mean[:, None]) / self._x_std[:, None]  # [F, N, ...]
         return np.asarray(self._forward(self.state, jnp.asarray(xs)))  # [F, N, out]
 
@@ -94,8 +96,15 @@ class Model:
 class Results:
     """The outcome of :func:`jaxhp.tune`: every trial, the best one and its model."""
 
-    def __init__(self, trials: Sequence[Trial], *, metric: str, direction: str,
-                 model: Model | None = None, stats: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        trials: Sequence[Trial],
+        *,
+        metric: str,
+        direction: str,
+        model: Model | None = None,
+        stats: dict[str, Any] | None = None,
+    ):
         self.trials = sorted(trials, key=lambda t: t.trial_id)
         self.metric = metric
         self.direction = direction
@@ -115,8 +124,14 @@ class Results:
         if not ok:
             return None
         pick = max if self.direction == "maximize" else min
-        return pick(ok, key=lambda t: (t.value, -t.trial_id) if self.direction == "maximize"
-                    else (t.value, t.trial_id))
+        return pick(
+            ok,
+            key=lambda t: (
+                (t.value, -t.trial_id)
+                if self.direction == "maximize"
+                else (t.value, t.trial_id)
+            ),
+        )
 
     def _best(self) -> Trial:
         t = self.best_trial
@@ -144,20 +159,32 @@ class Results:
         """Per-epoch learning curves of a trial: train_loss, the metric, per-fold values."""
         for t in self.trials:
             if t.trial_id == trial_id:
-                return {self.metric if k == "value" else
-                        f"{self.metric}_folds" if k == "value_folds" else k: v
-                        for k, v in t.curves.items()}
+                return {
+                    self.metric
+                    if k == "value"
+                    else f"{self.metric}_folds"
+                    if k == "value_folds"
+                    else k: v
+                    for k, v in t.curves.items()
+                }
         raise KeyError(f"no trial {trial_id}")
 
     def records(self) -> list[dict[str, Any]]:
         """One flat dict per trial (what ``to_pandas`` and the table show)."""
         rows = []
         for t in self.trials:
-            rows.append({
-                "trial_id": t.trial_id, **t.params, self.metric: t.value, "status": t.status,
-                "epochs_run": t.epochs_run, "best_epoch": t.best_epoch,
-                "wall_time": t.wall_time, "round": t.round,
-            })
+            rows.append(
+                {
+                    "trial_id": t.trial_id,
+                    **t.params,
+                    self.metric: t.value,
+                    "status": t.status,
+                    "epochs_run": t.epochs_run,
+                    "best_epoch": t.best_epoch,
+                    "wall_time": t.wall_time,
+                    "round": t.round,
+                }
+            )
         return rows
 
     def to_pandas(self):
@@ -170,19 +197,30 @@ class Results:
 
     def table(self, top: int | None = 10) -> str:
         """A plain-text table of the best ``top`` trials (all when ``None``)."""
-        ok = sorted((t for t in self.trials if t.ok), key=lambda t: t.value,
-                    reverse=self.direction == "maximize")
+        ok = sorted(
+            (t for t in self.trials if t.ok),
+            key=lambda t: t.value,
+            reverse=self.direction == "maximize",
+        )
         rest = [t for t in self.trials if not t.ok]
-        shown = (ok + rest)[: top] if top else ok + rest
+        shown = (ok + rest)[:top] if top else ok + rest
         if not shown:
             return "(no trials)"
         names = list(shown[0].params)
         head = ["trial", *names, self.metric, "status", "epochs"]
-        rows = [[str(t.trial_id), *(_fmt(t.params[n]) for n in names), _fmt(t.value),
-                 t.status, str(t.epochs_run)] for t in shown]
+        rows = [
+            [
+                str(t.trial_id),
+                *(_fmt(t.params[n]) for n in names),
+                _fmt(t.value),
+                t.status,
+                str(t.epochs_run),
+            ]
+            for t in shown
+        ]
         widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
-        line = "  ".join(h.rjust(w) for h, w in zip(head, widths))
-        body = ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in rows]
+        line = "  ".join(h.rjust(w) for h, w in zip(head, widths, strict=False))
+        body = ["  ".join(c.rjust(w) for c, w in zip(r, widths, strict=False)) for r in rows]
         return "\n".join([line, "-" * len(line), *body])
 
     def summary(self) -> dict[str, int]:

@@ -55,16 +55,22 @@ class Float:
 
     def _check(self, name: str) -> None:
         if not (_is_number(self.low) and _is_number(self.high)):
-            raise SpaceError(f"{name}: Float bounds must be numbers, got {self.low!r}, {self.high!r}")
+            raise SpaceError(
+                f"{name}: Float bounds must be numbers, got {self.low!r}, {self.high!r}"
+            )
         if not (math.isfinite(self.low) and math.isfinite(self.high)):
-            raise SpaceError(f"{name}: Float bounds must be finite, got [{self.low}, {self.high}]")
+            raise SpaceError(
+                f"{name}: Float bounds must be finite, got [{self.low}, {self.high}]"
+            )
         if not self.low < self.high:
             raise SpaceError(
                 f"{name}: empty or reversed range [{self.low}, {self.high}]; "
                 "need low < high (use Fixed for a constant)"
             )
         if self.log and self.low <= 0:
-            raise SpaceError(f"{name}: log=True needs positive bounds, got low={self.low}")
+            raise SpaceError(
+                f"{name}: log=True needs positive bounds, got low={self.low}"
+            )
 
     def _edges(self) -> tuple[float, float]:
         if self.log:
@@ -114,7 +120,9 @@ class Int:
                 "need low < high (use Fixed for a constant)"
             )
         if self.log and self.low <= 0:
-            raise SpaceError(f"{name}: log=True needs positive bounds, got low={self.low}")
+            raise SpaceError(
+                f"{name}: log=True needs positive bounds, got low={self.low}"
+            )
 
     def _edges(self) -> tuple[float, float]:
         # Each integer owns the interval [k - 0.5, k + 0.5] (in log space when log=True).
@@ -321,20 +329,28 @@ class Space(Mapping):
             elif isinstance(p, Choice) and not p.numeric:
                 out[name] = p.values[int(v)]
             elif isinstance(p, Choice):
-                out[name] = type(p.values[0])(v.item()) if isinstance(p.values[0], int) else v.item()
+                out[name] = (
+                    type(p.values[0])(v.item())
+                    if isinstance(p.values[0], int)
+                    else v.item()
+                )
             elif isinstance(p, Int):
                 out[name] = int(v)
             else:
                 out[name] = float(v)
         return out
 
-    def from_python(self, configs: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
+    def from_python(
+        self, configs: Sequence[Mapping[str, Any]]
+    ) -> dict[str, np.ndarray]:
         """Plain-value configurations to decoded ``{name: [P] array}``, validated."""
         cols: dict[str, list] = {n: [] for n in self._params}
         for cfg in configs:
             unknown = set(cfg) - set(self._params)
             if unknown:
-                raise SpaceError(f"unknown parameter(s) {sorted(unknown)}; space has {list(self)}")
+                raise SpaceError(
+                    f"unknown parameter(s) {sorted(unknown)}; space has {list(self)}"
+                )
             for name, p in self._params.items():
                 if isinstance(p, Fixed):
                     cols[name].append(p.value if p.numeric else 0)
@@ -344,11 +360,15 @@ class Space(Mapping):
                 v = cfg[name]
                 if not p.contains(v):
                     raise SpaceError(f"{name}: {v!r} is outside {p!r}")
-                cols[name].append(p.values.index(v) if isinstance(p, Choice) and not p.numeric else v)
+                cols[name].append(
+                    p.values.index(v) if isinstance(p, Choice) and not p.numeric else v
+                )
         return {n: np.asarray(c) for n, c in cols.items()}
 
     # Sampling -----------------------------------------------------------------
-    def grid(self, points: int | Mapping[str, int | Sequence[Any]] = 5) -> dict[str, np.ndarray]:
+    def grid(
+        self, points: int | Mapping[str, int | Sequence[Any]] = 5
+    ) -> dict[str, np.ndarray]:
         """The Cartesian grid as decoded ``{name: [G] array}``, in lexicographic order.
 
         Args:
@@ -360,7 +380,9 @@ class Space(Mapping):
         if isinstance(points, Mapping):
             unknown = set(points) - set(self._params)
             if unknown:
-                raise SpaceError(f"grid points for unknown parameter(s) {sorted(unknown)}")
+                raise SpaceError(
+                    f"grid points for unknown parameter(s) {sorted(unknown)}"
+                )
             per = dict(points)
             default = 5
         else:
@@ -371,7 +393,9 @@ class Space(Mapping):
             spec = per.get(name, default)
             if isinstance(spec, numbers.Integral) and not isinstance(spec, bool):
                 if spec < 1:
-                    raise SpaceError(f"{name}: grid needs at least one point, got {spec}")
+                    raise SpaceError(
+                        f"{name}: grid needs at least one point, got {spec}"
+                    )
                 vals = p.grid(int(spec))
             else:
                 vals = list(spec)
@@ -382,7 +406,7 @@ class Space(Mapping):
                         raise SpaceError(f"{name}: grid value {v!r} is outside {p!r}")
             axes.append(vals)
         combos = list(itertools.product(*axes)) if axes else [()]
-        configs = [dict(zip(self.searched, c)) for c in combos]
+        configs = [dict(zip(self.searched, c, strict=False)) for c in combos]
         return self.from_python(configs)
 
     def grid_size(self, points: int | Mapping[str, int | Sequence[Any]] = 5) -> int:

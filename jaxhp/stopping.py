@@ -26,7 +26,9 @@ class Stopper(Protocol):
 
     def init(self, n: int) -> Any: ...
 
-    def update(self, state: Any, value: jax.Array, valid: jax.Array) -> tuple[Any, jax.Array]: ...
+    def update(
+        self, state: Any, value: jax.Array, valid: jax.Array
+    ) -> tuple[Any, jax.Array]: ...
 
 
 class PatienceState(NamedTuple):
@@ -51,12 +53,18 @@ class Patience:
 
     def __post_init__(self):
         if not isinstance(self.patience, int) or self.patience < 1:
-            raise ValueError(f"Patience: patience must be an integer >= 1, got {self.patience!r}")
+            raise ValueError(
+                f"Patience: patience must be an integer >= 1, got {self.patience!r}"
+            )
         if not self.min_delta >= 0:
-            raise ValueError(f"Patience: min_delta must be >= 0, got {self.min_delta!r}")
+            raise ValueError(
+                f"Patience: min_delta must be >= 0, got {self.min_delta!r}"
+            )
 
     def init(self, n: int) -> PatienceState:
-        return PatienceState(jnp.full((n,), -jnp.inf, jnp.float32), jnp.zeros((n,), jnp.int32))
+        return PatienceState(
+            jnp.full((n,), -jnp.inf, jnp.float32), jnp.zeros((n,), jnp.int32)
+        )
 
     def update(self, state: PatienceState, value: jax.Array, valid: jax.Array):
         better = value > state.best + self.min_delta

@@ -14,7 +14,7 @@ import numpy as np
 
 from jaxhp.engine import BestState, BucketReport, run_population
 from jaxhp.results import Model, Results, Trial
-from jaxhp.space import Space, SpaceError
+from jaxhp.space import Space
 from jaxhp.strategies import Strategy, make_strategy
 from jaxhp.tasks.base import Task
 
@@ -77,7 +77,9 @@ def tune(
         >>> result.best_params, result.best_value
     """
     if not isinstance(task, Task):
-        raise TypeError(f"task must be a jaxhp task (e.g. jaxhp.tasks.MLPClassifier), got {task!r}")
+        raise TypeError(
+            f"task must be a jaxhp task (e.g. jaxhp.tasks.MLPClassifier), got {task!r}"
+        )
     if not isinstance(space, Space):
         raise TypeError(f"space must be a jaxhp.Space, got {type(space).__name__}")
     task.check_space(space)
@@ -85,13 +87,17 @@ def tune(
     _check_positive_int("population", population)
     _check_positive_int("segment_epochs", segment_epochs)
     if bucketing not in ("auto", "pow2", "none"):
-        raise ValueError(f"bucketing must be 'auto', 'pow2' or 'none', got {bucketing!r}")
+        raise ValueError(
+            f"bucketing must be 'auto', 'pow2' or 'none', got {bucketing!r}"
+        )
     if not isinstance(seed, numbers.Integral):
         raise ValueError(f"seed must be an integer, got {seed!r}")
     if early_stopping is not None and not (
         hasattr(early_stopping, "init") and hasattr(early_stopping, "update")
     ):
-        raise TypeError(f"early_stopping must be a stopper such as Patience(5), got {early_stopping!r}")
+        raise TypeError(
+            f"early_stopping must be a stopper such as Patience(5), got {early_stopping!r}"
+        )
     strat = make_strategy(strategy, space, **dict(strategy_options or {}))
     if n_trials is None:
         if strat.size is None:
@@ -103,8 +109,11 @@ def tune(
             "lower n_trials, add grid points, or pass n_trials=None for the whole grid"
         )
     elif strat.size is not None and n_trials < strat.size:
-        print(f"jaxhp: the grid has {strat.size} points; n_trials={n_trials} runs a random "
-              f"{n_trials} of them (n_trials=None runs all)", file=sys.stderr)
+        print(
+            f"jaxhp: the grid has {strat.size} points; n_trials={n_trials} runs a random "
+            f"{n_trials} of them (n_trials=None runs all)",
+            file=sys.stderr,
+        )
 
     sign = 1.0 if task.direction == "maximize" else -1.0
     state = strat.init(jax.random.key(seed))
@@ -121,17 +130,31 @@ def tune(
         hp = task.hparams(space, values)
         ids = np.arange(started, started + n)
         outcomes, reports, cand = run_population(
-            task, hp, ids, seed=seed, stopper=early_stopping, segment_epochs=segment_epochs,
-            bucketing=bucketing, best_so_far=best.value if best else -math.inf,
+            task,
+            hp,
+            ids,
+            seed=seed,
+            stopper=early_stopping,
+            segment_epochs=segment_epochs,
+            bucketing=bucketing,
+            best_so_far=best.value if best else -math.inf,
         )
         buckets.extend(reports)
         if cand is not None:
             best = cand
         new = [
-            Trial(trial_id=o.trial_id, params=space.to_python(values, o.trial_id - started),
-                  value=o.value, status=o.status, epochs_run=o.epochs_run,
-                  best_epoch=o.best_epoch, wall_time=o.wall_time, round=rnd,
-                  fold_values=tuple(float(v) for v in o.fold_values), curves=o.curves)
+            Trial(
+                trial_id=o.trial_id,
+                params=space.to_python(values, o.trial_id - started),
+                value=o.value,
+                status=o.status,
+                epochs_run=o.epochs_run,
+                best_epoch=o.best_epoch,
+                wall_time=o.wall_time,
+                round=rnd,
+                fold_values=tuple(float(v) for v in o.fold_values),
+                curves=o.curves,
+            )
             for o in outcomes
         ]
         y = np.asarray([-sign * t.value if t.ok else np.nan for t in new])
@@ -145,9 +168,13 @@ def tune(
             top = (max if sign > 0 else min)(ok) if ok else float("nan")
             div = sum(t.status == "diverged" for t in new)
             stp = sum(t.status == "stopped" for t in new)
-            print(f"round {rnd}: {started}/{n_trials} trials, {len(reports)} buckets, "
-                  f"{stp} stopped, {div} diverged, best {task.metric}={top:.4f}, "
-                  f"{time.perf_counter() - t0:.1f}s", file=sys.stderr, flush=True)
+            print(
+                f"round {rnd}: {started}/{n_trials} trials, {len(reports)} buckets, "
+                f"{stp} stopped, {div} diverged, best {task.metric}={top:.4f}, "
+                f"{time.perf_counter() - t0:.1f}s",
+                file=sys.stderr,
+                flush=True,
+            )
         rnd += 1
     elapsed = time.perf_counter() - t0
     stats = {
@@ -159,4 +186,6 @@ def tune(
         "strategy": strat.name,
     }
     model = Model(task, best) if best is not None else None
-    return Results(trials, metric=task.metric, direction=task.direction, model=model, stats=stats)
+    return Results(
+        trials, metric=task.metric, direction=task.direction, model=model, stats=stats
+    )

@@ -10,7 +10,14 @@ from jaxhp.strategies.grid import grid_search
 from jaxhp.strategies.random import random_search
 from jaxhp.strategies.sobol import sobol_search
 
-__all__ = ["STRATEGIES", "Strategy", "grid_search", "make_strategy", "random_search", "sobol_search"]
+__all__ = [
+    "STRATEGIES",
+    "Strategy",
+    "grid_search",
+    "make_strategy",
+    "random_search",
+    "sobol_search",
+]
 
 STRATEGIES: dict[str, Callable[..., Strategy]] = {
     "grid": grid_search,
@@ -26,5 +33,7 @@ def make_strategy(strategy: str | Strategy, space: Space, **options) -> Strategy
             raise ValueError(f"strategy options {sorted(options)} need a strategy name")
         return strategy
     if not isinstance(strategy, str) or strategy not in STRATEGIES:
-        raise ValueError(f"unknown strategy {strategy!r}; choose one of {sorted(STRATEGIES)}")
+        raise ValueError(
+            f"unknown strategy {strategy!r}; choose one of {sorted(STRATEGIES)}"
+        )
     return STRATEGIES[strategy](space, **options)

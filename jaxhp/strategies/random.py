@@ -34,7 +34,9 @@ def random_search(space: Space) -> Strategy:
 
     @jax.jit
     def _points(key: jax.Array, ids: jax.Array) -> jax.Array:
-        return jax.vmap(lambda i: jax.random.uniform(jax.random.fold_in(key, i), (dim,)))(ids)
+        return jax.vmap(
+            lambda i: jax.random.uniform(jax.random.fold_in(key, i), (dim,))
+        )(ids)
 
     def init(key: jax.Array) -> RandomState:
         return RandomState(key=key, count=0)

@@ -30,7 +30,9 @@ def _sobol_points(dim: int, seed: int, start: int, n: int) -> np.ndarray:
         return np.zeros((n, 0))
     engine = qmc.Sobol(dim, scramble=True, seed=seed)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # "balance properties" for n != 2^k
+        warnings.simplefilter(
+            "ignore", UserWarning
+        )  # "balance properties" for n != 2^k
         if start:
             engine.fast_forward(start)
         return engine.random(n)

@@ -4,4 +4,11 @@ from jaxhp.tasks.base import Task, TrainableTask
 from jaxhp.tasks.data import DataError
 from jaxhp.tasks.mlp import MLP_DEFAULTS, MLPClassifier, MLPRegressor
 
-__all__ = ["DataError", "MLPClassifier", "MLPRegressor", "MLP_DEFAULTS", "Task", "TrainableTask"]
+__all__ = [
+    "DataError",
+    "MLPClassifier",
+    "MLPRegressor",
+    "MLP_DEFAULTS",
+    "Task",
+    "TrainableTask",
+]

@@ -68,9 +68,13 @@ class Task:
                     f"it tunes {sorted(self.defaults)}"
                 )
             if name in self.vocab:
-                values = p.values if isinstance(p, Choice) else [getattr(p, "value", None)]
+                values = (
+                    p.values if isinstance(p, Choice) else [getattr(p, "value", None)]
+                )
                 if not isinstance(p, (Choice, Fixed)):
-                    raise SpaceError(f"{name}: use Choice({list(self.vocab[name])}) or Fixed")
+                    raise SpaceError(
+                        f"{name}: use Choice({list(self.vocab[name])}) or Fixed"
+                    )
                 for v in values:
                     if v not in self.vocab[name]:
                         raise SpaceError(
@@ -85,12 +89,18 @@ class Task:
                 if integer and isinstance(p, Float):
                     raise SpaceError(f"{name}: must be an integer; use Int or Choice")
                 if rng[0] < lo or rng[1] > hi:
-                    raise SpaceError(f"{name}: values must lie in [{lo}, {hi}], got {p!r}")
+                    raise SpaceError(
+                        f"{name}: values must lie in [{lo}, {hi}], got {p!r}"
+                    )
         for name in ENGINE_HPARAMS:
             if name not in space and name not in self.defaults:
-                raise SpaceError(f"{name}: not in the space and the task has no default")
+                raise SpaceError(
+                    f"{name}: not in the space and the task has no default"
+                )
 
-    def hparams(self, space: Space, values: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def hparams(
+        self, space: Space, values: Mapping[str, np.ndarray]
+    ) -> dict[str, np.ndarray]:
         """Per-trial arrays for every hyperparameter: ``{name: [P]}``, defaults filled."""
         n = len(np.atleast_1d(next(iter(values.values()))))
         out: dict[str, np.ndarray] = {}
@@ -111,7 +121,9 @@ class Task:
             v = np.asarray(v)
             if isinstance(p, Choice) and not p.numeric:
                 v = v.astype(np.int32)  # index into the choice's values
-            out[name] = v.astype(np.int32) if v.dtype.kind in "iub" else v.astype(np.float32)
+            out[name] = (
+                v.astype(np.int32) if v.dtype.kind in "iub" else v.astype(np.float32)
+            )
         return out
 
     # -- buckets ----------------------------------------------------------------
@@ -170,15 +182,25 @@ class TrainableTask(Task):
 
         for attr in ("init", "step", "evaluate"):
             if not callable(getattr(trainable, attr, None)):
-                raise TypeError(f"trainable has no {attr}() method; see jaxhp.Trainable")
+                raise TypeError(
+                    f"trainable has no {attr}() method; see jaxhp.Trainable"
+                )
         if direction not in ("maximize", "minimize"):
-            raise ValueError(f"direction must be 'maximize' or 'minimize', got {direction!r}")
+            raise ValueError(
+                f"direction must be 'maximize' or 'minimize', got {direction!r}"
+            )
         X, y = check_arrays(X, y)
         if val_fraction is None and folds is None and X_val is None:
             val_fraction = 0.2
         splits = make_folds(
-            X, y, val_fraction=val_fraction, folds=folds, X_val=X_val, y_val=y_val,
-            stratify=stratify, seed=seed,
+            X,
+            y,
+            val_fraction=val_fraction,
+            folds=folds,
+            X_val=X_val,
+            y_val=y_val,
+            stratify=stratify,
+            seed=seed,
         )
         self.data = stack_folds(splits, standardize=standardize)
         self._trainable = trainable

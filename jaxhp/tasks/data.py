@@ -57,11 +57,15 @@ def check_arrays(X: Any, y: Any, *, name: str = "X") -> tuple[np.ndarray, np.nda
             "impute or drop them first"
         )
     if y.dtype.kind in "fc" and not np.isfinite(y).all():
-        raise DataError(f"y has NaN or Inf at row {int(np.argmax(~np.isfinite(y).reshape(len(y), -1).all(1)))}")
+        raise DataError(
+            f"y has NaN or Inf at row {int(np.argmax(~np.isfinite(y).reshape(len(y), -1).all(1)))}"
+        )
     return X, y
 
 
-def _stratified_kfold(labels: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+def _stratified_kfold(
+    labels: np.ndarray, k: int, rng: np.random.Generator
+) -> np.ndarray:
     """Fold id per row, each class dealt round-robin over the folds after a shuffle."""
     fold = np.empty(len(labels), np.int64)
     offset = 0
@@ -92,7 +96,9 @@ def make_folds(
             raise DataError("X_val needs y_val")
         X_val, y_val = check_arrays(X_val, y_val, name="X_val")
         if X_val.shape[1:] != X.shape[1:]:
-            raise DataError(f"X_val rows have shape {X_val.shape[1:]}, X rows {X.shape[1:]}")
+            raise DataError(
+                f"X_val rows have shape {X_val.shape[1:]}, X rows {X.shape[1:]}"
+            )
         return [(X, y, X_val, y_val)]
     rng = np.random.default_rng(seed)
     labels = y if stratify else np.zeros(len(y), np.int64)
@@ -114,7 +120,9 @@ def make_folds(
         rows = rng.permutation(np.flatnonzero(labels == c))
         val[rows[: int(round(val_fraction * len(rows)))]] = True
     if val.all() or not val.any():
-        raise DataError(f"val_fraction={val_fraction} leaves no training or no validation rows")
+        raise DataError(
+            f"val_fraction={val_fraction} leaves no training or no validation rows"
+        )
     return [(X[~val], y[~val], X[val], y[val])]
 
 

@@ -80,15 +80,20 @@ class _MaskedMLP(nn.Module):
     dropout: bool
 
     @nn.compact
-    def __call__(self, x: jax.Array, hp: Mapping[str, jax.Array], key: jax.Array | None = None):
+    def __call__(
+        self, x: jax.Array, hp: Mapping[str, jax.Array], key: jax.Array | None = None
+    ):
         h = x.reshape((x.shape[0], -1))
         units = jnp.arange(self.width) < hp["width"]  # [W]
         if self.dropout and key is not None:
             # Row (l, b) of the masks comes from fold_in(key, l * 2**16 + b): a trial's
             # dropout does not depend on the bucket's depth, width or batch padding.
-            ids = (np.arange(self.depth)[:, None] * 2**16 + np.arange(h.shape[0])).ravel()
-            drop_u = jax.vmap(lambda i: jax.random.uniform(
-                jax.random.fold_in(key, i), (self.width,)))(jnp.asarray(ids, jnp.uint32))
+            ids = (
+                np.arange(self.depth)[:, None] * 2**16 + np.arange(h.shape[0])
+            ).ravel()
+            drop_u = jax.vmap(
+                lambda i: jax.random.uniform(jax.random.fold_in(key, i), (self.width,))
+            )(jnp.asarray(ids, jnp.uint32))
             drop_u = drop_u.reshape(self.depth, h.shape[0], self.width)
         for layer in range(self.depth):
             z = nn.Dense(self.width, name=f"hidden_{layer}")(h)
@@ -120,7 +125,9 @@ class MLPTrainable:
 
     @property
     def module(self) -> _MaskedMLP:
-        return _MaskedMLP(self.depth, self.width, self.n_out, self.activations, self.dropout)
+        return _MaskedMLP(
+            self.depth, self.width, self.n_out, self.activations, self.dropout
+        )
 
     def init(self, key: jax.Array, hp: Mapping[str, jax.Array]) -> MLPState:
         # LeCun-normal kernels with the trial's real fan-in, zero biases, zero weights for
@@ -132,18 +139,24 @@ class MLPTrainable:
         units = (jnp.arange(w) < hp["width"]).astype(jnp.float32)
         inv_sqrt_width = jax.lax.rsqrt(hp["width"].astype(jnp.float32))
         row_ids = np.concatenate(
-            [np.arange(n_in)] + [k * 2**20 + np.arange(w) for k in range(1, self.depth + 1)]
+            [np.arange(n_in)]
+            + [k * 2**20 + np.arange(w) for k in range(1, self.depth + 1)]
         ).astype(np.uint32)  # first layer, hidden layers 1.., output
         cols = max(w, n_out)
-        rows = jax.vmap(lambda i: jax.random.normal(jax.random.fold_in(key, i), (cols,)))(
-            jnp.asarray(row_ids))  # [R, cols]
+        rows = jax.vmap(
+            lambda i: jax.random.normal(jax.random.fold_in(key, i), (cols,))
+        )(jnp.asarray(row_ids))  # [R, cols]
         first = rows[:n_in, :w] / math.sqrt(n_in) * units
         params = {"hidden_0": {"kernel": first, "bias": jnp.zeros(w)}}
         for layer in range(1, self.depth):
             k = rows[n_in + (layer - 1) * w : n_in + layer * w, :w]
             k = k * (units[:, None] * units[None, :]) * inv_sqrt_width
             params[f"hidden_{layer}"] = {"kernel": k, "bias": jnp.zeros(w)}
-        out = rows[n_in + (self.depth - 1) * w :, :n_out] * units[:, None] * inv_sqrt_width
+        out = (
+            rows[n_in + (self.depth - 1) * w :, :n_out]
+            * units[:, None]
+            * inv_sqrt_width
+        )
         params["out"] = {"kernel": out, "bias": jnp.zeros(n_out)}
         return MLPState(params, opt_init(params))
 
@@ -159,10 +172,14 @@ class MLPTrainable:
 
     def step(self, state: MLPState, batch: Batch, hp) -> tuple[MLPState, dict]:
         def loss_fn(params):
-            return self._loss(self.apply(params, batch.x, hp, batch.key), batch.y, batch.mask)
+            return self._loss(
+                self.apply(params, batch.x, hp, batch.key), batch.y, batch.mask
+            )
 
         loss, grads = jax.value_and_grad(loss_fn)(state.params)
-        params, opt = opt_update(grads, state.opt, state.params, hp, kinds=self.optimizers)
+        params, opt = opt_update(
+            grads, state.opt, state.params, hp, kinds=self.optimizers
+        )
         return MLPState(params, opt), {"loss": loss}
 
     def evaluate(self, state: MLPState, data: Batch, hp) -> dict[str, jax.Array]:
@@ -190,14 +207,30 @@ class _MLPTask(Task):
     kind: str
     metrics: dict[str, str]  # metric -> direction
 
-    def _setup(self, X, y, *, val_fraction, folds, X_val, y_val, metric, seed, standardize,
-               defaults: dict[str, Any]) -> None:
+    def _setup(
+        self,
+        X,
+        y,
+        *,
+        val_fraction,
+        folds,
+        X_val,
+        y_val,
+        metric,
+        seed,
+        standardize,
+        defaults: dict[str, Any],
+    ) -> None:
         if metric not in self.metrics:
-            raise ValueError(f"metric must be one of {sorted(self.metrics)}, got {metric!r}")
+            raise ValueError(
+                f"metric must be one of {sorted(self.metrics)}, got {metric!r}"
+            )
         unknown = set(defaults) - set(MLP_DEFAULTS)
         if unknown:
-            raise TypeError(f"unknown hyperparameter default(s) {sorted(unknown)}; "
-                            f"known: {sorted(MLP_DEFAULTS)}")
+            raise TypeError(
+                f"unknown hyperparameter default(s) {sorted(unknown)}; "
+                f"known: {sorted(MLP_DEFAULTS)}"
+            )
         self.metric = metric
         self.direction = self.metrics[metric]
         self.defaults = {**MLP_DEFAULTS, **defaults}
@@ -211,8 +244,16 @@ class _MLPTask(Task):
         if X_val is not None and y_val is not None:
             _, y_val = check_arrays(X_val, y_val, name="X_val")
             y_val = self._val_targets(y_val)
-        splits = make_folds(X, y, val_fraction=val_fraction, folds=folds, X_val=X_val,
-                            y_val=y_val, stratify=self.kind == "classifier", seed=seed)
+        splits = make_folds(
+            X,
+            y,
+            val_fraction=val_fraction,
+            folds=folds,
+            X_val=X_val,
+            y_val=y_val,
+            stratify=self.kind == "classifier",
+            seed=seed,
+        )
         splits, aux = self._scale(splits)
         self.n_features = int(np.prod(X.shape[1:]))
         self.data = stack_folds(splits, standardize=standardize, aux=aux)
@@ -228,6 +269,7 @@ class _MLPTask(Task):
 
     def check_space(self, space) -> None:
         super().check_space(space)
+
         # Every bucket gets the space's maximum depth (unused layers are identities), so
         # a bucket's program keeps its shape from round to round and compiles once.
         # Likewise the optimizers, activations and dropout that the space can produce.
@@ -252,8 +294,11 @@ class _MLPTask(Task):
         return [next_pow2(max(int(w), self.bucket_width_min)) for w in hp["width"]]
 
     def trainable(self, hp: Mapping[str, np.ndarray]) -> MLPTrainable:
-        st = getattr(self, "_static", {"depth": 1, "activations": set(), "optimizers": set(),
-                                       "dropout": False})
+        st = getattr(
+            self,
+            "_static",
+            {"depth": 1, "activations": set(), "optimizers": set(), "dropout": False},
+        )
         return MLPTrainable(
             kind=self.kind,
             n_in=self.n_features,
@@ -261,13 +306,19 @@ class _MLPTask(Task):
             depth=max(int(np.max(hp["n_layers"])), st["depth"]),
             width=next_pow2(max(int(np.max(hp["width"])), self.bucket_width_min)),
             dropout=bool(np.any(hp["dropout"] > 0)) or st["dropout"],
-            activations=tuple(sorted({int(a) for a in hp["activation"]} | st["activations"])),
-            optimizers=tuple(sorted({int(o) for o in hp["optimizer"]} | st["optimizers"])),
+            activations=tuple(
+                sorted({int(a) for a in hp["activation"]} | st["activations"])
+            ),
+            optimizers=tuple(
+                sorted({int(o) for o in hp["optimizer"]} | st["optimizers"])
+            ),
         )
 
     def flops_per_row(self, tr: MLPTrainable) -> float:
         """Training FLOPs per example of a bucket's padded network (forward + backward)."""
-        return 6.0 * (tr.n_in * tr.width + (tr.depth - 1) * tr.width**2 + tr.width * tr.n_out)
+        return 6.0 * (
+            tr.n_in * tr.width + (tr.depth - 1) * tr.width**2 + tr.width * tr.n_out
+        )
 
 
 class MLPClassifier(_MLPTask):
@@ -292,12 +343,32 @@ class MLPClassifier(_MLPTask):
     kind = "classifier"
     metrics = {"accuracy": "maximize", "loss": "minimize"}
 
-    def __init__(self, X: Any, y: Any, *, val_fraction: float | None = None,
-                 folds: int | None = None, X_val: Any = None, y_val: Any = None,
-                 metric: str = "accuracy", standardize: bool = True, seed: int = 0,
-                 **defaults: Any):
-        self._setup(X, y, val_fraction=val_fraction, folds=folds, X_val=X_val, y_val=y_val,
-                    metric=metric, seed=seed, standardize=standardize, defaults=defaults)
+    def __init__(
+        self,
+        X: Any,
+        y: Any,
+        *,
+        val_fraction: float | None = None,
+        folds: int | None = None,
+        X_val: Any = None,
+        y_val: Any = None,
+        metric: str = "accuracy",
+        standardize: bool = True,
+        seed: int = 0,
+        **defaults: Any,
+    ):
+        self._setup(
+            X,
+            y,
+            val_fraction=val_fraction,
+            folds=folds,
+            X_val=X_val,
+            y_val=y_val,
+            metric=metric,
+            seed=seed,
+            standardize=standardize,
+            defaults=defaults,
+        )
 
     def _targets(self, y):
         y = np.asarray(y)
@@ -332,12 +403,32 @@ class MLPRegressor(_MLPTask):
     kind = "regressor"
     metrics = {"mse": "minimize", "r2": "maximize", "loss": "minimize"}
 
-    def __init__(self, X: Any, y: Any, *, val_fraction: float | None = None,
-                 folds: int | None = None, X_val: Any = None, y_val: Any = None,
-                 metric: str = "mse", standardize: bool = True, seed: int = 0,
-                 **defaults: Any):
-        self._setup(X, y, val_fraction=val_fraction, folds=folds, X_val=X_val, y_val=y_val,
-                    metric=metric, seed=seed, standardize=standardize, defaults=defaults)
+    def __init__(
+        self,
+        X: Any,
+        y: Any,
+        *,
+        val_fraction: float | None = None,
+        folds: int | None = None,
+        X_val: Any = None,
+        y_val: Any = None,
+        metric: str = "mse",
+        standardize: bool = True,
+        seed: int = 0,
+        **defaults: Any,
+    ):
+        self._setup(
+            X,
+            y,
+            val_fraction=val_fraction,
+            folds=folds,
+            X_val=X_val,
+            y_val=y_val,
+            metric=metric,
+            seed=seed,
+            standardize=standardize,
+            defaults=defaults,
+        )
 
     def _targets(self, y):
         y = np.asarray(y, np.float32)
@@ -358,6 +449,8 @@ class MLPRegressor(_MLPTask):
             out.append((x_tr, (y_tr - m) / s, x_va, (y_va - m) / s))
             means.append(m)
             stds.append(s)
-        aux = {"y_mean": np.stack(means).astype(np.float32),
-               "y_std": np.stack(stds).astype(np.float32)}
+        aux = {
+            "y_mean": np.stack(means).astype(np.float32),
+            "y_std": np.stack(stds).astype(np.float32),
+        }
         return out, aux

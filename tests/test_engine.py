@@ -1,0 +1,219 @@
+"""Invariants of the population engine (see DESIGN.md, "House habits")."""
+
+import math
+
+import jax
+import numpy as np
+import pytest
+
+import jaxhp
+from jaxhp import Choice, Fixed, Float, Space
+from jaxhp.engine import TRACE_COUNTS, run_population
+from tests.conftest import tiny_space
+
+
+def _hp(task, space, configs):
+    return task.hparams(space, space.from_python(configs))
+
+
+def _fixed_space(**values):
+    return Space(**{k: Fixed(v) for k, v in values.items()})
+
+
+def test_trial_in_a_population_equals_the_trial_alone(clf_task):
+    space = tiny_space()
+    res = jaxhp.tune(
+        clf_task, space, "random", n_trials=12, population=12, seed=3, bucketing="none"
+    )
+    for t in res.trials[:3]:
+        hp = _hp(clf_task, space, [t.params])
+        (alone,), _, _ = run_population(clf_task, hp, np.array([t.trial_id]), seed=3)
+        assert alone.status == t.status and alone.epochs_run == t.epochs_run
+        np.testing.assert_allclose(
+            alone.curves["train_loss"], t.curves["train_loss"], rtol=2e-4, atol=1e-6
+        )
+        np.testing.assert_allclose(alone.value, t.value, atol=1e-6)
+
+
+@pytest.mark.parametrize("population", [2, 5])
+def test_same_seed_same_results_whatever_the_population(clf_task, population):
+    space = tiny_space()
+    ref = jaxhp.tune(clf_task, space, "sobol", n_trials=10, population=10, seed=1)
+    other = jaxhp.tune(
+        clf_task, space, "sobol", n_trials=10, population=population, seed=1
+    )
+    for a, b in zip(ref.trials, other.trials, strict=True):
+        assert a.params == b.params and a.status == b.status
+        np.testing.assert_allclose(
+            a.curves["train_loss"], b.curves["train_loss"], rtol=2e-4, atol=1e-6
+        )
+        np.testing.assert_allclose(a.value, b.value, atol=1e-6)
+
+
+def test_frozen_trials_stay_bit_identical(clf_task):
+    """A trial that finished its epochs keeps its state bit for bit while others train."""
+    space = _fixed_space(width=16, n_layers=2, batch_size=32, learning_rate=0.01)
+    space = Space(**space, epochs=Choice([2, 6]))
+    finals = {}
+
+    def grab(tag):
+        def inspect(idx, run):
+            finals[tag] = jax.device_get(jax.tree.map(lambda a: a[0], run.tstate))
+
+        return inspect
+
+    ids = np.array([0, 1])
+    # Trial 0 trains 2 epochs; its neighbour trains 2 or 6: trial 0 must end the same.
+    for tag, epochs in (("short", [2, 2]), ("long", [2, 6])):
+        hp = _hp(clf_task, space, [{"epochs": e} for e in epochs])
+        clf_task.check_space(space)
+        run_population(clf_task, hp, ids, seed=0, segment_epochs=3, inspect=grab(tag))
+    jax.tree.map(np.testing.assert_array_equal, finals["short"], finals["long"])
+
+
+def test_diverging_trial_is_marked_and_neighbours_finish(clf_task):
+    space = Space(
+        learning_rate=Choice([0.1, 1e6]),
+        optimizer=Fixed("sgd"),
+        momentum=Fixed(0.9),
+        width=Fixed(16),
+        n_layers=Fixed(2),
+        epochs=Fixed(3),
+        batch_size=Fixed(32),
+    )
+    res = jaxhp.tune(clf_task, space, "grid", n_trials=None, population=2)
+    by_lr = {t.params["learning_rate"]: t for t in res.trials}
+    bad, good = by_lr[1e6], by_lr[0.1]
+    assert bad.status == "diverged" and math.isnan(bad.value)
+    assert good.status == "complete" and good.epochs_run == 3 and good.value > 0.5
+    assert res.best_trial.trial_id == good.trial_id
+    assert res.model.trial_id == good.trial_id
+
+
+def test_early_stopping_stops_a_stalled_trial(clf_task):
+    # learning_rate 0 never improves after the first epoch: Patience(2) stops it after 3.
+    space = Space(
+        learning_rate=Choice([0.0, 0.01]),
+        width=Fixed(16),
+        n_layers=Fixed(1),
+        epochs=Fixed(12),
+        batch_size=Fixed(64),
+    )
+    res = jaxhp.tune(
+        clf_task,
+        space,
+        "grid",
+        n_trials=None,
+        early_stopping=jaxhp.stopping.Patience(2),
+    )
+    stalled = next(t for t in res.trials if t.params["learning_rate"] == 0.0)
+    assert stalled.status == "stopped"
+    assert stalled.epochs_run == 3 and stalled.best_epoch == 0
+    assert len(stalled.curves["train_loss"]) == 3
+
+
+def test_kfold_runs_every_fold(small_digits):
+    X, y = small_digits
+    task = jaxhp.tasks.MLPClassifier(X, y, folds=3)
+    space = Space(
+        width=Fixed(16),
+        n_layers=Fixed(1),
+        epochs=Fixed(3),
+        batch_size=Fixed(32),
+        learning_rate=Float(3e-3, 3e-2, log=True),
+    )
+    res = jaxhp.tune(task, space, "sobol", n_trials=2)
+    for t in res.trials:
+        assert len(t.fold_values) == 3
+        assert t.value == pytest.approx(np.mean(t.fold_values), abs=1e-6)
+        assert t.curves["value_folds"].shape == (t.epochs_run, 3)
+        assert all(0.3 < v <= 1.0 for v in t.fold_values)
+    pred = res.predict(X)  # an ensemble of the 3 fold models
+    assert pred.shape == y.shape and (pred == y).mean() > 0.8
+
+
+def test_batch_size_and_epochs_are_honoured(clf_task):
+    # 300 training rows: batch 32 -> 10 steps/epoch, batch 128 -> 3 steps/epoch.
+    space = Space(
+        batch_size=Choice([32, 128]),
+        epochs=Choice([2, 5]),
+        width=Fixed(8),
+        n_layers=Fixed(1),
+    )
+    res = jaxhp.tune(
+        clf_task, space, "grid", n_trials=None, population=4, bucketing="none"
+    )
+    for t in res.trials:
+        assert t.epochs_run == t.params["epochs"]
+        assert len(t.curves["train_loss"]) == t.params["epochs"]
+    counts = []
+
+    def count(idx, run):
+        counts.append((idx, np.asarray(run.tstate.opt.count[:, 0])))
+
+    space2 = Space(
+        batch_size=Choice([32, 128]),
+        width=Fixed(8),
+        n_layers=Fixed(1),
+        epochs=Choice([2, 5]),
+    )
+    clf_task.check_space(space2)
+    hp = _hp(
+        clf_task,
+        space2,
+        [{"batch_size": b, "epochs": e} for b in (32, 128) for e in (2, 5)],
+    )
+    run_population(clf_task, hp, np.arange(4), seed=0, bucketing="none", inspect=count)
+    n_train = int(clf_task.data.n_train[0])
+    ((idx, steps),) = counts
+    for i, s in zip(idx, steps, strict=False):
+        b, e = int(hp["batch_size"][i]), int(hp["epochs"][i])
+        assert s == math.ceil(n_train / b) * e
+
+
+def test_second_round_compiles_nothing(clf_task):
+    space = Space(
+        learning_rate=Float(1e-3, 1e-1, log=True),
+        width=Fixed(12),
+        n_layers=Fixed(2),
+        epochs=Fixed(2),
+        batch_size=Fixed(48),
+    )
+    before = sum(TRACE_COUNTS.values())
+    res = jaxhp.tune(clf_task, space, "random", n_trials=12, population=4)
+    assert len({t.round for t in res.trials}) == 3
+    assert sum(TRACE_COUNTS.values()) - before == 1
+    assert res.stats["programs_compiled"] == 1 and res.stats["buckets"] == 3
+
+
+def test_structural_hyperparameters_share_a_program(clf_task):
+    space = tiny_space(width=jaxhp.Int(4, 16), n_layers=jaxhp.Int(1, 3))
+    res = jaxhp.tune(
+        clf_task, space, "random", n_trials=16, population=16, bucketing="none"
+    )
+    assert res.stats["buckets"] == 1
+    assert (
+        len(
+            {
+                (t.params["width"], t.params["n_layers"], t.params["batch_size"])
+                for t in res.trials
+            }
+        )
+        > 5
+    )
+    assert all(t.ok for t in res.trials)
+
+
+def test_buckets_do_not_change_results(clf_task):
+    space = tiny_space()
+    a = jaxhp.tune(
+        clf_task, space, "random", n_trials=8, population=8, bucketing="none"
+    )
+    b = jaxhp.tune(
+        clf_task, space, "random", n_trials=8, population=8, bucketing="pow2"
+    )
+    assert b.stats["buckets"] > 1
+    for x, y in zip(a.trials, b.trials, strict=True):
+        np.testing.assert_allclose(
+            x.curves["train_loss"], y.curves["train_loss"], rtol=2e-4, atol=1e-6
+        )
