@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import functools
 import math
-import operator
 import time
 from collections import Counter
 from collections.abc import Callable, Hashable, Mapping
@@ -92,6 +91,7 @@ class SegmentSpec:
     steps: int  # S, optimizer steps per epoch
     seg_epochs: int  # E, epochs per segment at most
     stopper: Hashable | None
+    uniform_steps: bool = False  # every trial and fold takes exactly `steps` steps
 
 
 def _member_perm(key: jax.Array, n: jax.Array, size: int) -> jax.Array:
@@ -142,9 +142,12 @@ def _segment(
             )
             new, metrics = tr.step(ts, batch, hpm)
             loss = metrics["loss"]
-            go = live & (t < spe) & ~bad
+            go = live & (t < spe)
             ok = jnp.isfinite(loss)
-            new = tree_where(go & ok, new, ts)
+            if not spec.uniform_steps:
+                # Some trials take fewer steps per epoch than the bucket: they idle.
+                # (Inactive and diverged trials are reverted once, at the epoch's end.)
+                new = tree_where(t < spe, new, ts)
             return new, jnp.where(go & ok, loss, 0.0), go & ok, bad | (go & ~ok)
 
         def train_step(carry, t):
@@ -191,6 +194,9 @@ def _segment(
         oriented = spec.sign * value
         blew_up = jnp.any(bad, axis=1) | ~jnp.isfinite(value)
         ok = ran & ~blew_up
+        # Trials that did not train this epoch (inactive) or blew up keep their state
+        # from the start of the epoch, bit for bit.
+        ts = tree_where(ok, ts, run.tstate)
         improved = ok & (oriented > run.best_value)
         if spec.stopper is not None:
             stop_state, stop = spec.stopper.update(run.stop_state, oriented, ok)
@@ -296,7 +302,10 @@ class _Compiled:
 
 
 _CACHE: dict[Hashable, _Compiled] = {}
-_SEEN: set = set()  # bucket shapes compiled so far (the planner prefers them)
+_SEEN: set = set()
+_take = jax.jit(
+    lambda tree, j: jax.tree.map(lambda a: a[j], tree)
+)  # bucket shapes compiled so far (the planner prefers them)
 
 
 class BucketShape(NamedTuple):
@@ -385,10 +394,11 @@ def plan_buckets(
 
 
 def _quantize_steps(s: int) -> int:
-    """Round a step count up to 1/8-octave steps, so varied batch sizes share programs."""
-    if s <= 16:
+    """Round a step count up to 1/32-octave steps (at most ~3% idle steps), so that varied
+    batch sizes share programs; counts up to 64 are kept exact."""
+    if s <= 64:
         return s
-    q = 1 << (int(math.log2(s)) - 3)
+    q = 1 << (int(math.log2(s)) - 5)
     return -(-s // q) * q
 
 
@@ -419,29 +429,56 @@ def _init_members(trainable, keys: jax.Array, hp: dict, n_folds: int):
     return jax.vmap(over_folds, in_axes=(0, None, 0))(keys, jnp.arange(n_folds), hp)
 
 
+def _start(
+    spec: SegmentSpec,
+    n_folds: int,
+    seed: jax.Array,
+    ids: jax.Array,
+    hp: dict,
+    live: jax.Array,
+) -> tuple[jax.Array, RunState]:
+    """Keys and initial run state of a bucket, in one program (one dispatch)."""
+    keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(seed), i))(ids)  # [P]
+    tstate = _init_members(spec.trainable, keys, hp, n_folds)
+    n = ids.shape[0]
+    return keys, RunState(
+        tstate=tstate,
+        best=jax.tree.map(jnp.copy, tstate),
+        active=live,
+        diverged=jnp.zeros(n, bool),
+        stopped=jnp.zeros(n, bool),
+        epochs_run=jnp.zeros(n, jnp.int32),
+        best_value=jnp.full(n, -jnp.inf, jnp.float32),
+        best_epoch=jnp.full(n, -1, jnp.int32),
+        stop_state=spec.stopper.init(n) if spec.stopper is not None else None,
+    )
+
+
 def _compiled(
-    spec: SegmentSpec, run_args: tuple, init_args: tuple, n_folds: int
+    spec: SegmentSpec, n_folds: int, start_args: tuple, data: FoldArrays
 ) -> tuple[_Compiled, float]:
     """The bucket's compiled programs, and the seconds spent compiling them now (0 if cached)."""
-    shapes = jax.tree.map(lambda a: (a.shape, a.dtype), (run_args, init_args))
-    key = (spec, str(shapes))
+    shapes = jax.tree.map(lambda a: (a.shape, a.dtype), (start_args, data))
+    key = (spec, n_folds, str(shapes))
     hit = _CACHE.get(key)
     if hit is not None:
         return hit, 0.0
     t0 = time.perf_counter()
-    init = (
-        jax.jit(_init_members, static_argnums=(0, 3))
-        .lower(spec.trainable, *init_args, n_folds)
+    start = (
+        jax.jit(_start, static_argnums=(0, 1))
+        .lower(spec, n_folds, *start_args)
         .compile()
     )
+    keys, run = jax.eval_shape(functools.partial(_start, spec, n_folds), *start_args)
+    hp = start_args[2]
     # Donating the run state lets XLA update it in place (not supported on the CPU).
     donate = () if jax.default_backend() == "cpu" else (1,)
     seg = (
         jax.jit(_segment, static_argnums=0, donate_argnums=donate)
-        .lower(spec, *run_args)
+        .lower(spec, run, hp, keys, data, jnp.int32(0), jnp.int32(0))
         .compile()
     )
-    hit = _Compiled(init=init, segment=seg)
+    hit = _Compiled(init=start, segment=seg)
     _CACHE[key] = hit
     return hit, time.perf_counter() - t0
 
@@ -470,7 +507,6 @@ def run_population(
     n_folds = task.data.n_folds
     n_rows = int(task.data.n_train.max())
     sign = 1.0 if task.direction == "maximize" else -1.0
-    base_key = jax.random.key(seed)
 
     groups = plan_buckets(task, hp, bucketing=bucketing, n_rows=n_rows)
 
@@ -500,44 +536,26 @@ def run_population(
             steps=shape.steps,
             seg_epochs=segment_epochs,
             stopper=stopper,
+            uniform_steps=bool(
+                np.all(
+                    -(-task.data.n_train[None, :] // sub["batch_size"][:, None])
+                    == shape.steps
+                )
+            ),
         )
         t_start = time.perf_counter()
-        hp_dev = {k: jnp.asarray(v) for k, v in sub.items()}
+        hp_dev = sub  # host arrays: the compiled programs take them as they are
         ids = np.concatenate([trial_ids[idx], np.zeros(padded - size, trial_ids.dtype)])
-        keys = jax.vmap(lambda i: jax.random.fold_in(base_key, i))(
-            jnp.asarray(ids, jnp.uint32)
+        start_args = (
+            np.uint32(seed % 2**32),
+            np.asarray(ids, np.uint32),
+            hp_dev,
+            np.arange(padded) < size,
         )
-        live = jnp.asarray(np.arange(padded) < size)
-        tstate_shape = jax.eval_shape(
-            functools.partial(_init_members, trainable, n_folds=n_folds), keys, hp_dev
-        )
-        run_shape = RunState(
-            tstate=tstate_shape,
-            best=tstate_shape,
-            active=live,
-            diverged=live,
-            stopped=live,
-            epochs_run=jnp.zeros(padded, jnp.int32),
-            best_value=jnp.zeros(padded, jnp.float32),
-            best_epoch=jnp.zeros(padded, jnp.int32),
-            stop_state=stopper.init(padded) if stopper is not None else None,
-        )
-        run_args = (run_shape, hp_dev, keys, data, jnp.int32(0), jnp.int32(0))
-        comp, compile_time = _compiled(spec, run_args, (keys, hp_dev), n_folds)
+        comp, compile_time = _compiled(spec, n_folds, start_args, data)
         _SEEN.add(shape.key + (padded,))
         t_run = time.perf_counter()
-        tstate = comp.init(keys, hp_dev)
-        run = RunState(
-            tstate=tstate,
-            best=jax.tree.map(jnp.copy, tstate),
-            active=live,
-            diverged=jnp.zeros(padded, bool),
-            stopped=jnp.zeros(padded, bool),
-            epochs_run=jnp.zeros(padded, jnp.int32),
-            best_value=jnp.full(padded, -jnp.inf, jnp.float32),
-            best_epoch=jnp.full(padded, -1, jnp.int32),
-            stop_state=stopper.init(padded) if stopper is not None else None,
-        )
+        keys, run = comp.init(*start_args)
         max_epochs = int(sub["epochs"][:size].max())
         curves: list[dict] = []
         epoch0 = 0
@@ -551,14 +569,14 @@ def run_population(
                 run, hp_dev, keys, data, jnp.int32(epoch0), jnp.int32(n_ep)
             )
             done = int(i)
-            curves.append({k: np.asarray(v[:done]) for k, v in bufs.items()})
+            curves.append({k: v[:done] for k, v in jax.device_get(bufs).items()})
             epoch0 += done
             segments += 1
             report.segments = segments
             report.run_time = time.perf_counter() - t_run
             if on_segment is not None:
                 on_segment(report, epoch0)
-            if done < n_ep or not bool(jnp.any(run.active)):
+            if done < n_ep:  # the segment ended early: every trial is inactive
                 break
         report.run_time = time.perf_counter() - t_run
         reports.append(report)
@@ -614,7 +632,7 @@ def run_population(
                 trial_id=int(trial_ids[idx[j]]),
                 value=float(cand[j]),
                 trainable=trainable,
-                state=jax.device_get(jax.tree.map(operator.itemgetter(j), run.best)),
+                state=jax.device_get(_take(run.best, j)),
                 hp={k: np.asarray(v[j]) for k, v in sub.items()},
             )
         if inspect is not None:

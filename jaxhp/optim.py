@@ -28,14 +28,14 @@ B1, B2, EPS = 0.9, 0.999, 1e-8
 class OptState(NamedTuple):
     count: jax.Array  # [] int32
     mu: object  # first moment (Adam) or momentum buffer (SGD), like params
-    nu: object  # second moment (Adam), like params
+    nu: object  # second moment (Adam), like params; None when no Adam kind is used
 
 
-def opt_init(params) -> OptState:
-    zeros = jax.tree.map(jnp.zeros_like, params)
-    return OptState(
-        jnp.zeros((), jnp.int32), zeros, jax.tree.map(jnp.zeros_like, params)
-    )
+def opt_init(params, *, kinds: tuple[int, ...] = (ADAM, ADAMW, SGD)) -> OptState:
+    """Zero state; ``nu`` is only kept when ``kinds`` (static) includes Adam or AdamW."""
+    has_adam = any(k in (ADAM, ADAMW) for k in kinds)
+    nu = jax.tree.map(jnp.zeros_like, params) if has_adam else None
+    return OptState(jnp.zeros((), jnp.int32), jax.tree.map(jnp.zeros_like, params), nu)
 
 
 def opt_update(
@@ -82,10 +82,19 @@ def opt_update(
                 new_m, new_v, upd = m_s, v, m_s
         return p - lr * upd, new_m, new_v
 
-    out = jax.tree.map(leaf, grads, state.mu, state.nu, params)
     treedef = jax.tree.structure(params)
-    leaves = treedef.flatten_up_to(out)
-    new_p = treedef.unflatten([x[0] for x in leaves])
-    new_m = treedef.unflatten([x[1] for x in leaves])
-    new_v = treedef.unflatten([x[2] for x in leaves])
+    nu = treedef.flatten_up_to(state.nu) if has_adam else [None] * treedef.num_leaves
+    out = [
+        leaf(g, m, v, p)
+        for g, m, v, p in zip(
+            treedef.flatten_up_to(grads),
+            treedef.flatten_up_to(state.mu),
+            nu,
+            treedef.flatten_up_to(params),
+            strict=True,
+        )
+    ]
+    new_p = treedef.unflatten([x[0] for x in out])
+    new_m = treedef.unflatten([x[1] for x in out])
+    new_v = treedef.unflatten([x[2] for x in out]) if has_adam else None
     return new_p, OptState(count, new_m, new_v)

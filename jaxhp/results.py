@@ -220,7 +220,9 @@ class Results:
         ]
         widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
         line = "  ".join(h.rjust(w) for h, w in zip(head, widths, strict=False))
-        body = ["  ".join(c.rjust(w) for c, w in zip(r, widths, strict=False)) for r in rows]
+        body = [
+            "  ".join(c.rjust(w) for c, w in zip(r, widths, strict=False)) for r in rows
+        ]
         return "\n".join([line, "-" * len(line), *body])
 
     def summary(self) -> dict[str, int]:

@@ -117,8 +117,12 @@ class Task:
                     codes = np.asarray([vocab.index(p.values[i]) for i in values[name]])
                 out[name] = codes.astype(np.int32)
                 continue
-            v = values[name] if p is not None else np.full(n, self.defaults[name])
-            v = np.asarray(v)
+            if p is None:
+                v = np.full(n, self.defaults[name])
+            elif isinstance(p, Fixed):
+                v = np.full(n, p.value if p.numeric else 0)
+            else:
+                v = np.asarray(values[name])
             if isinstance(p, Choice) and not p.numeric:
                 v = v.astype(np.int32)  # index into the choice's values
             out[name] = (

@@ -158,7 +158,7 @@ class MLPTrainable:
             * inv_sqrt_width
         )
         params["out"] = {"kernel": out, "bias": jnp.zeros(n_out)}
-        return MLPState(params, opt_init(params))
+        return MLPState(params, opt_init(params, kinds=self.optimizers))
 
     def apply(self, params, x, hp, key=None) -> jax.Array:
         return self.module.apply({"params": params}, x, hp, key)

@@ -1,0 +1,363 @@
+"""Throughput of the population engine against the ways people usually train many trials.
+
+Arms, side by side in one run, on the same MLP, data, steps and hyperparameters (an MLP
+64-64-64-10 on scikit-learn's digits, 1437 training rows, batch 64, SGD with momentum and
+weight decay, 10 epochs, each trial with its own learning rate, momentum and decay and its
+own data order):
+
+  engine      jaxhp's engine (``run_population``): masks, per-epoch validation, best-epoch
+              weights, divergence checks included
+  vmap        a plain ``jit(vmap(train))`` written here, validation only at the end
+  scan        one ``jit(lax.scan)`` training per trial, trials one after another
+  pyloop      a Python loop over steps calling a jitted step (a typical tutorial loop)
+
+Then a mixed-architecture population (depth 1-4, width 16-256, batch 32-128) through the
+engine with each bucketing policy, reported as trials/s and as the fraction of the
+homogeneous population's useful FLOP/s (FLOPs of each trial's *real* network, not the
+padding), at equal useful work.
+
+Steady-state times (compile excluded, reported apart); each figure is the best of
+``--repeats`` runs. Prints a table and writes JSON (``--out``).
+
+    python benchmarks/throughput.py                 # full CPU run (a few minutes)
+    python benchmarks/throughput.py --quick         # smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import os
+import platform
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from sklearn.datasets import load_digits
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+import jaxhp  # noqa: E402
+from jaxhp.engine import run_population  # noqa: E402
+
+WIDTH, DEPTH, BATCH, EPOCHS = 64, 3, 64, 10
+
+
+# --------------------------------------------------------------------------- the baseline
+def init_params(key, n_in, n_out):
+    sizes = [n_in] + [WIDTH] * DEPTH + [n_out]
+    keys = jax.random.split(key, len(sizes) - 1)
+    return [
+        (jax.random.normal(k, (a, b)) / math.sqrt(a), jnp.zeros(b))
+        for k, a, b in zip(keys, sizes[:-1], sizes[1:], strict=True)
+    ]
+
+
+def forward(params, x):
+    for w, b in params[:-1]:
+        x = jax.nn.relu(x @ w + b)
+    w, b = params[-1]
+    return x @ w + b
+
+
+def loss_fn(params, x, y, mask):
+    logits = forward(params, x)
+    ce = -jnp.take_along_axis(jax.nn.log_softmax(logits), y[:, None], 1)[:, 0]
+    return jnp.sum(ce * mask) / jnp.maximum(mask.sum(), 1)
+
+
+def sgd_step(params, mom, x, y, mask, hp):
+    grads = jax.grad(loss_fn)(params, x, y, mask)
+    grads = jax.tree.map(lambda g, p: g + hp["weight_decay"] * p, grads, params)
+    mom = jax.tree.map(lambda m, g: hp["momentum"] * m + g, mom, grads)
+    params = jax.tree.map(lambda p, m: p - hp["learning_rate"] * m, params, mom)
+    return params, mom
+
+
+def make_train(xt, yt, xv, yv, n_out):
+    n = xt.shape[0]
+    steps = -(-n // BATCH)
+
+    def batch_at(perm, t):
+        idx = t * BATCH + jnp.arange(BATCH)
+        rows = perm[jnp.minimum(idx, n - 1)]
+        return xt[rows], yt[rows], (idx < n).astype(jnp.float32)
+
+    def train(key, hp):
+        params = init_params(key, xt.shape[1], n_out)
+        mom = jax.tree.map(jnp.zeros_like, params)
+
+        def epoch(carry, e):
+            params, mom = carry
+            perm = jax.random.permutation(jax.random.fold_in(key, e), n)
+
+            def step(c, t):
+                return sgd_step(*c, *batch_at(perm, t), hp), None
+
+            return jax.lax.scan(step, (params, mom), jnp.arange(steps))[0], None
+
+        (params, _), _ = jax.lax.scan(epoch, (params, mom), jnp.arange(EPOCHS))
+        return jnp.mean(jnp.argmax(forward(params, xv), -1) == yv)
+
+    return train, batch_at, steps
+
+
+# --------------------------------------------------------------------------- timing
+def best_time(fn, repeats):
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn())
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def hparams(n, seed):
+    r = np.random.default_rng(seed)
+    return {
+        "learning_rate": np.exp(r.uniform(np.log(3e-3), np.log(1e-1), n)).astype(
+            np.float32
+        ),
+        "momentum": r.uniform(0.8, 0.95, n).astype(np.float32),
+        "weight_decay": np.exp(r.uniform(np.log(1e-5), np.log(1e-3), n)).astype(
+            np.float32
+        ),
+    }
+
+
+def useful_flops(task, hp):
+    """Training FLOPs of each trial's real network: 6 x params x rows x epochs."""
+    n = int(task.data.n_train[0])
+    d, c = task.n_features, task.n_out
+    w, depth = hp["width"].astype(float), hp["n_layers"].astype(float)
+    params = d * w + (depth - 1) * w * w + w * c
+    rows = np.ceil(n / hp["batch_size"]) * hp["batch_size"]  # padded last batch counts
+    rows = np.minimum(rows, n)
+    return 6.0 * params * rows * hp["epochs"]
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--populations", type=int, nargs="*", default=None)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--out", default=None, help="write the JSON here as well")
+    args = ap.parse_args(argv)
+    backend = jax.default_backend()
+    pops = args.populations or (
+        [1, 8, 32]
+        if args.quick
+        else [1, 8, 64, 256]
+        if backend == "cpu"
+        else [1, 64, 1024, 4096, 16384]
+    )
+    repeats = 1 if args.quick else args.repeats
+
+    X, y = load_digits(return_X_y=True)
+    task = jaxhp.tasks.MLPClassifier(X, y, val_fraction=0.2, seed=0)
+    space = jaxhp.Space(
+        learning_rate=jaxhp.Float(3e-3, 1e-1, log=True),
+        momentum=jaxhp.Float(0.8, 0.95),
+        weight_decay=jaxhp.Float(1e-5, 1e-3, log=True),
+        optimizer=jaxhp.Fixed("sgd"),
+        n_layers=jaxhp.Fixed(DEPTH),
+        width=jaxhp.Fixed(WIDTH),
+        batch_size=jaxhp.Fixed(BATCH),
+        epochs=jaxhp.Fixed(EPOCHS),
+    )
+    task.check_space(space)
+    d = task.data
+    xt = jnp.asarray(d.x_train[0][: d.n_train[0]])
+    yt = jnp.asarray(d.y_train[0][: d.n_train[0]])
+    xv = jnp.asarray(d.x_val[0][d.val_mask[0]])
+    yv = jnp.asarray(d.y_val[0][d.val_mask[0]])
+    train, batch_at, steps = make_train(xt, yt, xv, yv, task.n_out)
+    flops_trial = 6.0 * (64 * 64 + 2 * 64 * 64 + 64 * 10) * int(d.n_train[0]) * EPOCHS
+
+    rows = []
+    seq_train = jax.jit(train)
+    step_jit = jax.jit(sgd_step)
+    vmap_train = jax.jit(jax.vmap(train))
+    for P in pops:
+        hp_np = hparams(P, P)
+        hp_task = task.hparams(space, hp_np)
+        hp_dev = {k: jnp.asarray(v) for k, v in hp_np.items()}
+        keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(0), i))(
+            jnp.arange(P, dtype=jnp.uint32)
+        )
+        ids = np.arange(P)
+        row = {"population": P}
+
+        # (a) engine
+        t0 = time.perf_counter()
+        run_population(
+            task, hp_task, ids, seed=0, bucketing="none", segment_epochs=EPOCHS
+        )
+        first = time.perf_counter() - t0
+        t = best_time(
+            lambda: run_population(
+                task, hp_task, ids, seed=0, bucketing="none", segment_epochs=EPOCHS
+            )[0],
+            repeats,
+        )
+        row["engine"] = P / t
+        row["engine_compile_s"] = max(first - t, 0.0)
+
+        # (b) plain jit(vmap(train))
+        t0 = time.perf_counter()
+        jax.block_until_ready(vmap_train(keys, hp_dev))
+        first = time.perf_counter() - t0
+        t = best_time(lambda: vmap_train(keys, hp_dev), repeats)
+        row["vmap"] = P / t
+        row["vmap_compile_s"] = max(first - t, 0.0)
+
+        # (c) one jit(lax.scan) per trial, sequentially (at most 16 trials timed)
+        n_seq = min(P, 4 if args.quick else 16)
+        one = lambda i: {k: v[i] for k, v in hp_dev.items()}  # noqa: E731
+        jax.block_until_ready(seq_train(keys[0], one(0)))
+        t = best_time(
+            lambda: [seq_train(keys[i], one(i)) for i in range(n_seq)], repeats
+        )
+        row["scan"] = n_seq / t
+
+        # (d) per-step Python loop (one trial timed: it is slow)
+        hp0 = one(0)
+        params = init_params(keys[0], xt.shape[1], task.n_out)
+        mom = jax.tree.map(jnp.zeros_like, params)
+        jax.block_until_ready(
+            step_jit(params, mom, *batch_at(jnp.arange(xt.shape[0]), 0), hp0)
+        )
+
+        def pyloop():
+            p, m = params, mom
+            for e in range(EPOCHS):
+                perm = jax.random.permutation(
+                    jax.random.fold_in(keys[0], e), xt.shape[0]
+                )
+                for s in range(steps):
+                    p, m = step_jit(p, m, *batch_at(perm, s), hp0)
+            return p
+
+        row["pyloop"] = 1.0 / best_time(pyloop, 1)
+        row["engine_vs_vmap"] = row["engine"] / row["vmap"]
+        row["engine_vs_scan"] = row["engine"] / row["scan"]
+        row["engine_tflops"] = row["engine"] * flops_trial / 1e12
+        rows.append(row)
+        print(
+            f"P={P}: "
+            + ", ".join(f"{k}={v:.3g}" for k, v in row.items() if k != "population"),
+            file=sys.stderr,
+            flush=True,
+        )
+
+    # Mixed architectures through the engine, per bucketing policy.
+    P_mixed = max(pops)
+    r = np.random.default_rng(1)
+    mixed = jaxhp.Space(
+        learning_rate=jaxhp.Float(3e-3, 1e-1, log=True),
+        momentum=jaxhp.Float(0.8, 0.95),
+        weight_decay=jaxhp.Float(1e-5, 1e-3, log=True),
+        optimizer=jaxhp.Fixed("sgd"),
+        n_layers=jaxhp.Int(1, 4),
+        width=jaxhp.Int(16, 256, log=True),
+        batch_size=jaxhp.Int(32, 128, log=True),
+        epochs=jaxhp.Fixed(EPOCHS),
+    )
+    task.check_space(mixed)
+    hp_mixed = task.hparams(mixed, mixed.decode(r.random((P_mixed, mixed.dim))))
+    hp_homog = task.hparams(space, hparams(P_mixed, 7))
+    ids = np.arange(P_mixed)
+    flops_mixed = useful_flops(task, hp_mixed).sum()
+    flops_homog = useful_flops(task, hp_homog).sum()
+
+    def timed(hp, bucketing):
+        t0 = time.perf_counter()
+        _, reports, _ = run_population(
+            task, hp, ids, seed=0, bucketing=bucketing, segment_epochs=EPOCHS
+        )
+        first = time.perf_counter() - t0
+        t = best_time(
+            lambda: run_population(
+                task, hp, ids, seed=0, bucketing=bucketing, segment_epochs=EPOCHS
+            )[0],
+            repeats,
+        )
+        return t, first, len(reports)
+
+    t_h, _, _ = timed(hp_homog, "none")
+    mixed_rows = []
+    for policy in ("none", "pow2", "auto"):
+        t, first, nb = timed(hp_mixed, policy)
+        mixed_rows.append(
+            {
+                "bucketing": policy,
+                "population": P_mixed,
+                "buckets": nb,
+                "trials_per_s": P_mixed / t,
+                "first_call_s": first,
+                "steady_s": t,
+                "fraction_of_homogeneous": (flops_mixed / t) / (flops_homog / t_h),
+            }
+        )
+
+    result = {
+        "benchmark": "throughput",
+        "date": datetime.date.today().isoformat(),
+        "backend": backend,
+        "device": str(jax.devices()[0].device_kind),
+        "cpu_count": os.cpu_count(),
+        "machine": platform.machine(),
+        "jax": jax.__version__,
+        "model": f"MLP {DEPTH}x{WIDTH} on digits, batch {BATCH}, {EPOCHS} epochs, SGD+momentum+wd",
+        "homogeneous": rows,
+        "mixed": mixed_rows,
+        "homogeneous_trials_per_s_at_mixed_population": P_mixed / t_h,
+    }
+    print(json.dumps(result, indent=2))
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(result, f, indent=2)
+
+    head = [
+        "P",
+        "engine",
+        "vmap",
+        "scan",
+        "pyloop",
+        "engine/vmap",
+        "engine/scan",
+        "TFLOP/s",
+    ]
+    print("\ntrials/s (steady state, best of %d)" % repeats)
+    print("  ".join(f"{h:>11}" for h in head))
+    for r_ in rows:
+        vals = [
+            r_["population"],
+            r_["engine"],
+            r_["vmap"],
+            r_["scan"],
+            r_["pyloop"],
+            r_["engine_vs_vmap"],
+            r_["engine_vs_scan"],
+            r_["engine_tflops"],
+        ]
+        print("  ".join(f"{v:>11.3g}" for v in vals))
+    print(f"\nmixed architectures, P={P_mixed} (depth 1-4, width 16-256, batch 32-128)")
+    print(
+        f"{'bucketing':>10} {'buckets':>8} {'trials/s':>10} {'first call s':>13} "
+        f"{'fraction of homogeneous':>24}"
+    )
+    for m in mixed_rows:
+        print(
+            f"{m['bucketing']:>10} {m['buckets']:>8} {m['trials_per_s']:>10.3g} "
+            f"{m['first_call_s']:>13.3g} {m['fraction_of_homogeneous']:>24.3f}"
+        )
+    return result
+
+
+if __name__ == "__main__":
+    main()
