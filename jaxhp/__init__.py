@@ -1,6 +1,7 @@
 """jaxhp: hyperparameter tuning that trains whole populations of trials at once in JAX."""
 
 from jaxhp import stopping, strategies, tasks
+from jaxhp.optimize import optimize
 from jaxhp.results import Model, Results, Trial
 from jaxhp.space import Choice, Fixed, Float, Int, Space, SpaceError
 from jaxhp.strategies import STRATEGIES, Strategy
@@ -28,5 +29,6 @@ __all__ = [
     "stopping",
     "strategies",
     "tasks",
+    "optimize",
     "tune",
 ]

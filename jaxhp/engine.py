@@ -458,8 +458,13 @@ def _compiled(
     spec: SegmentSpec, n_folds: int, start_args: tuple, data: FoldArrays
 ) -> tuple[_Compiled, float]:
     """The bucket's compiled programs, and the seconds spent compiling them now (0 if cached)."""
-    shapes = jax.tree.map(lambda a: (a.shape, a.dtype), (start_args, data))
-    key = (spec, n_folds, str(shapes))
+    leaves, treedef = jax.tree.flatten((start_args, data))
+    key = (
+        spec,
+        n_folds,
+        treedef,
+        tuple((np.shape(a), str(getattr(a, "dtype", type(a)))) for a in leaves),
+    )
     hit = _CACHE.get(key)
     if hit is not None:
         return hit, 0.0
@@ -544,7 +549,7 @@ def run_population(
             ),
         )
         t_start = time.perf_counter()
-        hp_dev = sub  # host arrays: the compiled programs take them as they are
+        hp_dev = jax.device_put(sub)
         ids = np.concatenate([trial_ids[idx], np.zeros(padded - size, trial_ids.dtype)])
         start_args = (
             np.uint32(seed % 2**32),

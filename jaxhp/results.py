@@ -14,8 +14,9 @@ import numpy as np
 __all__ = ["Model", "Results", "Trial", "STATUSES"]
 
 #: complete: trained its full epoch budget; stopped: stopped early by the stopper (its
-#: value is its best epoch's); diverged: its loss became NaN/Inf (value NaN, never best).
-STATUSES = ("complete", "stopped", "diverged")
+#: value is its best epoch's); diverged: its loss became NaN/Inf (value NaN, never best);
+#: failed: a black-box objective (``optimize``) returned a non-finite value.
+STATUSES = ("complete", "stopped", "diverged", "failed")
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,7 @@ class Trial:
 
     @property
     def ok(self) -> bool:
-        return self.status != "diverged" and math.isfinite(self.value)
+        return self.status in ("complete", "stopped") and math.isfinite(self.value)
 
 
 class Model:
@@ -227,7 +228,7 @@ class Results:
 
     def summary(self) -> dict[str, int]:
         """Trial counts by status."""
-        out = {s: 0 for s in ("complete", "stopped", "diverged")}
+        out = {s: 0 for s in STATUSES}
         for t in self.trials:
             out[t.status] = out.get(t.status, 0) + 1
         return out

@@ -6,11 +6,13 @@ from collections.abc import Callable
 
 from jaxhp.space import Space
 from jaxhp.strategies.base import Strategy
+from jaxhp.strategies.bayes import gp_bo
 from jaxhp.strategies.grid import grid_search
 from jaxhp.strategies.random import random_search
 from jaxhp.strategies.sobol import sobol_search
 
 __all__ = [
+    "gp_bo",
     "STRATEGIES",
     "Strategy",
     "grid_search",
@@ -20,6 +22,7 @@ __all__ = [
 ]
 
 STRATEGIES: dict[str, Callable[..., Strategy]] = {
+    "bayes": gp_bo,
     "grid": grid_search,
     "random": random_search,
     "sobol": sobol_search,

@@ -1,0 +1,229 @@
+"""Bayesian optimisation with a GP surrogate that proposes whole batches.
+
+After a scrambled-Sobol initial design, each ``ask`` fits the GP (``jaxhp.gp``) to every
+result told so far and proposes ``q`` points:
+
+- the first maximises log expected improvement (or UCB), found by a large candidate sweep
+  plus vmapped gradient refinement;
+- the other ``q - 1`` come from Thompson sampling: one pathwise posterior sample per
+  point, each maximised over a shared candidate pool, taken greedily so that no two are
+  the same. Sampling spreads a batch where the posterior is uncertain and costs one
+  posterior update for the whole batch, so ``q`` can be in the thousands.
+
+Points asked but not yet told (pending) enter the model at their posterior mean (kriging
+believer), so a new batch avoids them. Trials that failed or diverged (NaN) are given the
+worst value seen so far: they never look attractive and never poison the fit.
+
+Observations live in a buffer whose capacity grows in powers of two with a validity mask,
+so the GP compiles once per capacity bucket, not once per round. Kernel hyperparameters
+are fitted on at most ``fit_subset`` observations (a random subset beyond that), then the
+posterior conditions on all of them.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxhp.gp import acquisition
+from jaxhp.gp import fit as gpfit
+from jaxhp.gp.kernels import Dims, KernelParams, dims_of
+from jaxhp.space import Space
+from jaxhp.strategies.base import Strategy
+from jaxhp.strategies.sobol import _sobol_points
+
+__all__ = ["gp_bo"]
+
+
+class BayesState(NamedTuple):
+    key: jax.Array
+    seed: int  # Sobol seed of the initial design
+    count: int  # points asked so far
+    x: np.ndarray  # [n, D] told points
+    y: np.ndarray  # [n] told values (to minimise; NaN = failed)
+    pending: np.ndarray  # [m, D] asked, not told yet
+    params: Any  # last fitted KernelParams (warm start), or None
+
+
+def _capacity(n: int, minimum: int = 16) -> int:
+    return max(minimum, 1 << int(np.ceil(np.log2(max(n, 1)))))
+
+
+@functools.cache
+def _programs(dims: Dims, acq: str, restarts: int, steps: int):
+    """Jitted GP programs for ``dims`` (shapes specialise per capacity and batch)."""
+
+    @jax.jit
+    def fit_and_condition(key, x, y, mask, fx, fy, fmask, init):
+        ys, _, _ = gpfit.standardize(y, mask)
+        fys, _, _ = gpfit.standardize(fy, fmask)
+        params = gpfit.fit_kernel(
+            dims, fx, fys, fmask, init, key, restarts=restarts, steps=steps
+        )
+        return params, gpfit.posterior(dims, params, x, ys, mask)
+
+    @jax.jit
+    def believe(gp, x, y_std, mask, px, pmask):
+        """Add pending points at their posterior mean (kriging believer)."""
+        mean, _ = gpfit.predict(dims, gp, px)
+        n = x.shape[0]
+        slots = jnp.cumsum(pmask) - 1 + jnp.sum(mask)
+        slots = jnp.where(pmask, slots, n)  # out of range: dropped
+        x = x.at[slots].set(px, mode="drop")
+        y_std = y_std.at[slots].set(mean, mode="drop")
+        mask = mask.at[slots].set(True, mode="drop")
+        return gpfit.posterior(dims, gp.params, x, y_std, mask)
+
+    @functools.partial(jax.jit, static_argnums=(2,))
+    def propose(gp, key, q):
+        k1, k2 = jax.random.split(key)
+        first, _, _, _ = acquisition.maximize(dims, gp, k1, kind=acq)
+        if q == 1:
+            return first[None], first[None]
+        starts, refined = acquisition.thompson(dims, gp, k2, q - 1, exclude=first[None])
+        return (
+            jnp.concatenate([first[None], starts]),
+            jnp.concatenate([first[None], refined]),
+        )
+
+    return fit_and_condition, believe, propose
+
+
+def gp_bo(
+    space: Space,
+    *,
+    n_initial: int | None = None,
+    acquisition_function: str = "log_ei",
+    restarts: int = 4,
+    fit_steps: int = 100,
+    fit_subset: int = 256,
+) -> Strategy:
+    """GP-based Bayesian optimisation over ``space`` with batch proposals.
+
+    Args:
+        space: the search space.
+        n_initial: Sobol points before the GP takes over (default ``max(5, 2 * D)``).
+        acquisition_function: ``"log_ei"`` or ``"ucb"`` for the first point of a batch.
+        restarts: kernel-fit restarts (vmapped).
+        fit_steps: Adam steps per kernel fit.
+        fit_subset: at most this many observations are used to fit the kernel.
+
+    Example:
+        >>> strategy = gp_bo(space)
+        >>> jaxhp.tune(task, space, strategy, n_trials=64, population=8)
+    """
+    if acquisition_function not in ("log_ei", "ucb"):
+        raise ValueError(
+            f"acquisition_function must be 'log_ei' or 'ucb', "
+            f"got {acquisition_function!r}"
+        )
+    dims = dims_of(space)
+    d = space.dim
+    n_init = max(5, 2 * d) if n_initial is None else int(n_initial)
+
+    def init(key: jax.Array) -> BayesState:
+        k1, k2 = jax.random.split(key)
+        seed = int(jax.random.randint(k1, (), 0, 2**31 - 1))
+        return BayesState(
+            k2, seed, 0, np.zeros((0, d)), np.zeros(0), np.zeros((0, d)), None
+        )
+
+    def snap(u: np.ndarray) -> np.ndarray:
+        return space.encode(space.decode(u))
+
+    def ask(state: BayesState, n: int) -> tuple[np.ndarray, BayesState]:
+        key, sub = jax.random.split(state.key)
+        valid = np.isfinite(state.y)
+        if d == 0 or valid.sum() < n_init:
+            u = _sobol_points(d, state.seed, state.count, n)
+            params = state.params
+        else:
+            u, params = _gp_ask(state, sub, n)
+        state = state._replace(
+            key=key,
+            count=state.count + n,
+            pending=np.concatenate([state.pending, u]),
+            params=params,
+        )
+        return u, state
+
+    def _gp_ask(state: BayesState, key: jax.Array, q: int):
+        fit_prog, believe, propose = _programs(
+            dims, acquisition_function, restarts, fit_steps
+        )
+        f = -state.y  # the GP maximises
+        worst = np.nanmin(f)
+        f = np.where(np.isfinite(f), f, worst)  # failures: the worst value seen
+        n = len(f)
+        cap = _capacity(n + len(state.pending))
+        x = np.zeros((cap, d))
+        y = np.zeros(cap)
+        mask = np.zeros(cap, bool)
+        x[:n], y[:n], mask[:n] = state.x, f, True
+        rng = np.random.default_rng(state.count)
+        sub = np.sort(rng.choice(n, min(n, fit_subset), replace=False))
+        fcap = _capacity(len(sub))
+        fx, fy, fmask = np.zeros((fcap, d)), np.zeros(fcap), np.zeros(fcap, bool)
+        fx[: len(sub)], fy[: len(sub)], fmask[: len(sub)] = state.x[sub], f[sub], True
+        init = state.params if state.params is not None else gpfit.prior_mean(d)
+        k_fit, k_prop = jax.random.split(key)
+        with gpfit.x64():
+            params, gp = fit_prog(
+                k_fit, x, y, mask, fx, fy, fmask, jax.tree.map(jnp.asarray, init)
+            )
+            if len(state.pending):
+                pcap = _capacity(len(state.pending), 1)
+                px, pmask = np.zeros((pcap, d)), np.zeros(pcap, bool)
+                px[: len(state.pending)], pmask[: len(state.pending)] = (
+                    state.pending,
+                    True,
+                )
+                gp = believe(gp, x, gp.y, mask, px, pmask)
+            starts, refined = propose(gp, k_prop, q)
+            starts, refined = np.asarray(starts), np.asarray(refined)
+            params = jax.tree.map(np.asarray, params)
+        u = _distinct(
+            snap(refined),
+            snap(starts),
+            np.concatenate([state.x, state.pending]),
+            key,
+            d,
+        )
+        return u, KernelParams(*params)
+
+    def tell(state: BayesState, u: np.ndarray, y: np.ndarray) -> BayesState:
+        u = np.asarray(u, np.float64).reshape(-1, d)
+        pending = state.pending
+        for row in u:  # drop told points from the pending list
+            hit = np.flatnonzero(np.all(np.isclose(pending, row), axis=1))
+            if len(hit):
+                pending = np.delete(pending, hit[0], axis=0)
+        return state._replace(
+            x=np.concatenate([state.x, u]),
+            y=np.concatenate([state.y, np.asarray(y, np.float64)]),
+            pending=pending,
+        )
+
+    return Strategy(init=init, ask=ask, tell=tell, name="bayes")
+
+
+def _distinct(
+    refined: np.ndarray, starts: np.ndarray, seen: np.ndarray, key: jax.Array, d: int
+) -> np.ndarray:
+    """Rows of ``refined`` made distinct from each other and from ``seen``: a duplicate
+    falls back to its unrefined start, then to a uniform random point."""
+    rng = np.random.default_rng(int(jax.random.randint(key, (), 0, 2**31 - 1)))
+    taken = {tuple(np.round(r, 9)) for r in seen}
+    out = []
+    for r, s in zip(refined, starts, strict=True):
+        for cand in (r, s, *rng.random((8, d))):
+            t = tuple(np.round(cand, 9))
+            if t not in taken:
+                break
+        taken.add(t)
+        out.append(cand)
+    return np.asarray(out)

@@ -1,0 +1,217 @@
+"""The GP surrogate and the bayes strategy."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxhp
+from jaxhp import Choice, Float, Int, Space
+from jaxhp.gp import KernelParams, dims_of, gram, kernel, posterior, predict, x64
+from jaxhp.gp.acquisition import log_ei, log_h
+from jaxhp.strategies import STRATEGIES, make_strategy
+
+SPACE = Space(a=Float(0, 1), b=Float(1e-3, 1, log=True))
+
+
+def params(d, ls=0.3, var=1.5, noise=1e-6):
+    return KernelParams(
+        jnp.full((d,), math.log(ls)),
+        jnp.asarray(math.log(var)),
+        jnp.asarray(math.log(noise)),
+    )
+
+
+def test_matern52_kernel_matches_the_closed_form():
+    dims = dims_of(SPACE)
+    p = params(2, ls=0.4, var=2.0)
+    x1, x2 = jnp.array([0.1, 0.2]), jnp.array([0.5, 0.9])
+    r = math.sqrt(((0.4) / 0.4) ** 2 + (0.7 / 0.4) ** 2)
+    want = 2.0 * (1 + math.sqrt(5) * r + 5 / 3 * r * r) * math.exp(-math.sqrt(5) * r)
+    assert float(kernel(dims, p, x1, x2)) == pytest.approx(want, rel=1e-5)
+    assert float(kernel(dims, p, x1, x1)) == pytest.approx(2.0)
+    k = gram(dims, p, jnp.stack([x1, x2]), jnp.stack([x1, x2]))
+    np.testing.assert_allclose(k, k.T)
+    assert jnp.all(jnp.isfinite(jax.grad(lambda x: kernel(dims, p, x, x1))(x1)))
+
+
+def test_integers_and_categories_are_not_plain_floats():
+    space = Space(n=Int(1, 4), opt=Choice(["adam", "sgd", "rms"]))
+    dims = dims_of(space)
+    p = params(2, ls=0.5)
+    # Two points that decode to the same integer and category are the same point.
+    same = kernel(dims, p, jnp.array([0.26, 0.1]), jnp.array([0.49, 0.3]))
+    assert float(same) == pytest.approx(1.5)
+    # Categories: exp(-1/l) for a different category, whatever the codes' distance.
+    d1 = kernel(dims, p, jnp.array([0.3, 0.1]), jnp.array([0.3, 0.5]))
+    d2 = kernel(dims, p, jnp.array([0.3, 0.1]), jnp.array([0.3, 0.9]))
+    assert float(d1) == pytest.approx(float(d2)) == pytest.approx(1.5 * math.exp(-2.0))
+
+
+def _data(n, d=2, seed=0):
+    r = np.random.default_rng(seed)
+    x = r.random((n, d))
+    y = np.sin(6 * x[:, 0]) + x[:, 1] ** 2
+    return x, y
+
+
+def test_padded_rows_leave_the_posterior_unchanged():
+    dims = dims_of(SPACE)
+    p = params(2)
+    x, y = _data(10)
+    xs = np.random.default_rng(1).random((7, 2))
+    with x64():
+        gp = posterior(dims, p, jnp.asarray(x), jnp.asarray(y), jnp.ones(10, bool))
+        m1, v1 = predict(dims, gp, jnp.asarray(xs))
+        xp = np.concatenate([x, np.random.default_rng(2).random((22, 2))])
+        yp = np.concatenate([y, np.full(22, 123.0)])
+        mask = np.arange(32) < 10
+        gp2 = posterior(
+            dims, p, jnp.asarray(xp), jnp.where(mask, yp, 0.0), jnp.asarray(mask)
+        )
+        m2, v2 = predict(dims, gp2, jnp.asarray(xs))
+    np.testing.assert_allclose(m1, m2, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(v1, v2, rtol=1e-9, atol=1e-12)
+
+
+def test_gp_interpolates_noiseless_data():
+    dims = dims_of(SPACE)
+    x, y = _data(12)
+    with x64():
+        gp = posterior(
+            dims,
+            params(2, noise=1e-9),
+            jnp.asarray(x),
+            jnp.asarray(y),
+            jnp.ones(12, bool),
+        )
+        m, v = predict(dims, gp, jnp.asarray(x))
+        assert float(jnp.max(v)) < 1e-4
+    np.testing.assert_allclose(m, y, atol=1e-4)
+
+
+def test_log_ei_is_stable_in_the_tail():
+    with x64():
+        z = jnp.array([-40.0, -25.0, -10.0, -2.0, 0.0, 3.0])
+        exact = jnp.log(jax.scipy.stats.norm.pdf(z) + z * jax.scipy.stats.norm.cdf(z))
+        got = log_h(z)
+        assert jnp.all(jnp.isfinite(got))
+        np.testing.assert_allclose(got[2:], exact[2:], rtol=1e-6)
+        assert got[0] < got[1] < got[2]  # still ordered where the naive form is -inf
+        assert float(
+            log_ei(jnp.array(0.0), jnp.array(1.0), jnp.array(0.0))
+        ) == pytest.approx(math.log(1 / math.sqrt(2 * math.pi)))
+
+
+def _branin(values):
+    x1 = -5 + 15 * values["a"]
+    x2 = 15 * values["b"]
+    return (
+        (x2 - 5.1 / (4 * np.pi**2) * x1**2 + 5 / np.pi * x1 - 6) ** 2
+        + 10 * (1 - 1 / (8 * np.pi)) * np.cos(x1)
+        + 10
+    )
+
+
+BRANIN = Space(a=Float(0, 1), b=Float(0, 1))
+
+
+def test_bayes_batch_has_no_duplicates_and_beats_random():
+    s = make_strategy("bayes", BRANIN)
+    st = s.init(jax.random.key(0))
+    u, st = s.ask(st, 8)  # Sobol design
+    st = s.tell(st, u, _branin(BRANIN.decode(u)))
+    u2, st = s.ask(st, 32)
+    assert len({tuple(r) for r in np.round(u2, 9)}) == 32
+    assert not (
+        {tuple(r) for r in np.round(u2, 9)} & {tuple(r) for r in np.round(u, 9)}
+    )
+    res_b = jaxhp.optimize(_branin, BRANIN, "bayes", n_trials=24, population=4, seed=0)
+    res_r = jaxhp.optimize(_branin, BRANIN, "random", n_trials=24, population=4, seed=0)
+    assert res_b.best_value < res_r.best_value
+    assert res_b.best_value - 0.397887 < 0.5
+
+
+def test_nan_observations_do_not_break_a_proposal():
+    s = make_strategy("bayes", BRANIN, n_initial=4)
+    st = s.init(jax.random.key(1))
+    u, st = s.ask(st, 8)
+    y = _branin(BRANIN.decode(u))
+    y[[1, 4]] = np.nan
+    st = s.tell(st, u, y)
+    u2, st = s.ask(st, 4)
+    assert u2.shape == (4, 2) and np.isfinite(u2).all()
+
+
+def test_a_round_within_a_capacity_bucket_compiles_nothing():
+    s = make_strategy("bayes", BRANIN, n_initial=4)
+    st = s.init(jax.random.key(2))
+    u, st = s.ask(st, 5)
+    st = s.tell(st, u, _branin(BRANIN.decode(u)))
+    u, st = s.ask(st, 2)  # capacity 16: compiles
+    st = s.tell(st, u, _branin(BRANIN.decode(u)))
+    from jaxhp.strategies.bayes import _programs
+
+    fit_prog, believe, propose = _programs(dims_of(BRANIN), "log_ei", 4, 100)
+    before = (fit_prog._cache_size(), propose._cache_size())
+    for _ in range(3):  # 7 -> 13 observations: the same capacity bucket
+        u, st = s.ask(st, 2)
+        st = s.tell(st, u, _branin(BRANIN.decode(u)))
+    assert (fit_prog._cache_size(), propose._cache_size()) == before
+
+
+@pytest.mark.parametrize("name", sorted(STRATEGIES))
+def test_optimize_accepts_every_strategy(name):
+    space = Space(x=Float(-1, 1), n=Int(1, 3), kind=Choice(["a", "b"]))
+
+    def fn(p):  # plain NumPy with string choices
+        return (p["x"] - 0.25) ** 2 + (p["n"] - 2) ** 2 + (p["kind"] == "b") * 0.5
+
+    res = jaxhp.optimize(
+        fn,
+        space,
+        name,
+        n_trials=12,
+        population=4,
+        seed=0,
+        strategy_options={"points": 3} if name == "grid" else None,
+    )
+    assert len(res) == 12 and res.best_value >= 0
+    assert set(res.best_params) == {"x", "n", "kind"}
+
+
+def test_optimize_jits_a_jax_function_and_marks_failures():
+    calls = []
+
+    def fn(p):
+        calls.append(1)  # runs once per trace, not once per round
+        return jnp.where(p["x"] > 0.9, jnp.nan, (p["x"] - 0.5) ** 2)
+
+    res = jaxhp.optimize(fn, Space(x=Float(0, 1)), "sobol", n_trials=32, population=8)
+    assert len(calls) == 1
+    assert any(t.status == "failed" for t in res.trials)
+    assert res.best_value < 0.01 and res.best_trial.status == "complete"
+
+
+def test_tune_with_bayes(clf_task):
+    space = Space(
+        learning_rate=Float(1e-3, 1e-1, log=True),
+        width=Choice([8, 16]),
+        n_layers=jaxhp.Fixed(1),
+        epochs=jaxhp.Fixed(2),
+        batch_size=jaxhp.Fixed(64),
+    )
+    res = jaxhp.tune(
+        clf_task,
+        space,
+        "bayes",
+        n_trials=8,
+        population=4,
+        strategy_options={"n_initial": 4},
+    )
+    assert len(res) == 8 and res.stats["strategy"] == "bayes"
+    assert (
+        len({(t.params["learning_rate"], t.params["width"]) for t in res.trials}) == 8
+    )
