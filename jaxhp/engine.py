@@ -454,38 +454,36 @@ def _start(
     )
 
 
-def _compiled(
-    spec: SegmentSpec, n_folds: int, start_args: tuple, data: FoldArrays
-) -> tuple[_Compiled, float]:
-    """The bucket's compiled programs, and the seconds spent compiling them now (0 if cached)."""
-    leaves, treedef = jax.tree.flatten((start_args, data))
-    key = (
-        spec,
-        n_folds,
-        treedef,
-        tuple((np.shape(a), str(getattr(a, "dtype", type(a)))) for a in leaves),
-    )
+def _programs(spec: SegmentSpec, n_folds: int) -> _Compiled:
+    """The bucket's jitted programs (jit's own cache specialises them per shape; plain
+    ``jax.jit`` rather than ahead-of-time objects keeps JAX's fast C++ dispatch)."""
+    key = (spec, n_folds)
     hit = _CACHE.get(key)
-    if hit is not None:
-        return hit, 0.0
-    t0 = time.perf_counter()
-    start = (
-        jax.jit(_start, static_argnums=(0, 1))
-        .lower(spec, n_folds, *start_args)
-        .compile()
-    )
-    keys, run = jax.eval_shape(functools.partial(_start, spec, n_folds), *start_args)
-    hp = start_args[2]
-    # Donating the run state lets XLA update it in place (not supported on the CPU).
-    donate = () if jax.default_backend() == "cpu" else (1,)
-    seg = (
-        jax.jit(_segment, static_argnums=0, donate_argnums=donate)
-        .lower(spec, run, hp, keys, data, jnp.int32(0), jnp.int32(0))
-        .compile()
-    )
-    hit = _Compiled(init=start, segment=seg)
-    _CACHE[key] = hit
-    return hit, time.perf_counter() - t0
+    if hit is None:
+        # Donating the run state lets XLA update it in place (not supported on the CPU).
+        donate = () if jax.default_backend() == "cpu" else (0,)
+        hit = _Compiled(
+            init=jax.jit(functools.partial(_start, spec, n_folds)),
+            segment=jax.jit(functools.partial(_segment, spec), donate_argnums=donate),
+        )
+        _CACHE[key] = hit
+    return hit
+
+
+_COMPILE_EVENTS = (
+    "/jax/core/compile/jaxpr_trace_duration",
+    "/jax/core/compile/jaxpr_to_mlir_module_duration",
+    "/jax/core/compile/backend_compile_duration",
+)
+_compile_seconds = [0.0]
+
+
+def _on_duration(event: str, duration: float, **kwargs: Any) -> None:
+    if event in _COMPILE_EVENTS:
+        _compile_seconds[0] += duration
+
+
+jax.monitoring.register_event_duration_secs_listener(_on_duration)
 
 
 def run_population(
@@ -557,7 +555,8 @@ def run_population(
             hp_dev,
             np.arange(padded) < size,
         )
-        comp, compile_time = _compiled(spec, n_folds, start_args, data)
+        comp = _programs(spec, n_folds)
+        compiled_before = _compile_seconds[0]
         _SEEN.add(shape.key + (padded,))
         t_run = time.perf_counter()
         keys, run = comp.init(*start_args)
@@ -565,9 +564,7 @@ def run_population(
         curves: list[dict] = []
         epoch0 = 0
         segments = 0
-        report = BucketReport(
-            gkey, size, padded, spec.batch, spec.steps, 0, compile_time, 0.0
-        )
+        report = BucketReport(gkey, size, padded, spec.batch, spec.steps, 0, 0.0, 0.0)
         while epoch0 < max_epochs:
             n_ep = min(segment_epochs, max_epochs - epoch0)
             i, run, bufs = comp.segment(
@@ -583,7 +580,9 @@ def run_population(
                 on_segment(report, epoch0)
             if done < n_ep:  # the segment ended early: every trial is inactive
                 break
-        report.run_time = time.perf_counter() - t_run
+        # Seconds spent tracing and compiling this bucket's programs (0 when cached).
+        report.compile_time = _compile_seconds[0] - compiled_before
+        report.run_time = time.perf_counter() - t_run - report.compile_time
         reports.append(report)
         wall = time.perf_counter() - t_start
         host = jax.device_get(

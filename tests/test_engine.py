@@ -217,3 +217,36 @@ def test_buckets_do_not_change_results(clf_task):
         np.testing.assert_allclose(
             x.curves["train_loss"], y.curves["train_loss"], rtol=2e-4, atol=1e-6
         )
+
+
+def test_padded_units_stay_exactly_zero(clf_task):
+    """Units beyond a trial's width start at zero and never move: no mask needed."""
+    space = Space(
+        width=Choice([5, 16]),
+        n_layers=Fixed(2),
+        epochs=Fixed(3),
+        batch_size=Fixed(32),
+        optimizer=Choice(["adam", "sgd"]),
+        weight_decay=Fixed(1e-3),
+        dropout=Fixed(0.1),
+    )
+    clf_task.check_space(space)
+    configs = [{"width": w, "optimizer": o} for w in (5, 16) for o in ("adam", "sgd")]
+    hp = _hp(clf_task, space, configs)
+    finals = []
+    run_population(
+        clf_task,
+        hp,
+        np.arange(4),
+        seed=0,
+        bucketing="none",
+        inspect=lambda idx, run: finals.append((idx, run.tstate.params)),
+    )
+    ((idx, params),) = finals
+    for row, i in enumerate(idx):
+        w = configs[i]["width"]
+        k1 = np.asarray(params["hidden_1"]["kernel"][row, 0])
+        assert np.all(k1[w:, :] == 0) and np.all(k1[:, w:] == 0)
+        assert np.all(np.asarray(params["hidden_0"]["bias"][row, 0])[w:] == 0)
+        assert np.all(np.asarray(params["out"]["kernel"][row, 0])[w:] == 0)
+        assert np.any(k1[:w, :w] != 0)

@@ -2,9 +2,9 @@
 
 Depth and width run batched by padding: a bucket's program has ``depth`` hidden layers of
 ``width`` units (the bucket maximum, a power of two); trial ``i`` uses its first
-``n_layers[i]`` layers and ``width[i]`` units. Unused units are masked to zero (their
-weights get zero gradients and are initialised to zero) and unused layers are identities,
-so a padded trial computes exactly what an unpadded one would. Kernels are initialised
+``n_layers[i]`` layers and ``width[i]`` units. Unused units start with zero weights, so
+they output zero and receive zero gradients forever (no mask needed), and unused layers
+are identities: a padded trial computes exactly what an unpadded one would. Kernels are initialised
 LeCun-normal (untruncated) with the trial's *real* fan-in, and every random draw (initial
 weights, dropout) is keyed by row so that it does not depend on the padding: a trial gives
 the same result (up to float summation order) in any bucket.
@@ -36,6 +36,7 @@ from jaxhp.trainable import Batch
 
 __all__ = ["MLPClassifier", "MLPRegressor", "MLP_DEFAULTS", "MLPTrainable"]
 
+# Every activation must map 0 to 0: padded units rely on it to stay exactly zero.
 ACTIVATIONS = ("relu", "tanh", "gelu", "silu")
 _ACT_FNS = (jax.nn.relu, jnp.tanh, jax.nn.gelu, jax.nn.silu)
 
@@ -84,7 +85,9 @@ class _MaskedMLP(nn.Module):
         self, x: jax.Array, hp: Mapping[str, jax.Array], key: jax.Array | None = None
     ):
         h = x.reshape((x.shape[0], -1))
-        units = jnp.arange(self.width) < hp["width"]  # [W]
+        # Padded units need no mask: their weights start at zero, so they output zero and
+        # every gradient reaching them is zero (zero outgoing weights); no optimizer here
+        # moves a weight whose gradient and value are zero. They stay exactly zero.
         if self.dropout and key is not None:
             # Row (l, b) of the masks comes from fold_in(key, l * 2**16 + b): a trial's
             # dropout does not depend on the bucket's depth, width or batch padding.
@@ -97,7 +100,7 @@ class _MaskedMLP(nn.Module):
             drop_u = drop_u.reshape(self.depth, h.shape[0], self.width)
         for layer in range(self.depth):
             z = nn.Dense(self.width, name=f"hidden_{layer}")(h)
-            a = jnp.where(units, _activate(z, hp["activation"], self.activations), 0.0)
+            a = _activate(z, hp["activation"], self.activations)
             if self.dropout and key is not None:
                 keep = 1.0 - hp["dropout"]
                 a = jnp.where(drop_u[layer] < keep, a / keep, 0.0)

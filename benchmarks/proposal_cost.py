@@ -1,0 +1,133 @@
+"""What a bayes proposal costs: kernel fit, posterior and acquisition timed separately.
+
+For each history size n, dimension d and batch size q: the first call (compile included)
+and the steady state (the same shapes again), in seconds. Uses the same jitted programs as
+``strategies/bayes.py``.
+
+    python benchmarks/proposal_cost.py                       # the default grid
+    python benchmarks/proposal_cost.py --n 1000 --d 6 --q 64 # the issue's 5-second check
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import sys
+import time
+
+import jax
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+import jaxhp  # noqa: E402
+from jaxhp.gp import fit as gpfit  # noqa: E402
+from jaxhp.gp.kernels import dims_of  # noqa: E402
+from jaxhp.strategies.bayes import _capacity, _programs  # noqa: E402
+
+
+def timed(fn):
+    t0 = time.perf_counter()
+    out = jax.block_until_ready(fn())
+    return out, time.perf_counter() - t0
+
+
+def measure(n, d, q, seed=0):
+    space = jaxhp.Space({f"x{i}": jaxhp.Float(0.0, 1.0) for i in range(d)})
+    dims = dims_of(space)
+    fit_prog, _, propose = _programs(dims, "log_ei", 4, 100)
+    rng = np.random.default_rng(seed)
+    cap = _capacity(n)
+    x = np.zeros((cap, d))
+    y = np.zeros(cap)
+    mask = np.arange(cap) < n
+    x[:n] = rng.random((n, d))
+    y[:n] = np.sin(5 * x[:n]).sum(1) + 0.01 * rng.standard_normal(n)
+    sub = min(n, 256)
+    fcap = _capacity(sub)
+    fx, fy, fmask = np.zeros((fcap, d)), np.zeros(fcap), np.arange(fcap) < sub
+    fx[:sub], fy[:sub] = x[:sub], y[:sub]
+    init = gpfit.prior_mean(d)
+    key = jax.random.key(seed)
+    out = {"n": n, "d": d, "q": q}
+    with gpfit.x64():
+        init = jax.tree.map(np.asarray, init)
+        fit_only = jax.jit(
+            lambda k, fx, fy, fm, p: gpfit.fit_kernel(
+                dims, fx, gpfit.standardize(fy, fm)[0], fm, p, k
+            )
+        )
+        cond = jax.jit(
+            lambda p, x, y, m: gpfit.posterior(
+                dims, p, x, gpfit.standardize(y, m)[0], m
+            )
+        )
+        for phase in ("first", "steady"):
+            params, t_fit = timed(lambda: fit_only(key, fx, fy, fmask, init))
+            gp, t_post = timed(lambda: cond(params, x, y, mask))
+            _, t_acq = timed(lambda: propose(gp, key, q))
+            _, t_all = timed(
+                lambda: propose(
+                    fit_prog(key, x, y, mask, fx, fy, fmask, init)[1], key, q
+                )
+            )
+            out[phase] = {
+                "fit_s": t_fit,
+                "posterior_s": t_post,
+                "acquisition_s": t_acq,
+                "total_s": t_all,
+            }
+    return out
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--n", type=int, nargs="*", default=[10, 100, 1000, 2000])
+    ap.add_argument("--d", type=int, nargs="*", default=[2, 6, 20])
+    ap.add_argument("--q", type=int, nargs="*", default=[1, 64, 1024])
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args(argv)
+    rows = []
+    for d in args.d:
+        for n in args.n:
+            for q in args.q:
+                rows.append(measure(n, d, q))
+                r = rows[-1]
+                print(
+                    f"n={n} d={d} q={q}: steady total {r['steady']['total_s']:.3f}s "
+                    f"(first {r['first']['total_s']:.1f}s)",
+                    file=sys.stderr,
+                    flush=True,
+                )
+    result = {
+        "benchmark": "proposal_cost",
+        "date": datetime.date.today().isoformat(),
+        "backend": jax.default_backend(),
+        "device": str(jax.devices()[0].device_kind),
+        "cpu_count": os.cpu_count(),
+        "machine": platform.machine(),
+        "jax": jax.__version__,
+        "rows": rows,
+    }
+    print(json.dumps(result, indent=2))
+    print(
+        f"\n{'n':>5} {'d':>3} {'q':>5} {'fit s':>8} {'post s':>8} {'acq s':>8} "
+        f"{'total s':>8} {'first call s':>13}"
+    )
+    for r in rows:
+        s = r["steady"]
+        print(
+            f"{r['n']:>5} {r['d']:>3} {r['q']:>5} {s['fit_s']:>8.3f} {s['posterior_s']:>8.3f} "
+            f"{s['acquisition_s']:>8.3f} {s['total_s']:>8.3f} {r['first']['total_s']:>13.1f}"
+        )
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(result, f, indent=2)
+    return result
+
+
+if __name__ == "__main__":
+    main()
