@@ -197,10 +197,21 @@ def test_optimize_jits_a_jax_function_and_marks_failures():
 
 @pytest.mark.parametrize("name", sorted(STRATEGIES))
 def test_tune_accepts_every_strategy(clf_task, name):
-    space = Space(learning_rate=Float(1e-3, 1e-1, log=True), width=Choice([8, 16]),
-                  n_layers=jaxhp.Fixed(1), epochs=jaxhp.Fixed(1), batch_size=jaxhp.Fixed(64))
-    res = jaxhp.tune(clf_task, space, name, n_trials=6, population=3,
-                     strategy_options={"points": 3} if name == "grid" else None)
+    space = Space(
+        learning_rate=Float(1e-3, 1e-1, log=True),
+        width=Choice([8, 16]),
+        n_layers=jaxhp.Fixed(1),
+        epochs=jaxhp.Fixed(1),
+        batch_size=jaxhp.Fixed(64),
+    )
+    res = jaxhp.tune(
+        clf_task,
+        space,
+        name,
+        n_trials=6,
+        population=3,
+        strategy_options={"points": 3} if name == "grid" else None,
+    )
     assert len(res) == 6 and res.stats["strategy"] == name
 
 

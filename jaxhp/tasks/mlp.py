@@ -210,20 +210,21 @@ class _MLPTask(Task):
     kind: str
     metrics: dict[str, str]  # metric -> direction
 
-    def _setup(
+    def __init__(
         self,
-        X,
-        y,
+        X: Any,
+        y: Any,
         *,
-        val_fraction,
-        folds,
-        X_val,
-        y_val,
-        metric,
-        seed,
-        standardize,
-        defaults: dict[str, Any],
-    ) -> None:
+        val_fraction: float | None = None,
+        folds: int | None = None,
+        X_val: Any = None,
+        y_val: Any = None,
+        metric: str | None = None,
+        standardize: bool = True,
+        seed: int = 0,
+        **defaults: Any,
+    ):
+        metric = next(iter(self.metrics)) if metric is None else metric
         if metric not in self.metrics:
             raise ValueError(
                 f"metric must be one of {sorted(self.metrics)}, got {metric!r}"
@@ -344,34 +345,7 @@ class MLPClassifier(_MLPTask):
     """
 
     kind = "classifier"
-    metrics = {"accuracy": "maximize", "loss": "minimize"}
-
-    def __init__(
-        self,
-        X: Any,
-        y: Any,
-        *,
-        val_fraction: float | None = None,
-        folds: int | None = None,
-        X_val: Any = None,
-        y_val: Any = None,
-        metric: str = "accuracy",
-        standardize: bool = True,
-        seed: int = 0,
-        **defaults: Any,
-    ):
-        self._setup(
-            X,
-            y,
-            val_fraction=val_fraction,
-            folds=folds,
-            X_val=X_val,
-            y_val=y_val,
-            metric=metric,
-            seed=seed,
-            standardize=standardize,
-            defaults=defaults,
-        )
+    metrics = {"accuracy": "maximize", "loss": "minimize"}  # the first is the default
 
     def _targets(self, y):
         y = np.asarray(y)
@@ -404,34 +378,11 @@ class MLPRegressor(_MLPTask):
     """
 
     kind = "regressor"
-    metrics = {"mse": "minimize", "r2": "maximize", "loss": "minimize"}
-
-    def __init__(
-        self,
-        X: Any,
-        y: Any,
-        *,
-        val_fraction: float | None = None,
-        folds: int | None = None,
-        X_val: Any = None,
-        y_val: Any = None,
-        metric: str = "mse",
-        standardize: bool = True,
-        seed: int = 0,
-        **defaults: Any,
-    ):
-        self._setup(
-            X,
-            y,
-            val_fraction=val_fraction,
-            folds=folds,
-            X_val=X_val,
-            y_val=y_val,
-            metric=metric,
-            seed=seed,
-            standardize=standardize,
-            defaults=defaults,
-        )
+    metrics = {
+        "mse": "minimize",
+        "r2": "maximize",
+        "loss": "minimize",
+    }  # first: default
 
     def _targets(self, y):
         y = np.asarray(y, np.float32)
