@@ -12,8 +12,10 @@ How each hyperparameter runs batched:
   batches of ``b`` rows of its own shuffle (the last one short), padded to the bucket's
   ``B`` rows with a row mask; a trial with fewer steps than the bucket's ``S`` idles;
 - epochs are a per-trial budget; a trial past it, early-stopped or diverged is frozen by
-  mask (``where(active, new, old)``: its state stays bit for bit);
-- depth and width are padded by the task to its bucket's maximum and masked.
+  mask (``where(active, new, old)`` at each epoch's end: its state stays bit for bit; a
+  diverged trial keeps the state of its last finite epoch);
+- depth and width are padded by the task to its bucket's maximum (for the MLP, unused
+  units stay exactly zero and unused layers are identities).
 
 Trials are grouped into *buckets* of similar shape (power-of-two width and batch size);
 each bucket's population is padded to a power of two, so a program compiles once per

@@ -53,7 +53,8 @@ def tune(
         task: a built-in task (``jaxhp.tasks.MLPClassifier``, ``MLPRegressor``) or a
             ``jaxhp.tasks.TrainableTask`` wrapping your own Trainable.
         space: the search space.
-        strategy: ``"grid"``, ``"random"``, ``"sobol"`` or a :class:`~jaxhp.Strategy`.
+        strategy: ``"grid"``, ``"random"``, ``"sobol"``, ``"bayes"`` or a
+            :class:`~jaxhp.Strategy`.
         n_trials: trials to run; ``None`` runs the whole grid (grid only).
         population: trials trained at once (per round).
         seed: seeds the strategy and every trial (trial ``i``'s key is
@@ -65,7 +66,8 @@ def tune(
             merges power-of-two shape buckets where a cost model says a compile saved
             outweighs the padding added; ``"pow2"`` keeps one bucket per power-of-two
             width and batch size; ``"none"`` pads every trial to one program.
-        strategy_options: keyword options of the strategy factory (grid: ``points``).
+        strategy_options: keyword options of the strategy factory (grid: ``points``;
+            bayes: ``n_initial``, ``acquisition_function``, ...).
         verbose: print a line per round.
         callback: called with each round's finished trials.
 
