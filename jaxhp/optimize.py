@@ -14,7 +14,7 @@ import numpy as np
 
 from jaxhp.results import Results, Trial
 from jaxhp.space import Choice, Space
-from jaxhp.strategies import Strategy, make_strategy
+from jaxhp.strategies import Strategy, make_strategy, resolve_n_trials
 
 __all__ = ["optimize"]
 
@@ -88,12 +88,7 @@ def optimize(
         if not isinstance(v, numbers.Integral) or isinstance(v, bool) or v < 1:
             raise ValueError(f"{name} must be a positive integer, got {v!r}")
     strat = make_strategy(strategy, space, **dict(strategy_options or {}))
-    if n_trials is None:
-        if strat.size is None:
-            raise ValueError(f"n_trials is required for the {strat.name} strategy")
-        n_trials = strat.size
-    if strat.size is not None and n_trials > strat.size:
-        raise ValueError(f"the grid has {strat.size} points but n_trials={n_trials}")
+    n_trials = resolve_n_trials(strat, n_trials)
     sign = 1.0 if direction == "minimize" else -1.0
     call = _caller(fn, space)
     state = strat.init(jax.random.key(seed))

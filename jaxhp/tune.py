@@ -15,7 +15,7 @@ import numpy as np
 from jaxhp.engine import BestState, BucketReport, run_population
 from jaxhp.results import Model, Results, Trial
 from jaxhp.space import Space
-from jaxhp.strategies import Strategy, make_strategy
+from jaxhp.strategies import Strategy, make_strategy, resolve_n_trials
 from jaxhp.tasks.base import Task
 
 __all__ = ["tune"]
@@ -101,21 +101,7 @@ def tune(
             f"early_stopping must be a stopper such as Patience(5), got {early_stopping!r}"
         )
     strat = make_strategy(strategy, space, **dict(strategy_options or {}))
-    if n_trials is None:
-        if strat.size is None:
-            raise ValueError(f"n_trials is required for the {strat.name} strategy")
-        n_trials = strat.size
-    elif strat.size is not None and n_trials > strat.size:
-        raise ValueError(
-            f"the grid has {strat.size} points but n_trials={n_trials}; "
-            "lower n_trials, add grid points, or pass n_trials=None for the whole grid"
-        )
-    elif strat.size is not None and n_trials < strat.size:
-        print(
-            f"jaxhp: the grid has {strat.size} points; n_trials={n_trials} runs a random "
-            f"{n_trials} of them (n_trials=None runs all)",
-            file=sys.stderr,
-        )
+    n_trials = resolve_n_trials(strat, n_trials)
 
     sign = 1.0 if task.direction == "maximize" else -1.0
     state = strat.init(jax.random.key(seed))

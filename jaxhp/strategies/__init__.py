@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 
 from jaxhp.space import Space
@@ -12,6 +13,7 @@ from jaxhp.strategies.random import random_search
 from jaxhp.strategies.sobol import sobol_search
 
 __all__ = [
+    "resolve_n_trials",
     "gp_bo",
     "STRATEGIES",
     "Strategy",
@@ -40,3 +42,27 @@ def make_strategy(strategy: str | Strategy, space: Space, **options) -> Strategy
             f"unknown strategy {strategy!r}; choose one of {sorted(STRATEGIES)}"
         )
     return STRATEGIES[strategy](space, **options)
+
+
+def resolve_n_trials(strategy: Strategy, n_trials: int | None) -> int:
+    """The number of trials to run: ``n_trials``, or the whole grid when it is ``None``.
+
+    A grid smaller than ``n_trials`` is an error; a larger one is sampled (and says so).
+    """
+    size = strategy.size
+    if n_trials is None:
+        if size is None:
+            raise ValueError(f"n_trials is required for the {strategy.name} strategy")
+        return size
+    if size is not None and n_trials > size:
+        raise ValueError(
+            f"the grid has {size} points but n_trials={n_trials}; "
+            "lower n_trials, add grid points, or pass n_trials=None for the whole grid"
+        )
+    if size is not None and n_trials < size:
+        print(
+            f"jaxhp: the grid has {size} points; n_trials={n_trials} runs a random "
+            f"{n_trials} of them (n_trials=None runs all)",
+            file=sys.stderr,
+        )
+    return n_trials
