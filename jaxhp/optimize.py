@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import numbers
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -15,6 +14,7 @@ import numpy as np
 from jaxhp.results import Results, Trial
 from jaxhp.space import Choice, Space
 from jaxhp.strategies import Strategy, make_strategy, resolve_n_trials
+from jaxhp.tune import check_positive_int
 
 __all__ = ["optimize"]
 
@@ -82,11 +82,8 @@ def optimize(
         raise ValueError(
             f"direction must be 'minimize' or 'maximize', got {direction!r}"
         )
-    for name, v in (("population", population), ("n_trials", n_trials)):
-        if v is None and name == "n_trials":
-            continue
-        if not isinstance(v, numbers.Integral) or isinstance(v, bool) or v < 1:
-            raise ValueError(f"{name} must be a positive integer, got {v!r}")
+    check_positive_int("population", population)
+    check_positive_int("n_trials", n_trials, allow_none=True)
     strat = make_strategy(strategy, space, **dict(strategy_options or {}))
     n_trials = resolve_n_trials(strat, n_trials)
     sign = 1.0 if direction == "minimize" else -1.0

@@ -21,7 +21,7 @@ from jaxhp.tasks.base import Task
 __all__ = ["tune"]
 
 
-def _check_positive_int(name: str, v: Any, *, allow_none: bool = False) -> None:
+def check_positive_int(name: str, v: Any, *, allow_none: bool = False) -> None:
     if v is None and allow_none:
         return
     if not isinstance(v, numbers.Integral) or isinstance(v, bool) or v < 1:
@@ -85,9 +85,9 @@ def tune(
     if not isinstance(space, Space):
         raise TypeError(f"space must be a jaxhp.Space, got {type(space).__name__}")
     task.check_space(space)
-    _check_positive_int("n_trials", n_trials, allow_none=True)
-    _check_positive_int("population", population)
-    _check_positive_int("segment_epochs", segment_epochs)
+    check_positive_int("n_trials", n_trials, allow_none=True)
+    check_positive_int("population", population)
+    check_positive_int("segment_epochs", segment_epochs)
     if bucketing not in ("auto", "pow2", "none"):
         raise ValueError(
             f"bucketing must be 'auto', 'pow2' or 'none', got {bucketing!r}"

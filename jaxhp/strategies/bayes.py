@@ -35,6 +35,7 @@ from jaxhp.gp.kernels import Dims, KernelParams, dims_of
 from jaxhp.space import Space
 from jaxhp.strategies.base import Strategy
 from jaxhp.strategies.sobol import _sobol_points
+from jaxhp.tasks.base import next_pow2
 
 __all__ = ["gp_bo"]
 
@@ -50,7 +51,14 @@ class BayesState(NamedTuple):
 
 
 def _capacity(n: int, minimum: int = 16) -> int:
-    return max(minimum, 1 << int(np.ceil(np.log2(max(n, 1)))))
+    return max(minimum, next_pow2(n))
+
+
+def _padded(rows: np.ndarray, cap: int) -> tuple[np.ndarray, np.ndarray]:
+    """``rows`` zero-padded to ``cap`` rows, and the mask of the real ones."""
+    out = np.zeros((cap, *rows.shape[1:]))
+    out[: len(rows)] = rows
+    return out, np.arange(cap) < len(rows)
 
 
 @functools.cache
@@ -160,15 +168,12 @@ def gp_bo(
         f = np.where(np.isfinite(f), f, worst)  # failures: the worst value seen
         n = len(f)
         cap = _capacity(n + len(state.pending))
-        x = np.zeros((cap, d))
-        y = np.zeros(cap)
-        mask = np.zeros(cap, bool)
-        x[:n], y[:n], mask[:n] = state.x, f, True
+        x, mask = _padded(state.x, cap)
+        y, _ = _padded(f, cap)
         rng = np.random.default_rng(state.count)
         sub = np.sort(rng.choice(n, min(n, fit_subset), replace=False))
-        fcap = _capacity(len(sub))
-        fx, fy, fmask = np.zeros((fcap, d)), np.zeros(fcap), np.zeros(fcap, bool)
-        fx[: len(sub)], fy[: len(sub)], fmask[: len(sub)] = state.x[sub], f[sub], True
+        fx, fmask = _padded(state.x[sub], _capacity(len(sub)))
+        fy, _ = _padded(f[sub], _capacity(len(sub)))
         init = state.params if state.params is not None else gpfit.prior_mean(d)
         k_fit, k_prop = jax.random.split(key)
         with gpfit.x64():
@@ -176,12 +181,7 @@ def gp_bo(
                 k_fit, x, y, mask, fx, fy, fmask, jax.tree.map(jnp.asarray, init)
             )
             if len(state.pending):
-                pcap = _capacity(len(state.pending), 1)
-                px, pmask = np.zeros((pcap, d)), np.zeros(pcap, bool)
-                px[: len(state.pending)], pmask[: len(state.pending)] = (
-                    state.pending,
-                    True,
-                )
+                px, pmask = _padded(state.pending, _capacity(len(state.pending), 1))
                 gp = believe(gp, x, gp.y, mask, px, pmask)
             starts, refined = propose(gp, k_prop, q)
             starts, refined = np.asarray(starts), np.asarray(refined)
