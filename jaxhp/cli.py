@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 
@@ -65,6 +66,141 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _error(msg: str) -> int:
+    print(f"jaxhp: error: {msg}", file=sys.stderr)
+    return 2
+
+
+def _tune_config(cfg: dict, quiet: bool) -> int:
+    import jaxhp
+    from jaxhp import config as C
+
+    kwargs = C.build(cfg)
+    storage, name = kwargs["storage"], kwargs["study_name"]
+    s = cfg["search"]
+    if not quiet:
+        where = cfg["data"].get("dataset") or cfg["data"]["path"]
+        print(
+            f"jaxhp: study {name!r} in {storage}: {s['n_trials']} trials of an MLP "
+            f"{cfg['task']['kind']} on {where}, strategy={s['strategy']}, "
+            f"population={s['population']}, seed={s['seed']}",
+            file=sys.stderr,
+            flush=True,
+        )
+    result = jaxhp.tune(**kwargs, verbose=not quiet, metadata={"config": cfg})
+    if not quiet:
+        print(result.table(10))
+        counts = ", ".join(f"{v} {k}" for k, v in result.summary().items() if v)
+        print(
+            f"\n{len(result)} trials ({counts}); best {result.metric} "
+            f"{result.best_value:.4f}; stored in {storage}"
+        )
+    return 0
+
+
+def _tune(args: argparse.Namespace) -> int:
+    from jaxhp import config as C
+
+    cfg = C.load_config(args.config)  # validates the file on its own first
+    for flag, section, key in (
+        ("n_trials", "search", "n_trials"),
+        ("population", "search", "population"),
+        ("seed", "search", "seed"),
+        ("strategy", "search", "strategy"),
+        ("storage", "study", "storage"),
+        ("study", "study", "name"),
+    ):
+        v = getattr(args, flag)
+        if v is not None:
+            cfg.setdefault(section, {})[key] = v
+    for a in args.set or []:
+        C.set_option(cfg, a)
+    cfg = C.parse(cfg)
+    if args.print_config:
+        print(C.dumps(cfg), end="")
+        return 0
+    return _tune_config(cfg, args.quiet)
+
+
+def _stored_config(db: str, study: str | None) -> dict:
+    from jaxhp.storage import StorageError, Study
+
+    names = Study.names(db)
+    if study is None:
+        if len(names) != 1:
+            raise StorageError(f"{db} holds studies {names}; choose one with --study")
+        study = names[0]
+    s = Study(db, study)
+    try:
+        if not s.exists:
+            raise StorageError(f"no study {study!r} in {db} (it holds {names})")
+        cfg = (s.config or {}).get("metadata", {}).get("config")
+    finally:
+        s.close()
+    if cfg is None:
+        raise StorageError(
+            f"study {study!r} in {db} was started from Python, not from a config file: "
+            "resume it by calling jaxhp.tune(...) again with storage= and the same settings"
+        )
+    return cfg
+
+
+def _resume(args: argparse.Namespace) -> int:
+    from jaxhp import config as C
+
+    cfg = _stored_config(args.db, args.study)
+    cfg["study"]["storage"] = args.db  # the file may have moved
+    if args.n_trials is not None:
+        cfg["search"]["n_trials"] = args.n_trials
+    return _tune_config(C.parse(cfg), args.quiet)
+
+
+def _show(args: argparse.Namespace) -> int:
+    from jaxhp.storage import load
+
+    res = load(args.db, args.study)
+    print(res.table(args.top))
+    counts = ", ".join(f"{v} {k}" for k, v in res.summary().items() if v)
+    print(
+        f"\n{len(res)} trials ({counts or 'none yet'}) in {res.stats['rounds']} rounds"
+    )
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from jaxhp.storage import load
+
+    res = load(args.db, args.study)
+    out = open(args.out, "w", newline="") if args.out else sys.stdout
+    try:
+        if args.format == "json":
+            json.dump(res.records(), out, indent=1, default=float)
+            out.write("\n")
+        else:
+            import csv
+
+            recs = res.records()
+            if recs:
+                w = csv.DictWriter(out, fieldnames=list(recs[0]))
+                w.writeheader()
+                w.writerows(recs)
+    finally:
+        if args.out:
+            out.close()
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from jaxhp.report import write_report
+    from jaxhp.storage import load
+
+    res = load(args.db, args.study)
+    out = args.out or os.path.splitext(args.db)[0] + "_report.html"
+    write_report(res, out)
+    print(f"wrote {out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="jaxhp",
@@ -99,6 +235,66 @@ def main(argv: list[str] | None = None) -> int:
         "--quiet", action="store_true", help="no per-round progress lines"
     )
     demo.set_defaults(func=_demo)
+
+    tune = verbs.add_parser(
+        "tune",
+        help="run a sweep described by a TOML config file (stored in SQLite)",
+        description="Run the sweep a TOML config describes (see the README). Options "
+        "given here override the file. Re-running the same config resumes the study.",
+    )
+    tune.add_argument("config", help="the TOML config file")
+    tune.add_argument("--n-trials", type=int, help="override search.n_trials")
+    tune.add_argument("--population", type=int, help="override search.population")
+    tune.add_argument("--seed", type=int, help="override search.seed")
+    tune.add_argument("--strategy", help="override search.strategy")
+    tune.add_argument("--storage", help="override study.storage (database path)")
+    tune.add_argument("--study", help="override study.name")
+    tune.add_argument(
+        "--set",
+        action="append",
+        metavar="SECTION.KEY=VALUE",
+        help="override any key, VALUE in TOML syntax (repeatable), "
+        "e.g. --set 'space.epochs=30'",
+    )
+    tune.add_argument(
+        "--print-config", action="store_true", help="print the merged config and exit"
+    )
+    tune.add_argument("--quiet", action="store_true", help="no progress display")
+    tune.set_defaults(func=_tune)
+
+    resume = verbs.add_parser(
+        "resume", help="continue an interrupted study from its database"
+    )
+    resume.add_argument("db", help="the study database")
+    resume.add_argument("--study", help="study name (when the database holds several)")
+    resume.add_argument(
+        "--n-trials", type=int, help="raise the study's trial budget and continue"
+    )
+    resume.add_argument("--quiet", action="store_true", help="no progress display")
+    resume.set_defaults(func=_resume)
+
+    show = verbs.add_parser("show", help="print a study's best trials as a table")
+    show.add_argument("db")
+    show.add_argument("--study")
+    show.add_argument("--top", type=int, default=20, help="rows (default 20)")
+    show.set_defaults(func=_show)
+
+    report = verbs.add_parser(
+        "report",
+        help="write a self-contained HTML report with plots (needs matplotlib)",
+    )
+    report.add_argument("db")
+    report.add_argument("--study")
+    report.add_argument("--out", help="HTML path (default: DB's name + _report.html)")
+    report.set_defaults(func=_report)
+
+    export = verbs.add_parser("export", help="write a study's trials as CSV or JSON")
+    export.add_argument("db")
+    export.add_argument("--study")
+    export.add_argument("--format", choices=["csv", "json"], default="csv")
+    export.add_argument("--out", help="file to write (default: standard output)")
+    export.set_defaults(func=_export)
+
     args = parser.parse_args(argv)
     if args.version:
         from jaxhp import __version__
@@ -108,7 +304,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.verb is None:
         parser.print_help()
         return 0
-    return args.func(args)
+    from jaxhp.config import ConfigError
+    from jaxhp.space import SpaceError
+    from jaxhp.storage import StorageError
+    from jaxhp.tasks.data import DataError
+
+    try:
+        return args.func(args)
+    except (ConfigError, StorageError, DataError, SpaceError) as e:
+        return _error(str(e))
+    except KeyboardInterrupt:
+        print("\njaxhp: interrupted; finished rounds are stored", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

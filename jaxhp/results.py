@@ -57,6 +57,9 @@ class Model:
         self._kind = getattr(task, "kind", None)
         self._classes = getattr(task, "classes_", None)
         self._y_ndim = getattr(task, "y_ndim", 1)
+        self._build()
+
+    def _build(self) -> None:
         if not hasattr(self.trainable, "predict"):
             self._forward = None
             return
@@ -64,6 +67,18 @@ class Model:
         self._forward = jax.jit(
             jax.vmap(lambda s, x: self.trainable.predict(s, x, hp), in_axes=(0, 0))
         )
+
+    # Pickling (the study storage keeps the best model): everything but the jitted
+    # function, which is rebuilt on load.
+    def __getstate__(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        d.pop("_forward", None)
+        d["state"] = jax.device_get(d["state"])
+        return d
+
+    def __setstate__(self, d: dict[str, Any]) -> None:
+        self.__dict__.update(d)
+        self._build()
 
     def _outputs(self, X: Any) -> np.ndarray:
         if self._forward is None:
@@ -105,8 +120,10 @@ class Results:
         direction: str,
         model: Model | None = None,
         stats: dict[str, Any] | None = None,
+        space: Any = None,
     ):
         self.trials = sorted(trials, key=lambda t: t.trial_id)
+        self.space = space  # the jaxhp.Space searched (None when unknown)
         self.metric = metric
         self.direction = direction
         self.model = model
@@ -208,7 +225,7 @@ class Results:
         if not shown:
             return "(no trials)"
         names = list(shown[0].params)
-        head = ["trial", *names, self.metric, "status", "epochs"]
+        head = ["trial", *names, self.metric, "status", "epochs_run"]
         rows = [
             [
                 str(t.trial_id),

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 import numbers
-import sys
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -12,7 +12,8 @@ from typing import Any
 import jax
 import numpy as np
 
-from jaxhp.engine import BestState, BucketReport, run_population
+from jaxhp.engine import BucketReport, run_population
+from jaxhp.progress import Progress
 from jaxhp.results import Model, Results, Trial
 from jaxhp.space import Space
 from jaxhp.strategies import Strategy, make_strategy, resolve_n_trials
@@ -42,6 +43,9 @@ def tune(
     strategy_options: Mapping[str, Any] | None = None,
     verbose: bool = False,
     callback: Callable[[list[Trial]], None] | None = None,
+    storage: str | None = None,
+    study_name: str = "default",
+    metadata: Mapping[str, Any] | None = None,
 ) -> Results:
     """Tune ``task``'s hyperparameters over ``space``, training populations of trials at once.
 
@@ -68,8 +72,17 @@ def tune(
             width and batch size; ``"none"`` pads every trial to one program.
         strategy_options: keyword options of the strategy factory (grid: ``points``;
             bayes: ``n_initial``, ``acquisition_function``, ...).
-        verbose: print a line per round.
+        verbose: show progress: a live status line on a terminal, a line per round
+            otherwise (trials done/running/stopped/diverged, best, trials/s, time left).
         callback: called with each round's finished trials.
+        storage: path of a SQLite database (created if missing). Every round is
+            committed atomically (trials, curves, strategy state, best model) before the
+            next starts; calling ``tune`` again with the same storage and study name
+            resumes the study where it stopped (the space, strategy, seed, stopper and
+            data must be the same) and ends with the results an uninterrupted run has.
+        study_name: the study's name inside ``storage`` (one database holds several).
+        metadata: JSON-serialisable facts stored with a new study (the command line
+            stores its config here).
 
     Returns:
         :class:`~jaxhp.Results`.
@@ -106,74 +119,174 @@ def tune(
     sign = 1.0 if task.direction == "maximize" else -1.0
     state = strat.init(jax.random.key(seed))
     trials: list[Trial] = []
-    best: BestState | None = None
+    model: Model | None = None
+    model_value = -math.inf  # oriented: higher is better
     buckets: list[BucketReport] = []
-    started = 0
-    t0 = time.perf_counter()
-    rnd = 0
-    while started < n_trials:
-        n = min(population, n_trials - started)
-        u, state = strat.ask(state, n)
-        values = space.decode(u)
-        hp = task.hparams(space, values)
-        ids = np.arange(started, started + n)
-        outcomes, reports, cand = run_population(
-            task,
-            hp,
-            ids,
-            seed=seed,
-            stopper=early_stopping,
-            segment_epochs=segment_epochs,
-            bucketing=bucketing,
-            best_so_far=best.value if best else -math.inf,
+    started = rnd = 0
+    wall0 = compile0 = 0.0
+    study = None
+    n_prior = 0  # trials loaded from storage
+    if storage is not None:
+        from jaxhp.storage import Study
+
+        config = {
+            "space": repr(space),
+            "strategy": strat.name,
+            "strategy_options": repr(dict(strategy_options or {})),
+            "seed": int(seed),
+            "early_stopping": repr(early_stopping),
+            "task": type(task).__name__,
+            "data": _fingerprint(task),
+        }
+        study = Study(storage, study_name)
+        if study.exists:
+            _check_same_study(study, config, storage, study_name)
+            prior = study.load()
+            trials = list(prior.trials)
+            n_prior = len(trials)
+            started, rnd = prior.started, prior.rounds
+            wall0, compile0 = prior.wall_time, prior.compile_time
+            model, model_value = prior.model, prior.model_value
+            if prior.strategy_state is not None:
+                state = prior.strategy_state
+        else:
+            study.create(
+                metric=task.metric,
+                direction=task.direction,
+                config={**config, "metadata": dict(metadata or {})},
+            )
+    progress = None
+    if verbose:
+        done = [t for t in trials if t.ok]
+        progress = Progress(
+            n_trials,
+            metric=task.metric,
+            direction=task.direction,
+            done=len(trials),
+            best=(
+                (max if sign > 0 else min)(t.value for t in done) if done else math.nan
+            ),
+            counts={
+                s: sum(t.status == s for t in trials) for s in ("stopped", "diverged")
+            },
         )
-        buckets.extend(reports)
-        if cand is not None:
-            best = cand
-        new = [
-            Trial(
-                trial_id=o.trial_id,
-                params=space.to_python(values, o.trial_id - started),
-                value=o.value,
-                status=o.status,
-                epochs_run=o.epochs_run,
-                best_epoch=o.best_epoch,
-                wall_time=o.wall_time,
-                round=rnd,
-                fold_values=tuple(float(v) for v in o.fold_values),
-                curves=o.curves,
+    t0 = time.perf_counter()
+    try:
+        while started < n_trials:
+            t_round = time.perf_counter()
+            n = min(population, n_trials - started)
+            u, state = strat.ask(state, n)
+            values = space.decode(u)
+            hp = task.hparams(space, values)
+            ids = np.arange(started, started + n)
+            if progress is not None:
+                progress.round_started(rnd, n)
+            outcomes, reports, cand = run_population(
+                task,
+                hp,
+                ids,
+                seed=seed,
+                stopper=early_stopping,
+                segment_epochs=segment_epochs,
+                bucketing=bucketing,
+                best_so_far=model_value,
+                on_segment=progress.segment if progress is not None else None,
             )
-            for o in outcomes
-        ]
-        y = np.asarray([-sign * t.value if t.ok else np.nan for t in new])
-        state = strat.tell(state, u, y)
-        trials.extend(new)
-        started += n
-        if callback is not None:
-            callback(new)
-        if verbose:
-            ok = [t.value for t in trials if t.ok]
-            top = (max if sign > 0 else min)(ok) if ok else float("nan")
-            div = sum(t.status == "diverged" for t in new)
-            stp = sum(t.status == "stopped" for t in new)
-            print(
-                f"round {rnd}: {started}/{n_trials} trials, {len(reports)} buckets, "
-                f"{stp} stopped, {div} diverged, best {task.metric}={top:.4f}, "
-                f"{time.perf_counter() - t0:.1f}s",
-                file=sys.stderr,
-                flush=True,
-            )
-        rnd += 1
+            buckets.extend(reports)
+            new_model = None
+            if cand is not None:
+                model = new_model = Model(task, cand)
+                model_value = cand.value
+            new = [
+                Trial(
+                    trial_id=o.trial_id,
+                    params=space.to_python(values, o.trial_id - started),
+                    value=o.value,
+                    status=o.status,
+                    epochs_run=o.epochs_run,
+                    best_epoch=o.best_epoch,
+                    wall_time=o.wall_time,
+                    round=rnd,
+                    fold_values=tuple(float(v) for v in o.fold_values),
+                    curves=o.curves,
+                )
+                for o in outcomes
+            ]
+            y = np.asarray([-sign * t.value if t.ok else np.nan for t in new])
+            state = strat.tell(state, u, y)
+            trials.extend(new)
+            started += n
+            if study is not None:
+                study.commit_round(
+                    rnd,
+                    new,
+                    started=started,
+                    strategy_state=state,
+                    wall_time=time.perf_counter() - t_round,
+                    compile_time=sum(r.compile_time for r in reports),
+                    model=new_model,
+                    model_value=model_value,
+                )
+            if callback is not None:
+                callback(new)
+            if progress is not None:
+                progress.round_finished(new)
+            rnd += 1
+    finally:
+        if progress is not None:
+            progress.close()
+        if study is not None:
+            study.close()
     elapsed = time.perf_counter() - t0
     stats = {
-        "wall_time": elapsed,
-        "compile_time": sum(r.compile_time for r in buckets),
+        "wall_time": wall0 + elapsed,
+        "compile_time": compile0 + sum(r.compile_time for r in buckets),
         "programs_compiled": sum(r.compile_time > 0 for r in buckets),
         "buckets": len(buckets),
-        "trials_per_second": len(trials) / elapsed if elapsed > 0 else math.inf,
+        "trials_per_second": sum(r.trials for r in buckets) / elapsed
+        if elapsed > 0
+        else math.inf,
         "strategy": strat.name,
+        "resumed_trials": n_prior,
     }
-    model = Model(task, best) if best is not None else None
+    if storage is not None:
+        stats.update(storage=storage, study=study_name)
     return Results(
-        trials, metric=task.metric, direction=task.direction, model=model, stats=stats
+        trials,
+        metric=task.metric,
+        direction=task.direction,
+        model=model,
+        stats=stats,
+        space=space,
     )
+
+
+def _fingerprint(task: Task) -> str:
+    """A hash of the task's prepared data (a resumed study must train on the same)."""
+    h = hashlib.sha256()
+    d = task.data
+    for a in (d.x_train, d.y_train, d.x_val, d.y_val, d.n_train):
+        a = np.ascontiguousarray(a)
+        h.update(str(a.shape).encode() + str(a.dtype).encode())
+        h.update(a.tobytes())
+    h.update(f"{task.metric}/{task.direction}".encode())
+    return h.hexdigest()[:16]
+
+
+def _check_same_study(study, config: dict, storage: str, name: str) -> None:
+    stored = study.config or {}
+    for key, what in (
+        ("data", "data"),
+        ("space", "search space"),
+        ("strategy", "strategy"),
+        ("strategy_options", "strategy options"),
+        ("seed", "seed"),
+        ("early_stopping", "early stopping"),
+        ("task", "task"),
+    ):
+        if stored.get(key) != config[key]:
+            raise ValueError(
+                f"storage {storage!r} already holds study {name!r} with a different "
+                f"{what} ({stored.get(key)!r}, now {config[key]!r}): resume it with the "
+                "same settings, or pick another study_name or storage path"
+            )

@@ -1,0 +1,425 @@
+"""Sweep configs (TOML) for the command line: parse, validate, override, write back.
+
+A config names the data, the task, the validation, the search space, the strategy, the
+stopper and the study database::
+
+    [data]
+    dataset = "digits"        # digits | breast_cancer | wine | iris | diabetes
+    # path = "data.csv"       # or a CSV file (header row) / an NPZ file (arrays X, y)
+    # target = "label"        # the target column (CSV) or array (NPZ); default: last / "y"
+
+    [task]
+    kind = "classifier"       # or "regressor" (default: regressor for diabetes)
+    val_fraction = 0.2        # or folds = 5
+
+    [search]
+    strategy = "bayes"        # grid | random | sobol | bayes
+    n_trials = 64
+    population = 32
+    seed = 0
+
+    [early_stopping]          # optional
+    patience = 4
+
+    [study]
+    storage = "digits.db"
+    name = "default"
+
+    [space]
+    learning_rate = { float = [1e-4, 3e-2], log = true }
+    n_layers = { int = [1, 3] }
+    width = { int = [16, 128], log = true }
+    batch_size = [32, 64, 128]       # a list is a choice
+    optimizer = ["adam", "sgd"]
+    epochs = 20                      # a plain value is fixed
+
+Every error names the offending key (``search.population: expected a positive integer,
+got 0``) and is raised before any data is loaded or anything compiles.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import math
+import os
+import sys
+from typing import Any
+
+import numpy as np
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+from jaxhp.space import Choice, Fixed, Float, Int, Space, SpaceError
+
+__all__ = [
+    "ConfigError",
+    "DATASETS",
+    "build",
+    "dumps",
+    "load_config",
+    "parse",
+    "set_option",
+]
+
+DATASETS = ("digits", "breast_cancer", "wine", "iris", "diabetes")
+SECTIONS = {
+    "data": {"dataset", "path", "target"},
+    "task": {"kind", "val_fraction", "folds"},
+    "search": {"strategy", "n_trials", "population", "seed", "options"},
+    "early_stopping": {"patience", "min_delta"},
+    "study": {"storage", "name"},
+    "space": None,  # any parameter name (checked against the task later)
+    "run": {"segment_epochs", "bucketing"},
+}
+DEFAULTS = {
+    "search": {"strategy": "random", "n_trials": 64, "population": 64, "seed": 0},
+    "study": {"name": "default"},
+}
+
+
+class ConfigError(ValueError):
+    """A config key with a value jaxhp cannot use; the message names the key."""
+
+
+def load_config(path: str | os.PathLike) -> dict[str, Any]:
+    """Read and validate a TOML config file."""
+    try:
+        with open(path, "rb") as f:
+            raw = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {os.fspath(path)!r} not found") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{os.fspath(path)}: not valid TOML ({e})") from None
+    return parse(raw)
+
+
+def parse(raw: dict[str, Any]) -> dict[str, Any]:
+    """Validate a config dict and fill in defaults; returns a new dict."""
+    cfg = copy.deepcopy(raw)
+    for section, value in cfg.items():
+        if section not in SECTIONS:
+            raise ConfigError(
+                f"{section}: unknown section (expected one of {', '.join(SECTIONS)})"
+            )
+        if not isinstance(value, dict):
+            raise ConfigError(f"{section}: expected a table [{section}]")
+        allowed = SECTIONS[section]
+        for key in value:
+            if allowed is not None and key not in allowed:
+                raise ConfigError(
+                    f"{section}.{key}: unknown key (expected one of "
+                    f"{', '.join(sorted(allowed))})"
+                )
+    cfg.setdefault("task", {})
+    for section, defaults in DEFAULTS.items():
+        cfg.setdefault(section, {})
+        for k, v in defaults.items():
+            cfg[section].setdefault(k, v)
+
+    data = cfg.get("data")
+    if not data or ("dataset" in data) == ("path" in data):
+        raise ConfigError("data: give exactly one of data.dataset or data.path")
+    if "dataset" in data and data["dataset"] not in DATASETS:
+        raise ConfigError(
+            f"data.dataset: expected one of {', '.join(DATASETS)}, got {data['dataset']!r}"
+        )
+    if "path" in data:
+        _expect(data["path"], str, "data.path", "a file path")
+        if not data["path"].lower().endswith((".csv", ".npz")):
+            raise ConfigError(
+                f"data.path: expected a .csv or .npz file, got {data['path']!r}"
+            )
+    if "target" in data:
+        _expect(data["target"], str, "data.target", "a column or array name")
+
+    task = cfg["task"]
+    kind = task.setdefault(
+        "kind", "regressor" if data.get("dataset") == "diabetes" else "classifier"
+    )
+    if kind not in ("classifier", "regressor"):
+        raise ConfigError(
+            f"task.kind: expected 'classifier' or 'regressor', got {kind!r}"
+        )
+    if "folds" in task:
+        if "val_fraction" in task:
+            raise ConfigError("task: give task.val_fraction or task.folds, not both")
+        _positive_int(task["folds"], "task.folds", minimum=2)
+    else:
+        task.setdefault("val_fraction", 0.2)
+        v = task["val_fraction"]
+        if not (_is_real(v) and 0 < v < 1):
+            raise ConfigError(
+                f"task.val_fraction: expected a number between 0 and 1, got {v!r}"
+            )
+
+    search = cfg["search"]
+    from jaxhp.strategies import STRATEGIES
+
+    if search["strategy"] not in STRATEGIES:
+        raise ConfigError(
+            f"search.strategy: expected one of {', '.join(STRATEGIES)}, got "
+            f"{search['strategy']!r}"
+        )
+    _positive_int(search["n_trials"], "search.n_trials")
+    _positive_int(search["population"], "search.population")
+    if not isinstance(search["seed"], int) or isinstance(search["seed"], bool):
+        raise ConfigError(f"search.seed: expected an integer, got {search['seed']!r}")
+    if "options" in search:
+        _expect(search["options"], dict, "search.options", "a table")
+
+    if "early_stopping" in cfg:
+        es = cfg["early_stopping"]
+        if "patience" not in es:
+            raise ConfigError("early_stopping.patience: missing (an integer >= 1)")
+        _positive_int(es["patience"], "early_stopping.patience")
+        if "min_delta" in es and not (
+            _is_real(es["min_delta"]) and es["min_delta"] >= 0
+        ):
+            raise ConfigError(
+                f"early_stopping.min_delta: expected a number >= 0, got {es['min_delta']!r}"
+            )
+
+    study = cfg["study"]
+    if "storage" not in study:
+        raise ConfigError("study.storage: missing (the path of the study's database)")
+    _expect(study["storage"], str, "study.storage", "a file path")
+    _expect(study["name"], str, "study.name", "a string")
+
+    run = cfg.get("run", {})
+    if "segment_epochs" in run:
+        _positive_int(run["segment_epochs"], "run.segment_epochs")
+    if "bucketing" in run and run["bucketing"] not in ("auto", "pow2", "none"):
+        raise ConfigError(
+            f"run.bucketing: expected 'auto', 'pow2' or 'none', got {run['bucketing']!r}"
+        )
+
+    if not cfg.get("space"):
+        raise ConfigError(
+            "space: missing or empty (a [space] table of hyperparameters)"
+        )
+    space_of(cfg)  # every parameter well-formed
+    return cfg
+
+
+def space_of(cfg: dict[str, Any]) -> Space:
+    params = {}
+    for name, spec in cfg["space"].items():
+        params[name] = _param(name, spec)
+    try:
+        return Space(params)
+    except SpaceError as e:
+        raise ConfigError(f"space.{e}") from None
+
+
+def _param(name: str, spec: Any):
+    key = f"space.{name}"
+    if isinstance(spec, list):
+        if not spec:
+            raise ConfigError(f"{key}: an empty list (a choice needs values)")
+        return Choice(spec)
+    if not isinstance(spec, dict):
+        return Fixed(spec)
+    kinds = [k for k in ("float", "int", "choice", "fixed") if k in spec]
+    if len(kinds) != 1:
+        raise ConfigError(
+            f"{key}: expected exactly one of float = [low, high], int = [low, high], "
+            f"choice = [...], fixed = value; got keys {sorted(spec)}"
+        )
+    kind = kinds[0]
+    extra = set(spec) - {kind, "log"}
+    if extra or ("log" in spec and kind not in ("float", "int")):
+        raise ConfigError(f"{key}: unexpected key(s) {sorted(extra or {'log'})}")
+    log = spec.get("log", False)
+    if not isinstance(log, bool):
+        raise ConfigError(f"{key}.log: expected true or false, got {log!r}")
+    v = spec[kind]
+    if kind == "fixed":
+        return Fixed(v)
+    if kind == "choice":
+        if not isinstance(v, list) or not v:
+            raise ConfigError(f"{key}.choice: expected a non-empty list, got {v!r}")
+        return Choice(v)
+    if not (isinstance(v, list) and len(v) == 2):
+        raise ConfigError(f"{key}.{kind}: expected [low, high], got {v!r}")
+    if kind == "int" and not all(
+        isinstance(b, int) and not isinstance(b, bool) for b in v
+    ):
+        raise ConfigError(f"{key}.int: bounds must be integers, got {v!r}")
+    if not all(_is_real(b) for b in v):
+        raise ConfigError(f"{key}.{kind}: bounds must be numbers, got {v!r}")
+    return (Float if kind == "float" else Int)(v[0], v[1], log=log)
+
+
+def set_option(cfg: dict[str, Any], assignment: str) -> None:
+    """Apply ``section.key=VALUE`` (VALUE in TOML syntax; a bare word is a string)."""
+    path, sep, text = assignment.partition("=")
+    parts = path.strip().split(".")
+    if not sep or len(parts) < 2 or not all(parts):
+        raise ConfigError(
+            f"--set {assignment!r}: expected SECTION.KEY=VALUE, e.g. search.n_trials=128"
+        )
+    try:
+        value = tomllib.loads(f"v = {text.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = text.strip()
+    node = cfg
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {assignment!r}: {p} is not a table")
+    node[parts[-1]] = value
+
+
+# ---------------------------------------------------------------------------- writing
+def dumps(cfg: dict[str, Any]) -> str:
+    """TOML text for a config (``parse(tomllib.loads(dumps(c))) == c``)."""
+    lines = []
+    for section, table in cfg.items():
+        lines.append(f"[{section}]")
+        for k, v in table.items():
+            lines.append(f"{_key(k)} = {_value(v)}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _key(k: str) -> str:
+    return k if k.replace("_", "").replace("-", "").isalnum() else _value(k)
+
+
+def _value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        if math.isnan(v):
+            return "nan"
+        if math.isinf(v):
+            return "inf" if v > 0 else "-inf"
+        return repr(v)
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, list):
+        return "[" + ", ".join(_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{ " + ", ".join(f"{_key(k)} = {_value(x)}" for k, x in v.items()) + " }"
+    raise ConfigError(f"cannot write {v!r} as TOML")
+
+
+# ---------------------------------------------------------------------------- building
+def load_data(cfg: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    data = cfg["data"]
+    if "dataset" in data:
+        import sklearn.datasets as ds
+
+        return getattr(ds, f"load_{data['dataset']}")(return_X_y=True)
+    path = data["path"]
+    if not os.path.exists(path):
+        raise ConfigError(f"data.path: file {path!r} not found")
+    if path.lower().endswith(".npz"):
+        with np.load(path, allow_pickle=False) as z:
+            target = data.get("target", "y")
+            if target not in z or "X" not in z:
+                raise ConfigError(
+                    f"data.target: {path!r} holds arrays {sorted(z.files)}; expected "
+                    f"'X' and {target!r}"
+                )
+            return z["X"], z[target]
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    if len(rows) < 2:
+        raise ConfigError(f"data.path: {path!r} has no data rows under its header")
+    header = [h.strip() for h in rows[0]]
+    target = data.get("target", header[-1])
+    if target not in header:
+        raise ConfigError(
+            f"data.target: no column {target!r} in {path!r} (columns: {', '.join(header)})"
+        )
+    t = header.index(target)
+    body = [r for r in rows[1:] if r]
+    X = np.empty((len(body), len(header) - 1), np.float64)
+    cols = [c for c in range(len(header)) if c != t]
+    for i, r in enumerate(body):
+        if len(r) != len(header):
+            raise ConfigError(
+                f"data.path: {path!r} line {i + 2} has {len(r)} fields, expected {len(header)}"
+            )
+        for j, c in enumerate(cols):
+            try:
+                X[i, j] = float(r[c])
+            except ValueError:
+                raise ConfigError(
+                    f"data.path: {path!r} line {i + 2}, column {header[c]!r}: "
+                    f"{r[c]!r} is not a number"
+                ) from None
+    y_raw = [r[t].strip() for r in body]
+    try:
+        y = np.asarray([float(v) for v in y_raw])
+        if cfg["task"]["kind"] == "classifier" and np.all(y == np.round(y)):
+            y = y.astype(np.int64)
+    except ValueError:
+        if cfg["task"]["kind"] == "regressor":
+            raise ConfigError(
+                f"data.target: column {target!r} must be numeric for a regressor"
+            ) from None
+        y = np.asarray(y_raw)
+    return X, y
+
+
+def build(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The keyword arguments of :func:`jaxhp.tune` that a parsed config describes."""
+    import jaxhp
+
+    X, y = load_data(cfg)
+    t = cfg["task"]
+    cls = (
+        jaxhp.tasks.MLPClassifier
+        if t["kind"] == "classifier"
+        else jaxhp.tasks.MLPRegressor
+    )
+    split = (
+        {"folds": t["folds"]} if "folds" in t else {"val_fraction": t["val_fraction"]}
+    )
+    task = cls(X, y, seed=cfg["search"]["seed"], **split)
+    space = space_of(cfg)
+    try:
+        task.check_space(space)
+    except SpaceError as e:
+        raise ConfigError(f"space.{e}") from None
+    es = cfg.get("early_stopping")
+    s = cfg["search"]
+    return dict(
+        task=task,
+        space=space,
+        strategy=s["strategy"],
+        n_trials=s["n_trials"],
+        population=s["population"],
+        seed=s["seed"],
+        strategy_options=s.get("options"),
+        early_stopping=jaxhp.stopping.Patience(
+            es["patience"], float(es.get("min_delta", 0.0))
+        )
+        if es
+        else None,
+        storage=cfg["study"]["storage"],
+        study_name=cfg["study"]["name"],
+        **cfg.get("run", {}),
+    )
+
+
+def _is_real(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _positive_int(v: Any, key: str, minimum: int = 1) -> None:
+    if not isinstance(v, int) or isinstance(v, bool) or v < minimum:
+        raise ConfigError(f"{key}: expected an integer >= {minimum}, got {v!r}")
+
+
+def _expect(v: Any, typ: type, key: str, what: str) -> None:
+    if not isinstance(v, typ):
+        raise ConfigError(f"{key}: expected {what}, got {v!r}")

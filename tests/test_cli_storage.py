@@ -1,0 +1,324 @@
+"""Command line, configs, SQLite storage, crash-resume and the report."""
+
+import base64
+import json
+import os
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import jaxhp
+from jaxhp import config as C
+from jaxhp.cli import main
+from jaxhp.storage import load
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+# A small sweep: iris, two searched parameters, bayes (so the GP history is part of the
+# state that must survive a crash), rounds of 4 trials.
+SWEEP = {
+    "data": {"dataset": "iris"},
+    "task": {"kind": "classifier", "val_fraction": 0.3},
+    "search": {"strategy": "bayes", "n_trials": 28, "population": 4, "seed": 3},
+    "early_stopping": {"patience": 3},
+    "study": {"storage": "sweep.db", "name": "iris"},
+    "space": {
+        "learning_rate": {"float": [1e-3, 0.3], "log": True},
+        "weight_decay": {"float": [1e-6, 1e-2], "log": True},
+        "width": 8,
+        "batch_size": 16,
+        "epochs": 12,
+    },
+}
+
+
+def write_config(tmp_path, cfg, name="sweep.toml"):
+    path = tmp_path / name
+    path.write_text(C.dumps(cfg))
+    return str(path)
+
+
+def with_storage(cfg, path):
+    cfg = json.loads(json.dumps(cfg))
+    cfg["study"]["storage"] = str(path)
+    return cfg
+
+
+def test_config_round_trip(tmp_path):
+    cfg = C.parse(SWEEP)
+    text = C.dumps(cfg)
+    again = C.parse(tomllib.loads(text))
+    assert again == cfg
+    # Defaults are filled in and written out.
+    assert again["study"]["name"] == "iris" and again["search"]["seed"] == 3
+    # The example shipped with jaxhp parses.
+    example = os.path.join(os.path.dirname(__file__), "..", "examples", "digits.toml")
+    assert C.load_config(example)["search"]["strategy"] == "bayes"
+
+
+def _set(cfg, dotted, value):
+    cfg = json.loads(json.dumps(cfg))
+    *path, last = dotted.split(".")
+    node = cfg
+    for p in path:
+        node = node.setdefault(p, {})
+    if value is DELETE:
+        node.pop(last)
+    else:
+        node[last] = value
+    return cfg
+
+
+DELETE = object()
+BAD = [
+    ("search.population", 0, "search.population: expected an integer >= 1"),
+    ("search.n_trials", "many", "search.n_trials: expected an integer"),
+    ("search.strategy", "annealing", "search.strategy: expected one of"),
+    ("search.seed", 1.5, "search.seed: expected an integer"),
+    ("search.speed", 3, "search.speed: unknown key"),
+    ("data.dataset", "mnist", "data.dataset: expected one of digits"),
+    ("data", {"path": "x.parquet"}, "data.path: expected a .csv or .npz file"),
+    ("data.path", "x.csv", "data: give exactly one of data.dataset or data.path"),
+    ("task.kind", "ranker", "task.kind: expected 'classifier' or 'regressor'"),
+    ("task.val_fraction", 1.5, "task.val_fraction: expected a number between 0 and 1"),
+    ("task", {"folds": 1}, "task.folds: expected an integer >= 2"),
+    ("task.folds", 3, "task: give task.val_fraction or task.folds, not both"),
+    ("early_stopping.patience", 0, "early_stopping.patience: expected an integer >= 1"),
+    ("study.storage", DELETE, "study.storage: missing"),
+    ("space.learning_rate", {"float": [0.1, 0.001]}, "space.learning_rate:"),
+    ("space.learning_rate", {"float": [0.0, 0.1], "log": True}, "space.learning_rate:"),
+    ("space.width", {"int": [8, 16.5]}, "space.width.int: bounds must be integers"),
+    ("space.width", {"int": [8, 16], "step": 2}, "space.width: unexpected key"),
+    ("space.batch_size", [], "space.batch_size: an empty list"),
+    ("space.widht", 8, "space.widht"),
+    ("space.dropout", {"float": [0.0, 1.5]}, "space.dropout"),
+    ("sampler", {"x": 1}, "sampler: unknown section"),
+]
+
+
+@pytest.mark.parametrize("key,value,message", BAD, ids=[m for *_, m in BAD])
+def test_bad_config_gives_one_line_error_naming_the_key(
+    tmp_path, capsys, key, value, message
+):
+    cfg = _set(with_storage(SWEEP, tmp_path / "s.db"), key, value)
+    path = write_config(tmp_path, cfg)
+    assert main(["tune", path, "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0, err
+    assert err.startswith("jaxhp: error: ") and message in err, err
+    assert not (tmp_path / "s.db").exists()  # nothing ran, nothing was created
+
+
+def test_bad_toml_and_overrides(tmp_path, capsys):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[search\nn_trials = 3")
+    assert main(["tune", str(bad)]) == 2
+    assert "not valid TOML" in capsys.readouterr().err
+    path = write_config(tmp_path, with_storage(SWEEP, tmp_path / "s.db"))
+    assert main(["tune", path, "--set", "nonsense"]) == 2
+    assert "expected SECTION.KEY=VALUE" in capsys.readouterr().err
+    # Command-line options override the file.
+    assert (
+        main(
+            [
+                "tune",
+                path,
+                "--n-trials",
+                "5",
+                "--set",
+                "space.epochs=7",
+                "--set",
+                "search.strategy=sobol",
+                "--print-config",
+            ]
+        )
+        == 0
+    )
+    merged = tomllib.loads(capsys.readouterr().out)
+    assert merged["search"]["n_trials"] == 5
+    assert merged["space"]["epochs"] == 7
+    assert merged["search"]["strategy"] == "sobol"
+
+
+def _snapshot(db):
+    """Trials, curve rows and rounds, read in one transaction."""
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
+    try:
+        con.execute("BEGIN")
+        rounds = con.execute("SELECT COUNT(*), MAX(started) FROM rounds").fetchone()
+        n_trials = con.execute("SELECT COUNT(*) FROM trials").fetchone()[0]
+        no_curve = con.execute(
+            "SELECT COUNT(*) FROM trials t WHERE NOT EXISTS "
+            "(SELECT 1 FROM curves c WHERE c.trial_id = t.trial_id)"
+        ).fetchone()[0]
+        con.execute("COMMIT")
+    finally:
+        con.close()
+    return rounds[0], rounds[1] or 0, n_trials, no_curve
+
+
+def _comparable(res):
+    return [
+        (
+            t.trial_id,
+            t.params,
+            None if np.isnan(t.value) else t.value,
+            t.status,
+            t.epochs_run,
+            t.best_epoch,
+            {k: np.asarray(v).tolist() for k, v in sorted(t.curves.items())},
+        )
+        for t in res.trials
+    ]
+
+
+def test_sigkill_mid_sweep_then_resume_equals_uninterrupted(tmp_path):
+    # Uninterrupted reference, in this process.
+    ref_db = tmp_path / "ref.db"
+    assert (
+        main(
+            [
+                "tune",
+                write_config(tmp_path, with_storage(SWEEP, ref_db), "ref.toml"),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    ref = load(ref_db)
+    assert len(ref) == SWEEP["search"]["n_trials"]
+
+    # The same sweep in a subprocess, killed with SIGKILL in the middle.
+    db = tmp_path / "killed.db"
+    path = write_config(tmp_path, with_storage(SWEEP, db), "killed.toml")
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jaxhp.cli", "tune", path],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    # Two readers poll while it writes: every snapshot is a whole number of rounds.
+    seen, problems, stop = [], [], threading.Event()
+
+    def reader():
+        while not stop.is_set():
+            if db.exists():
+                try:
+                    r, started, n, no_curve = _snapshot(db)
+                except sqlite3.OperationalError as e:  # schema not created yet
+                    if "no such table" not in str(e):
+                        problems.append(repr(e))
+                    continue
+                if n != started or no_curve:
+                    problems.append((r, started, n, no_curve))
+                seen.append(r)
+            time.sleep(0.01)
+
+    readers = [threading.Thread(target=reader) for _ in range(2)]
+    for t in readers:
+        t.start()
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and proc.poll() is None:
+            if db.exists():
+                try:
+                    if _snapshot(db)[0] >= 3:  # the GP has been fitted and told
+                        break
+                except sqlite3.OperationalError:
+                    pass
+            time.sleep(0.02)
+        assert proc.poll() is None, (
+            "the sweep finished before it could be killed: "
+            + proc.stderr.read().decode()
+        )
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    finally:
+        stop.set()
+        for t in readers:
+            t.join()
+    assert proc.returncode == -signal.SIGKILL
+    assert not problems, problems
+    assert seen and max(seen) >= 3
+    rounds, started, n, _ = _snapshot(db)
+    assert n == started < SWEEP["search"]["n_trials"]
+
+    # Resume (as `jaxhp resume DB`) and compare with the uninterrupted run.
+    assert main(["resume", str(db), "--quiet"]) == 0
+    res = load(db)
+    assert _comparable(res) == _comparable(ref)
+    assert sorted(t.trial_id for t in res.trials) == list(range(len(ref)))
+    X = np.random.default_rng(0).normal(size=(10, 4))
+    np.testing.assert_array_equal(res.predict(X), ref.predict(X))
+    assert res.model.trial_id == ref.model.trial_id == ref.best_trial.trial_id
+
+
+def test_library_storage_resumes_and_refuses_a_different_study(tmp_path, clf_task):
+    space = jaxhp.Space(
+        learning_rate=jaxhp.Float(1e-3, 0.1, log=True),
+        width=jaxhp.Fixed(8),
+        epochs=jaxhp.Fixed(2),
+    )
+    db = str(tmp_path / "lib.db")
+    first = jaxhp.tune(clf_task, space, "random", n_trials=4, population=4, storage=db)
+    more = jaxhp.tune(clf_task, space, "random", n_trials=8, population=4, storage=db)
+    assert more.stats["resumed_trials"] == 4
+    assert _comparable(more)[:4] == _comparable(first)
+    whole = jaxhp.tune(clf_task, space, "random", n_trials=8, population=4)
+    assert _comparable(more) == _comparable(whole)
+    with pytest.raises(ValueError, match="different seed"):
+        jaxhp.tune(clf_task, space, "random", n_trials=8, seed=1, storage=db)
+    # Another study in the same file is independent.
+    other = jaxhp.tune(
+        clf_task, space, "sobol", n_trials=2, population=2, storage=db, study_name="b"
+    )
+    assert len(other) == 2 and len(load(db, "default")) == 8
+    with pytest.raises(jaxhp.storage.StorageError, match="name one"):
+        load(db)
+
+
+def test_show_export_and_report(tmp_path, capsys):
+    db = tmp_path / "r.db"
+    cfg = with_storage(_set(SWEEP, "search.n_trials", 8), db)
+    cfg["search"]["strategy"] = "random"
+    cfg["space"]["learning_rate"] = {"float": [1e-3, 30.0], "log": True}  # some diverge
+    assert main(["tune", write_config(tmp_path, cfg), "--quiet"]) == 0
+    res = load(db)
+    assert main(["show", str(db), "--top", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "learning_rate" in out and "8 trials" in out
+    csv_path = tmp_path / "t.csv"
+    assert main(["export", str(db), "--out", str(csv_path)]) == 0
+    assert len(csv_path.read_text().strip().splitlines()) == 1 + len(res)
+    pytest.importorskip("matplotlib")
+    html_path = tmp_path / "report.html"
+    assert main(["report", str(db), "--out", str(html_path)]) == 0
+    doc = html_path.read_text()
+    images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', doc)
+    assert len(images) == 5
+    for b in images:
+        assert base64.b64decode(b).startswith(b"\x89PNG")
+    assert "http" not in doc.replace("<!DOCTYPE html>", "")  # self-contained
+    assert doc.count("<tr class=") == len(res)
+    for t in res.trials:
+        assert f"<td>{t.trial_id}</td>" in doc
+
+
+def test_storage_errors(tmp_path, capsys):
+    assert main(["show", str(tmp_path / "missing.db")]) == 2
+    assert "no database" in capsys.readouterr().err
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"not a database at all" * 100)
+    assert main(["show", str(junk)]) == 2
+    assert "jaxhp: error:" in capsys.readouterr().err
