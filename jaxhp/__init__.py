@@ -1,9 +1,10 @@
 """jaxhp: hyperparameter tuning that trains whole populations of trials at once in JAX."""
 
-from jaxhp import stopping, strategies, tasks
+from jaxhp import stopping, storage, strategies, tasks
 from jaxhp.optimize import optimize
 from jaxhp.results import Model, Results, Trial
 from jaxhp.space import Choice, Fixed, Float, Int, Space, SpaceError
+from jaxhp.storage import load
 from jaxhp.strategies import STRATEGIES, Strategy
 from jaxhp.tasks.data import DataError
 from jaxhp.trainable import Batch, Trainable
@@ -26,7 +27,9 @@ __all__ = [
     "Strategy",
     "Trainable",
     "Trial",
+    "load",
     "stopping",
+    "storage",
     "strategies",
     "tasks",
     "optimize",

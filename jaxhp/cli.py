@@ -174,7 +174,14 @@ def _export(args: argparse.Namespace) -> int:
     out = open(args.out, "w", newline="") if args.out else sys.stdout
     try:
         if args.format == "json":
-            json.dump(res.records(), out, indent=1, default=float)
+            recs = [
+                {
+                    k: None if isinstance(v, float) and v != v else v
+                    for k, v in r.items()
+                }
+                for r in res.records()
+            ]
+            json.dump(recs, out, indent=1)
             out.write("\n")
         else:
             import csv

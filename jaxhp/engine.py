@@ -310,6 +310,10 @@ _take = jax.jit(
 )  # bucket shapes compiled so far (the planner prefers them)
 
 
+def _flags(run: RunState) -> tuple:
+    return (run.diverged, run.stopped, run.epochs_run, run.best_value, run.best_epoch)
+
+
 class BucketShape(NamedTuple):
     trainable: Hashable
     batch: int  # B
@@ -567,13 +571,16 @@ def run_population(
         epoch0 = 0
         segments = 0
         report = BucketReport(gkey, size, padded, spec.batch, spec.steps, 0, 0.0, 0.0)
+        flags = None
         while epoch0 < max_epochs:
             n_ep = min(segment_epochs, max_epochs - epoch0)
             i, run, bufs = comp.segment(
-                run, hp_dev, keys, data, jnp.int32(epoch0), jnp.int32(n_ep)
+                run, hp_dev, keys, data, np.int32(epoch0), np.int32(n_ep)
             )
-            done = int(i)
-            curves.append({k: v[:done] for k, v in jax.device_get(bufs).items()})
+            # One transfer per segment: epochs done, curves and the per-trial flags.
+            done, bufs, flags = jax.device_get((i, bufs, _flags(run)))
+            done = int(done)
+            curves.append({k: v[:done] for k, v in bufs.items()})
             epoch0 += done
             segments += 1
             report.segments = segments
@@ -587,11 +594,10 @@ def run_population(
         report.run_time = time.perf_counter() - t_run - report.compile_time
         reports.append(report)
         wall = time.perf_counter() - t_start
-        host = jax.device_get(
-            (run.diverged, run.stopped, run.epochs_run, run.best_value, run.best_epoch)
-        )
+        if flags is None:  # no epoch to run (every trial has epochs == 0)
+            flags = jax.device_get(_flags(run))
         diverged, stopped, epochs_run, best_value, best_epoch = (
-            np.asarray(a) for a in host
+            np.asarray(a) for a in flags
         )
         cat = (
             {k: np.concatenate([c[k] for c in curves], 0) for k in curves[0]}
@@ -638,7 +644,9 @@ def run_population(
                 trial_id=int(trial_ids[idx[j]]),
                 value=float(cand[j]),
                 trainable=trainable,
-                state=jax.device_get(_take(run.best, j)),
+                state=jax.tree.map(lambda a: a[0], jax.device_get(run.best))
+                if padded == 1
+                else jax.device_get(_take(run.best, j)),
                 hp={k: np.asarray(v[j]) for k, v in sub.items()},
             )
         if inspect is not None:

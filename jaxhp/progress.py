@@ -57,6 +57,7 @@ class Progress:
         self.counts = dict(counts or {})
         self.t0 = time.perf_counter()
         self._width = 0
+        self.rnd: int | None = None
 
     # ------------------------------------------------------------------ events
     def round_started(self, rnd: int, n: int) -> None:
@@ -96,6 +97,7 @@ class Progress:
         stopped = self.counts.get("stopped", 0)
         diverged = self.counts.get("diverged", 0) + self.counts.get("failed", 0)
         parts = [
+            f"round {self.rnd}" if self.rnd is not None else "",
             f"{self.done}/{self.n_trials} trials done",
             f"{self.running} running",
             f"{stopped} stopped",
@@ -105,7 +107,7 @@ class Progress:
             f"{_duration(elapsed)} elapsed",
             f"{_duration(left) if self.done < self.n_trials else '0m00s'} left",
         ]
-        return " | ".join(parts) + (f" | {extra}" if extra else "")
+        return " | ".join(p for p in parts if p) + (f" | {extra}" if extra else "")
 
     def _draw(self, extra: str) -> None:
         text = self.line(extra)

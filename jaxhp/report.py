@@ -115,6 +115,7 @@ def plot_history(res: Results):
         filled = np.where(np.isfinite(vals), vals, np.nan)
         ax.plot(ids, _better(res)(filled), c="k", lw=1.6, label="best so far")
     ax.set_xlabel("trial")
+    ax.xaxis.set_major_locator(_int_locator())
     ax.set_ylabel(res.metric)
     ax.set_title("Optimization history")
     ax.grid(alpha=0.3)
@@ -201,6 +202,7 @@ def plot_learning_curves(res: Results, max_trials: int = 200):
             label=f"best (trial {best.trial_id})",
         )
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(_int_locator())
     ax.set_ylabel(f"validation {res.metric}")
     title = "Learning curves"
     if len(res.trials) > max_trials:
@@ -287,7 +289,9 @@ def plot_slices(res: Results):
             x = x + np.random.default_rng(0).uniform(-0.15, 0.15, x.size)
             ax.set_xticks(range(len(cats)))
             ax.set_xticklabels([str(c) for c in cats], fontsize=8)
-        elif log:
+        elif np.all(x == np.round(x)):
+            ax.xaxis.set_major_locator(_int_locator())
+        if log:
             from matplotlib.ticker import LogLocator, NullFormatter
 
             ax.set_xscale("log")
@@ -301,6 +305,12 @@ def plot_slices(res: Results):
         fig.colorbar(sc, ax=axes, label="trial", shrink=0.8)
     fig.suptitle("Slices: the metric against each hyperparameter")
     return fig
+
+
+def _int_locator():
+    from matplotlib.ticker import MaxNLocator
+
+    return MaxNLocator(integer=True)
 
 
 def _png(fig) -> str:
