@@ -94,6 +94,7 @@ class SegmentSpec:
     seg_epochs: int  # E, epochs per segment at most
     stopper: Hashable | None
     uniform_steps: bool = False  # every trial and fold takes exactly `steps` steps
+    uniform_batch: bool = False  # every trial's batch size is `batch`
 
 
 def _member_perm(key: jax.Array, n: jax.Array, size: int) -> jax.Array:
@@ -134,34 +135,36 @@ def _segment(
             perm_keys, data.n_train
         )  # [P, F, N]
 
-        def member_step(ts, perm, ekey, hpm, x, y, n, aux, live, spe, bad, t):
+        def member_step(ts, perm, ekey, hpm, x, y, n, aux, spe, t):
             b = hpm["batch_size"]
             idx = t * b + jnp.arange(spec.batch)
-            rowmask = (jnp.arange(spec.batch) < b) & (idx < n)
+            rowmask = idx < n
+            if not spec.uniform_batch:
+                rowmask &= jnp.arange(spec.batch) < b
             rows = perm[jnp.minimum(idx, n_rows - 1)]
             batch = Batch(
                 x[rows], y[rows], rowmask, jax.random.fold_in(ekey, t + 1), aux
             )
             new, metrics = tr.step(ts, batch, hpm)
             loss = metrics["loss"]
-            go = live & (t < spe)
-            ok = jnp.isfinite(loss)
             if not spec.uniform_steps:
                 # Some trials take fewer steps per epoch than the bucket: they idle.
-                # (Inactive and diverged trials are reverted once, at the epoch's end.)
                 new = tree_where(t < spe, new, ts)
-            return new, jnp.where(go & ok, loss, 0.0), go & ok, bad | (go & ~ok)
+                loss = jnp.where(t < spe, loss, 0.0)
+            # No per-step checks: a NaN/Inf loss makes the epoch's loss sum non-finite,
+            # and inactive or diverged trials are reverted once, at the epoch's end.
+            return new, loss
 
         def train_step(carry, t):
-            ts, loss_sum, count, bad = carry
+            ts, loss_sum = carry
             # vmap over folds (data mapped), then over the population (hp mapped).
             over_folds = jax.vmap(
-                member_step, in_axes=(0, 0, 0, None, 0, 0, 0, 0, None, 0, 0, None)
+                member_step, in_axes=(0, 0, 0, None, 0, 0, 0, 0, 0, None)
             )
             over_pop = jax.vmap(
-                over_folds, in_axes=(0, 0, 0, 0, None, None, None, None, 0, 0, 0, None)
+                over_folds, in_axes=(0, 0, 0, 0, None, None, None, None, 0, None)
             )
-            ts, loss, done, bad = over_pop(
+            ts, loss = over_pop(
                 ts,
                 perms,
                 ekeys,
@@ -170,17 +173,14 @@ def _segment(
                 data.y_train,
                 data.n_train,
                 data.aux,
-                ran,
                 steps_per_epoch,
-                bad,
                 t,
             )
-            return (ts, loss_sum + loss, count + done, bad), None
+            return (ts, loss_sum + loss), None
 
-        zeros = jnp.zeros((n_pop, n_folds))
-        (ts, loss_sum, count, bad), _ = jax.lax.scan(
+        (ts, loss_sum), _ = jax.lax.scan(
             train_step,
-            (run.tstate, zeros, zeros, jnp.zeros((n_pop, n_folds), bool)),
+            (run.tstate, jnp.zeros((n_pop, n_folds))),
             jnp.arange(spec.steps),
         )
 
@@ -194,11 +194,13 @@ def _segment(
         per_fold = metrics[spec.metric].astype(jnp.float32)
         value = jnp.mean(per_fold, axis=1)  # [P]
         oriented = spec.sign * value
-        blew_up = jnp.any(bad, axis=1) | ~jnp.isfinite(value)
+        blew_up = ~jnp.all(jnp.isfinite(loss_sum), axis=1) | ~jnp.isfinite(value)
         ok = ran & ~blew_up
         # Trials that did not train this epoch (inactive) or blew up keep their state
-        # from the start of the epoch, bit for bit.
-        ts = tree_where(ok, ts, run.tstate)
+        # from the start of the epoch, bit for bit (no select when every trial is fine).
+        ts = jax.lax.cond(
+            jnp.all(ok), lambda: ts, lambda: tree_where(ok, ts, run.tstate)
+        )
         improved = ok & (oriented > run.best_value)
         if spec.stopper is not None:
             stop_state, stop = spec.stopper.update(run.stop_state, oriented, ok)
@@ -207,7 +209,11 @@ def _segment(
             stop_state, stop = run.stop_state, jnp.zeros_like(ok)
         new_run = RunState(
             tstate=ts,
-            best=tree_where(improved, ts, run.best),
+            best=jax.lax.cond(
+                jnp.all(improved),
+                lambda: ts,
+                lambda: tree_where(improved, ts, run.best),
+            ),
             active=ran & ~blew_up & ~stop & (e + 1 < hp["epochs"]),
             diverged=run.diverged | (ran & blew_up),
             stopped=run.stopped | stop,
@@ -217,7 +223,7 @@ def _segment(
             stop_state=stop_state,
         )
         nan = jnp.float32(jnp.nan)
-        train_loss = jnp.mean(loss_sum / jnp.maximum(count, 1), axis=1)
+        train_loss = jnp.mean(loss_sum / steps_per_epoch, axis=1)
         row = {
             "train_loss": jnp.where(ran, train_loss, nan),
             "value": jnp.where(ran, value, nan),
@@ -551,9 +557,10 @@ def run_population(
                     == shape.steps
                 )
             ),
+            uniform_batch=bool(np.all(sub["batch_size"] == shape.batch)),
         )
         t_start = time.perf_counter()
-        hp_dev = jax.device_put(sub)
+        hp_dev = sub  # NumPy: jit transfers it (faster than a device_put per leaf)
         ids = np.concatenate([trial_ids[idx], np.zeros(padded - size, trial_ids.dtype)])
         start_args = (
             np.uint32(seed % 2**32),
@@ -571,14 +578,17 @@ def run_population(
         epoch0 = 0
         segments = 0
         report = BucketReport(gkey, size, padded, spec.batch, spec.steps, 0, 0.0, 0.0)
-        flags = None
+        flags = best1 = None
         while epoch0 < max_epochs:
             n_ep = min(segment_epochs, max_epochs - epoch0)
             i, run, bufs = comp.segment(
                 run, hp_dev, keys, data, np.int32(epoch0), np.int32(n_ep)
             )
-            # One transfer per segment: epochs done, curves and the per-trial flags.
-            done, bufs, flags = jax.device_get((i, bufs, _flags(run)))
+            # One transfer per segment: epochs done, curves and the per-trial flags (and,
+            # for a lone trial, its best state: cheaper than a second transfer later).
+            done, bufs, flags, best1 = jax.device_get(
+                (i, bufs, _flags(run), run.best if padded == 1 else None)
+            )
             done = int(done)
             curves.append({k: v[:done] for k, v in bufs.items()})
             epoch0 += done
@@ -644,8 +654,8 @@ def run_population(
                 trial_id=int(trial_ids[idx[j]]),
                 value=float(cand[j]),
                 trainable=trainable,
-                state=jax.tree.map(lambda a: a[0], jax.device_get(run.best))
-                if padded == 1
+                state=jax.tree.map(lambda a: a[0], best1)
+                if padded == 1 and best1 is not None
                 else jax.device_get(_take(run.best, j)),
                 hp={k: np.asarray(v[j]) for k, v in sub.items()},
             )

@@ -59,17 +59,21 @@ def opt_update(
     bc1, bc2 = 1.0 - B1**t, 1.0 - B2**t
     has_adam = any(k in (ADAM, ADAMW) for k in kinds)
     has_sgd = SGD in kinds
+    has_adamw = ADAMW in kinds
     decoupled = code == ADAMW
+    # The L2 and decoupled decay coefficients (a select only when AdamW is mixed in).
+    wd_l2 = jnp.where(decoupled, 0.0, wd) if has_adamw else wd
+    wd_dec = jnp.where(decoupled, wd, 0.0) if has_adamw else None
 
     def leaf(g, m, v, p):
-        g_l2 = g + jnp.where(decoupled, 0.0, wd) * p
+        g_l2 = g + wd_l2 * p
         new_m = new_v = upd = None
         if has_adam:
             m_a = B1 * m + (1.0 - B1) * g_l2
             v_a = B2 * v + (1.0 - B2) * jnp.square(g_l2)
-            u_a = (m_a / bc1) / (jnp.sqrt(v_a / bc2) + EPS) + jnp.where(
-                decoupled, wd, 0.0
-            ) * p
+            u_a = (m_a / bc1) / (jnp.sqrt(v_a / bc2) + EPS)
+            if has_adamw:
+                u_a = u_a + wd_dec * p
             new_m, new_v, upd = m_a, v_a, u_a
         if has_sgd:
             m_s = mom * m + g_l2

@@ -79,6 +79,7 @@ class _MaskedMLP(nn.Module):
     n_out: int
     activations: tuple[int, ...]
     dropout: bool
+    min_depth: int = 1  # layers below it are used by every trial: no mask
 
     @nn.compact
     def __call__(
@@ -104,7 +105,7 @@ class _MaskedMLP(nn.Module):
             if self.dropout and key is not None:
                 keep = 1.0 - hp["dropout"]
                 a = jnp.where(drop_u[layer] < keep, a / keep, 0.0)
-            h = a if layer == 0 else jnp.where(layer < hp["n_layers"], a, h)
+            h = a if layer < self.min_depth else jnp.where(layer < hp["n_layers"], a, h)
         return nn.Dense(self.n_out, name="out")(h)
 
 
@@ -125,11 +126,17 @@ class MLPTrainable:
     dropout: bool
     activations: tuple[int, ...]
     optimizers: tuple[int, ...]
+    min_depth: int = 1  # the fewest layers a trial of the space can have
 
     @property
     def module(self) -> _MaskedMLP:
         return _MaskedMLP(
-            self.depth, self.width, self.n_out, self.activations, self.dropout
+            self.depth,
+            self.width,
+            self.n_out,
+            self.activations,
+            self.dropout,
+            max(1, min(self.min_depth, self.depth)),
         )
 
     def init(self, key: jax.Array, hp: Mapping[str, jax.Array]) -> MLPState:
@@ -289,6 +296,7 @@ class _MLPTask(Task):
 
         self._static = {
             "depth": int(max(possible("n_layers"))),
+            "min_depth": int(min(possible("n_layers"))),
             "activations": {ACTIVATIONS.index(a) for a in possible("activation")},
             "optimizers": {OPTIMIZERS.index(o) for o in possible("optimizer")},
             "dropout": max(possible("dropout")) > 0,
@@ -301,7 +309,13 @@ class _MLPTask(Task):
         st = getattr(
             self,
             "_static",
-            {"depth": 1, "activations": set(), "optimizers": set(), "dropout": False},
+            {
+                "depth": 1,
+                "min_depth": 1,
+                "activations": set(),
+                "optimizers": set(),
+                "dropout": False,
+            },
         )
         return MLPTrainable(
             kind=self.kind,
@@ -316,6 +330,7 @@ class _MLPTask(Task):
             optimizers=tuple(
                 sorted({int(o) for o in hp["optimizer"]} | st["optimizers"])
             ),
+            min_depth=min(int(np.min(hp["n_layers"])), st["min_depth"]),
         )
 
     def flops_per_row(self, tr: MLPTrainable) -> float:
