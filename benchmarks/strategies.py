@@ -153,15 +153,17 @@ def summarize(regrets):
 def synthetic(args):
     budgets = sorted(args.budgets)
     top = budgets[-1]
-    arms = ["random", "sobol", "bayes"]
+    arms = [a for a in ("random", "sobol", "bayes") if a in args.arms]
     with_optuna = optuna_available() and not args.no_optuna
     rows, curves = [], {}
     for fname in args.functions:
         fn, d, fstar = FUNCTIONS[fname]
         for q in args.q:
-            arm_list = arms + (
-                ["optuna_tpe", "optuna_gp"] if with_optuna and q == 1 else []
-            )
+            arm_list = arms + [
+                a
+                for a in ("optuna_tpe", "optuna_gp")
+                if with_optuna and q == 1 and a in args.arms
+            ]
             for arm in arm_list:
                 regrets, secs = [], []
                 for seed in range(args.seeds):
@@ -280,6 +282,12 @@ def main(argv=None):
     ap.add_argument("--seeds", type=int, default=10)
     ap.add_argument("--q", type=int, nargs="*", default=[1, 8, 64])
     ap.add_argument("--no-optuna", action="store_true")
+    ap.add_argument(
+        "--arms",
+        nargs="*",
+        default=["random", "sobol", "bayes", "optuna_tpe", "optuna_gp"],
+        help="arms to run (default: all; the Optuna ones need optuna and torch)",
+    )
     ap.add_argument(
         "--nn", action="store_true", help="run the neural-network track instead"
     )
