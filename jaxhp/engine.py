@@ -33,7 +33,7 @@ import functools
 import math
 import time
 from collections import Counter
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -292,6 +292,8 @@ class BucketReport:
     segments: int
     compile_time: float
     run_time: float
+    chunk: int | None = None  # trials per chunk when the bucket was split for memory
+    devices: int = 1  # devices the population axis was sharded over
 
 
 @dataclass
@@ -510,15 +512,33 @@ def run_population(
     best_so_far: float = -math.inf,
     on_segment: Callable[[BucketReport, int], None] | None = None,
     inspect: Callable[[np.ndarray, RunState], None] | None = None,
+    devices: Sequence[jax.Device] | None = None,
+    memory_budget: int | None = None,
 ) -> tuple[list[TrialOutcome], list[BucketReport], BestState | None]:
     """Train the trials ``trial_ids`` with hyperparameters ``hp`` (``{name: [P]}``).
 
     Returns the outcome of every trial, a report per bucket, and the best-epoch state of
     the best trial if it beats ``best_so_far`` (an oriented value). ``inspect(idx, run)``,
     if given, sees each bucket's final run state (rows ``idx`` of ``hp``, then padding).
+
+    ``devices`` (default: every local device) shard the population axis; a trial's
+    result does not depend on them. ``memory_budget`` (bytes per device) splits a bucket
+    into chunks that fit, sized from the compiled program's memory analysis.
     """
     trial_ids = np.asarray(trial_ids)
-    data = _device_data(task)
+    devices = list(jax.local_devices() if devices is None else devices)
+    n_dev = len(devices)
+    if n_dev > 1:
+        from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+        mesh = Mesh(np.asarray(devices), ("pop",))
+        sharding = NamedSharding(mesh, PartitionSpec("pop"))
+        data = jax.device_put(_device_data(task), NamedSharding(mesh, PartitionSpec()))
+    else:
+        sharding = None
+        data = _device_data(task)
+        if devices[0] != jax.local_devices()[0]:
+            data = jax.device_put(data, devices[0])
     n_folds = task.data.n_folds
     n_rows = int(task.data.n_train.max())
     sign = 1.0 if task.direction == "maximize" else -1.0
@@ -528,21 +548,10 @@ def run_population(
     outcomes: list[TrialOutcome] = []
     reports: list[BucketReport] = []
     best: BestState | None = None
-    for idx in groups:
-        size = len(idx)
-        padded = next_pow2(size)
-        rows = np.concatenate([idx, np.full(padded - size, idx[0])])
-        sub = {k: np.asarray(v)[rows] for k, v in hp.items()}
-        shape = _bucket_shape(task, {k: v[:size] for k, v in sub.items()}, n_rows)
+    for group in groups:
+        gsub = {k: np.asarray(v)[group] for k, v in hp.items()}
+        shape = _bucket_shape(task, gsub, n_rows)
         trainable = shape.trainable
-        gkey = (
-            " ".join(
-                f"{k[0].upper()}{getattr(trainable, k)}"
-                for k in ("depth", "width")
-                if hasattr(trainable, k)
-            )
-            + f" B{shape.batch} S{shape.steps} P{padded}"
-        )
         spec = SegmentSpec(
             trainable=trainable,
             metric=task.metric,
@@ -553,114 +562,240 @@ def run_population(
             stopper=stopper,
             uniform_steps=bool(
                 np.all(
-                    -(-task.data.n_train[None, :] // sub["batch_size"][:, None])
+                    -(-task.data.n_train[None, :] // gsub["batch_size"][:, None])
                     == shape.steps
                 )
             ),
-            uniform_batch=bool(np.all(sub["batch_size"] == shape.batch)),
-        )
-        t_start = time.perf_counter()
-        hp_dev = sub  # NumPy: jit transfers it (faster than a device_put per leaf)
-        ids = np.concatenate([trial_ids[idx], np.zeros(padded - size, trial_ids.dtype)])
-        start_args = (
-            np.uint32(seed % 2**32),
-            np.asarray(ids, np.uint32),
-            hp_dev,
-            np.arange(padded) < size,
+            uniform_batch=bool(np.all(gsub["batch_size"] == shape.batch)),
         )
         comp = _programs(spec, n_folds)
-        compiled_before = _compile_seconds[0]
-        _SEEN.add(shape.key + (padded,))
-        t_run = time.perf_counter()
-        keys, run = comp.init(*start_args)
-        max_epochs = int(sub["epochs"][:size].max())
-        curves: list[dict] = []
-        epoch0 = 0
-        segments = 0
-        report = BucketReport(gkey, size, padded, spec.batch, spec.steps, 0, 0.0, 0.0)
-        flags = best1 = None
-        while epoch0 < max_epochs:
-            n_ep = min(segment_epochs, max_epochs - epoch0)
-            i, run, bufs = comp.segment(
-                run, hp_dev, keys, data, np.int32(epoch0), np.int32(n_ep)
-            )
-            # One transfer per segment: epochs done, curves and the per-trial flags (and,
-            # for a lone trial, its best state: cheaper than a second transfer later).
-            done, bufs, flags, best1 = jax.device_get(
-                (i, bufs, _flags(run), run.best if padded == 1 else None)
-            )
-            done = int(done)
-            curves.append({k: v[:done] for k, v in bufs.items()})
-            epoch0 += done
-            segments += 1
-            report.segments = segments
-            report.run_time = time.perf_counter() - t_run
-            if on_segment is not None:
-                on_segment(report, epoch0)
-            if done < n_ep:  # the segment ended early: every trial is inactive
-                break
-        # Seconds spent tracing and compiling this bucket's programs (0 when cached).
-        report.compile_time = _compile_seconds[0] - compiled_before
-        report.run_time = time.perf_counter() - t_run - report.compile_time
-        reports.append(report)
-        wall = time.perf_counter() - t_start
-        if flags is None:  # no epoch to run (every trial has epochs == 0)
-            flags = jax.device_get(_flags(run))
-        diverged, stopped, epochs_run, best_value, best_epoch = (
-            np.asarray(a) for a in flags
+        chunk = (
+            _chunk_size(comp, spec, gsub, data, seed, memory_budget, n_dev)
+            if memory_budget is not None
+            else len(group)
         )
-        cat = (
-            {k: np.concatenate([c[k] for c in curves], 0) for k in curves[0]}
-            if curves
-            else {}
-        )
-        for j in range(size):
-            status = (
-                "diverged" if diverged[j] else "stopped" if stopped[j] else "complete"
+        for idx in (group[i : i + chunk] for i in range(0, len(group), chunk)):
+            bucket = _run_chunk(
+                task,
+                spec,
+                comp,
+                shape,
+                idx,
+                hp,
+                trial_ids,
+                data=data,
+                seed=seed,
+                sharding=sharding,
+                n_dev=n_dev,
+                chunk=chunk if chunk < len(group) else None,
+                on_segment=on_segment,
             )
-            # A trial trains from epoch 0 until it goes inactive: its rows are a prefix,
-            # and train_loss is non-NaN exactly where it trained.
-            n_ep_j = int((~np.isnan(cat["train_loss"][:, j])).sum())
-            tc = {k: v[:n_ep_j, j] for k, v in cat.items()}
-            be = int(best_epoch[j])
-            value = (
-                float(sign * best_value[j])
-                if (be >= 0 and not diverged[j])
-                else math.nan
-            )
-            outcomes.append(
-                TrialOutcome(
+            outcomes.extend(bucket.outcomes)
+            reports.append(bucket.report)
+            cand = bucket.best_candidate
+            top = best.value if best is not None else best_so_far
+            if cand is not None and cand[0] > top:
+                j = cand[1]
+                best = BestState(
                     trial_id=int(trial_ids[idx[j]]),
-                    status=status,
-                    value=value,
-                    best_epoch=be,
-                    epochs_run=int(epochs_run[j]),
-                    curves=tc,
-                    fold_values=tc["value_folds"][be]
-                    if be >= 0
-                    else np.full(n_folds, np.nan),
-                    wall_time=wall,
-                    bucket=gkey,
+                    value=float(cand[0]),
+                    trainable=trainable,
+                    state=bucket.best_state(j),
+                    hp={k: np.asarray(v[j]) for k, v in bucket.hp.items()},
                 )
-            )
-        # Keep the best trial's best-epoch weights when it beats the best so far.
-        cand = np.where(
-            ~diverged[:size] & (best_epoch[:size] >= 0), best_value[:size], -np.inf
-        )
-        j = int(np.argmax(cand))
-        top = best.value if best is not None else best_so_far
-        if np.isfinite(cand[j]) and cand[j] > top:
-            best = BestState(
-                trial_id=int(trial_ids[idx[j]]),
-                value=float(cand[j]),
-                trainable=trainable,
-                state=jax.tree.map(lambda a: a[0], best1)
-                if padded == 1 and best1 is not None
-                else jax.device_get(_take(run.best, j)),
-                hp={k: np.asarray(v[j]) for k, v in sub.items()},
-            )
-        if inspect is not None:
-            inspect(idx, run)
-        del run
+            if inspect is not None:
+                inspect(idx, bucket.run)
+            del bucket
     order = np.argsort([o.trial_id for o in outcomes], kind="stable")
     return [outcomes[i] for i in order], reports, best
+
+
+@dataclass
+class _Chunk:
+    outcomes: list[TrialOutcome]
+    report: BucketReport
+    best_candidate: tuple[float, int] | None  # (oriented value, row) of its best trial
+    run: RunState
+    hp: dict[str, np.ndarray]
+    best1: Any  # host copy of the best state when the chunk holds one trial
+
+    def best_state(self, j: int) -> Any:
+        if self.best1 is not None:
+            return jax.tree.map(lambda a: a[0], self.best1)
+        return jax.device_get(_take(self.run.best, j))
+
+
+_MEMORY: dict[Hashable, tuple[float, float]] = {}
+
+
+def _memory_model(comp: _Compiled, spec: SegmentSpec, gsub, data, seed) -> tuple:
+    """(fixed bytes, bytes per trial) of a bucket's segment, from the compiled program's
+    memory analysis at two small populations (arguments + outputs + temporaries)."""
+    key = (spec, tuple((k, v.dtype.str) for k, v in gsub.items()), data.x_train.shape)
+    if key not in _MEMORY:
+        sizes = []
+        for p in (8, 16):
+            hp_p = {k: jax.ShapeDtypeStruct((p,), v.dtype) for k, v in gsub.items()}
+            ids = jax.ShapeDtypeStruct((p,), np.uint32)
+            live = jax.ShapeDtypeStruct((p,), np.bool_)
+            keys, run = jax.eval_shape(comp.init, np.uint32(seed), ids, hp_p, live)
+            m = (
+                comp.segment.lower(run, hp_p, keys, data, np.int32(0), np.int32(1))
+                .compile()
+                .memory_analysis()
+            )
+            sizes.append(
+                m.argument_size_in_bytes
+                + m.output_size_in_bytes
+                + m.temp_size_in_bytes
+                - m.alias_size_in_bytes
+            )
+        per_trial = max((sizes[1] - sizes[0]) / 8.0, 1.0)
+        _MEMORY[key] = (max(sizes[0] - 8 * per_trial, 0.0), per_trial)
+    return _MEMORY[key]
+
+
+def _chunk_size(comp, spec, gsub, data, seed, budget: int, n_dev: int) -> int:
+    """The most trials (a power of two) whose segment fits ``budget`` bytes per device."""
+    fixed, per_trial = _memory_model(comp, spec, gsub, data, seed)
+    fit = int((budget - fixed) // per_trial) * n_dev
+    if fit < 1:
+        raise MemoryError(
+            f"memory_budget={budget} bytes cannot hold even one trial of bucket "
+            f"{spec.trainable} (about {fixed:.3g} bytes fixed + {per_trial:.3g} per trial)"
+        )
+    n = len(next(iter(gsub.values())))
+    return n if fit >= n else max(n_dev, 2 ** int(math.log2(fit)))
+
+
+def _pop_size(size: int, n_dev: int) -> int:
+    """Padded population: a power of two, and a multiple of the device count."""
+    p = next_pow2(size)
+    return p if n_dev <= 1 else -(-max(p, n_dev) // n_dev) * n_dev
+
+
+def _run_chunk(
+    task: Task,
+    spec: SegmentSpec,
+    comp: _Compiled,
+    shape: BucketShape,
+    idx: np.ndarray,
+    hp: Mapping[str, np.ndarray],
+    trial_ids: np.ndarray,
+    *,
+    data: FoldArrays,
+    seed: int,
+    sharding: Any,
+    n_dev: int,
+    chunk: int | None,
+    on_segment: Callable[[BucketReport, int], None] | None,
+) -> _Chunk:
+    """Train the trials ``idx`` (rows of ``hp``) as one padded population."""
+    n_folds = task.data.n_folds
+    sign = spec.sign
+    trainable = spec.trainable
+    segment_epochs = spec.seg_epochs
+    size = len(idx)
+    padded = _pop_size(size, n_dev)
+    rows = np.concatenate([idx, np.full(padded - size, idx[0])])
+    sub = {k: np.asarray(v)[rows] for k, v in hp.items()}
+    gkey = (
+        " ".join(
+            f"{k[0].upper()}{getattr(trainable, k)}"
+            for k in ("depth", "width")
+            if hasattr(trainable, k)
+        )
+        + f" B{shape.batch} S{shape.steps} P{padded}"
+    )
+    t_start = time.perf_counter()
+    ids = np.concatenate([trial_ids[idx], np.zeros(padded - size, trial_ids.dtype)])
+    ids, live = np.asarray(ids, np.uint32), np.arange(padded) < size
+    if sharding is None:
+        hp_dev = sub  # NumPy: jit transfers it (faster than a device_put per leaf)
+    else:  # the population axis split over the devices
+        hp_dev, ids, live = jax.device_put((sub, ids, live), sharding)
+    start_args = (np.uint32(seed % 2**32), ids, hp_dev, live)
+    compiled_before = _compile_seconds[0]
+    _SEEN.add(shape.key + (padded,))
+    t_run = time.perf_counter()
+    keys, run = comp.init(*start_args)
+    max_epochs = int(sub["epochs"][:size].max())
+    curves: list[dict] = []
+    epoch0 = 0
+    segments = 0
+    report = BucketReport(
+        gkey, size, padded, spec.batch, spec.steps, 0, 0.0, 0.0, chunk, n_dev
+    )
+    flags = best1 = None
+    while epoch0 < max_epochs:
+        n_ep = min(segment_epochs, max_epochs - epoch0)
+        i, run, bufs = comp.segment(
+            run, hp_dev, keys, data, np.int32(epoch0), np.int32(n_ep)
+        )
+        # One transfer per segment: epochs done, curves and the per-trial flags (and,
+        # for a lone trial, its best state: cheaper than a second transfer later).
+        done, bufs, flags, best1 = jax.device_get(
+            (i, bufs, _flags(run), run.best if padded == 1 else None)
+        )
+        done = int(done)
+        curves.append({k: v[:done] for k, v in bufs.items()})
+        epoch0 += done
+        segments += 1
+        report.segments = segments
+        report.run_time = time.perf_counter() - t_run
+        if on_segment is not None:
+            on_segment(report, epoch0)
+        if done < n_ep:  # the segment ended early: every trial is inactive
+            break
+    # Seconds spent tracing and compiling this bucket's programs (0 when cached).
+    report.compile_time = _compile_seconds[0] - compiled_before
+    report.run_time = time.perf_counter() - t_run - report.compile_time
+    wall = time.perf_counter() - t_start
+    if flags is None:  # no epoch to run (every trial has epochs == 0)
+        flags = jax.device_get(_flags(run))
+    diverged, stopped, epochs_run, best_value, best_epoch = (
+        np.asarray(a) for a in flags
+    )
+    cat = (
+        {k: np.concatenate([c[k] for c in curves], 0) for k in curves[0]}
+        if curves
+        else {}
+    )
+    outcomes: list[TrialOutcome] = []
+    for j in range(size):
+        status = "diverged" if diverged[j] else "stopped" if stopped[j] else "complete"
+        # A trial trains from epoch 0 until it goes inactive: its rows are a prefix,
+        # and train_loss is non-NaN exactly where it trained.
+        n_ep_j = int((~np.isnan(cat["train_loss"][:, j])).sum())
+        tc = {k: v[:n_ep_j, j] for k, v in cat.items()}
+        be = int(best_epoch[j])
+        value = (
+            float(sign * best_value[j]) if (be >= 0 and not diverged[j]) else math.nan
+        )
+        outcomes.append(
+            TrialOutcome(
+                trial_id=int(trial_ids[idx[j]]),
+                status=status,
+                value=value,
+                best_epoch=be,
+                epochs_run=int(epochs_run[j]),
+                curves=tc,
+                fold_values=tc["value_folds"][be]
+                if be >= 0
+                else np.full(n_folds, np.nan),
+                wall_time=wall,
+                bucket=gkey,
+            )
+        )
+    cand = np.where(
+        ~diverged[:size] & (best_epoch[:size] >= 0), best_value[:size], -np.inf
+    )
+    j = int(np.argmax(cand))
+    return _Chunk(
+        outcomes=outcomes,
+        report=report,
+        best_candidate=(float(cand[j]), j) if np.isfinite(cand[j]) else None,
+        run=run,
+        hp=sub,
+        best1=best1 if padded == 1 else None,
+    )

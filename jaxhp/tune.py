@@ -46,6 +46,8 @@ def tune(
     storage: str | None = None,
     study_name: str = "default",
     metadata: Mapping[str, Any] | None = None,
+    devices: Any = None,
+    memory_budget: int | None = None,
 ) -> Results:
     """Tune ``task``'s hyperparameters over ``space``, training populations of trials at once.
 
@@ -83,6 +85,11 @@ def tune(
         study_name: the study's name inside ``storage`` (one database holds several).
         metadata: JSON-serialisable facts stored with a new study (the command line
             stores its config here).
+        devices: the devices to shard each population over (default: every local
+            device; on several hosts, see the README). Results do not depend on them.
+        memory_budget: bytes of device memory a bucket may use (per device); a bucket
+            that needs more is trained in chunks sized from the compiled program's
+            memory analysis (same results, reported in ``stats["chunks"]``).
 
     Returns:
         :class:`~jaxhp.Results`.
@@ -101,6 +108,7 @@ def tune(
     check_positive_int("n_trials", n_trials, allow_none=True)
     check_positive_int("population", population)
     check_positive_int("segment_epochs", segment_epochs)
+    check_positive_int("memory_budget", memory_budget, allow_none=True)
     if bucketing not in ("auto", "pow2", "none"):
         raise ValueError(
             f"bucketing must be 'auto', 'pow2' or 'none', got {bucketing!r}"
@@ -191,6 +199,8 @@ def tune(
                 bucketing=bucketing,
                 best_so_far=model_value,
                 on_segment=progress.segment if progress is not None else None,
+                devices=devices,
+                memory_budget=memory_budget,
             )
             buckets.extend(reports)
             new_model = None
@@ -248,6 +258,8 @@ def tune(
         else math.inf,
         "strategy": strat.name,
         "resumed_trials": n_prior,
+        "devices": max((r.devices for r in buckets), default=1),
+        "chunks": sorted({r.chunk for r in buckets if r.chunk}),
     }
     if storage is not None:
         stats.update(storage=storage, study=study_name)

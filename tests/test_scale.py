@@ -1,0 +1,117 @@
+"""Several devices, memory-aware chunking: same trials, same results."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+import jaxhp
+from jaxhp.engine import run_population
+
+from .conftest import tiny_space
+
+
+def _hp(task, space, n, seed=0):
+    u = np.random.default_rng(seed).random((n, space.dim))
+    return task.hparams(space, space.decode(u))
+
+
+def _same(a, b):
+    assert [o.trial_id for o in a] == [o.trial_id for o in b]
+    for x, y in zip(a, b, strict=True):
+        assert x.status == y.status and x.epochs_run == y.epochs_run
+        np.testing.assert_allclose(x.value, y.value, rtol=1e-5, atol=1e-6)
+        for k in x.curves:
+            np.testing.assert_allclose(x.curves[k], y.curves[k], rtol=1e-4, atol=1e-5)
+
+
+def test_chunked_equals_unchunked(clf_task):
+    space = tiny_space(width=jaxhp.Fixed(16), batch_size=jaxhp.Fixed(32))
+    clf_task.check_space(space)
+    hp = _hp(clf_task, space, 24)
+    ids = np.arange(24)
+    whole, rep_whole, best_whole = run_population(clf_task, hp, ids, seed=1)
+    # A budget that holds a few trials (the fixed part is the data and the program).
+    from jaxhp import engine
+
+    run_population(clf_task, hp, ids, seed=1, memory_budget=1 << 40)  # model cached
+    (fixed, per_trial), *_ = engine._MEMORY.values()
+    budget = int(fixed + 5.5 * per_trial)
+    parts, rep, best = run_population(clf_task, hp, ids, seed=1, memory_budget=budget)
+    assert {r.chunk for r in rep} == {4}  # 5 fit, the largest power of two is 4
+    assert sum(r.trials for r in rep) == 24 and len(rep) == 6
+    assert max(r.padded for r in rep) == 4
+    _same(whole, parts)
+    assert best.trial_id == best_whole.trial_id
+    # Too small for one trial: a clear error before anything trains.
+    try:
+        run_population(clf_task, hp, ids, seed=1, memory_budget=int(fixed // 2))
+    except MemoryError as e:
+        assert "cannot hold even one trial" in str(e)
+    else:
+        raise AssertionError("expected a MemoryError")
+
+
+def test_population_far_larger_than_the_budget_completes(clf_task):
+    space = tiny_space(width=jaxhp.Fixed(8), batch_size=jaxhp.Fixed(64))
+    from jaxhp import engine
+
+    clf_task.check_space(space)
+    hp = _hp(clf_task, space, 8)
+    run_population(clf_task, hp, np.arange(8), seed=0, memory_budget=1 << 40)
+    fixed, per_trial = list(engine._MEMORY.values())[-1]
+    res = jaxhp.tune(
+        clf_task,
+        space,
+        "random",
+        n_trials=64,
+        population=64,
+        memory_budget=int(fixed + 2 * per_trial),
+    )
+    assert len(res) == 64 and res.stats["chunks"] == [2]
+
+
+SHARDED = r"""
+import json, sys
+import numpy as np, jax
+import jaxhp
+from sklearn.datasets import load_digits
+X, y = load_digits(return_X_y=True)
+task = jaxhp.tasks.MLPClassifier(X[:300], y[:300], val_fraction=0.25, seed=0)
+space = jaxhp.Space(
+    learning_rate=jaxhp.Float(1e-3, 3e-2, log=True), width=jaxhp.Choice([8, 16]),
+    batch_size=jaxhp.Choice([32, 64]), epochs=jaxhp.Int(2, 4),
+)
+out = {}
+for name, devices in (("one", jax.devices()[:1]), ("all", None)):
+    res = jaxhp.tune(task, space, "sobol", n_trials=12, population=12, seed=0,
+                     devices=devices)
+    out[name] = {"devices": res.stats["devices"],
+                 "trials": [[t.trial_id, t.value, t.status, t.epochs_run,
+                             t.curves["train_loss"].tolist()] for t in res.trials]}
+print(json.dumps(out))
+"""
+
+
+def test_sharded_over_four_devices_equals_one_device():
+    env = dict(
+        os.environ,
+        XLA_FLAGS="--xla_force_host_platform_device_count=4",
+        JAX_PLATFORMS="cpu",
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", SHARDED],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    assert res["one"]["devices"] == 1 and res["all"]["devices"] == 4
+    for a, b in zip(res["one"]["trials"], res["all"]["trials"], strict=True):
+        assert a[0] == b[0] and a[2] == b[2] and a[3] == b[3]
+        np.testing.assert_allclose(a[1], b[1], rtol=1e-5)
+        np.testing.assert_allclose(a[4], b[4], rtol=1e-4)
