@@ -1,6 +1,6 @@
 """jaxhp: hyperparameter tuning that trains whole populations of trials at once in JAX."""
 
-from jaxhp import stopping, storage, strategies, tasks
+from jaxhp import distributed, stopping, storage, strategies, tasks
 from jaxhp.optimize import optimize
 from jaxhp.results import Model, Results, Trial
 from jaxhp.space import Choice, Fixed, Float, Int, Space, SpaceError
@@ -27,6 +27,7 @@ __all__ = [
     "Strategy",
     "Trainable",
     "Trial",
+    "distributed",
     "load",
     "stopping",
     "storage",

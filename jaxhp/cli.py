@@ -88,7 +88,7 @@ def _tune_config(cfg: dict, quiet: bool) -> int:
             flush=True,
         )
     result = jaxhp.tune(**kwargs, verbose=not quiet, metadata={"config": cfg})
-    if not quiet:
+    if not quiet and jaxhp.distributed.is_leader():
         print(result.table(10))
         counts = ", ".join(f"{v} {k}" for k, v in result.summary().items() if v)
         print(
@@ -317,6 +317,10 @@ def main(argv: list[str] | None = None) -> int:
     from jaxhp.tasks.data import DataError
 
     try:
+        if args.verb in ("tune", "resume", "demo"):
+            from jaxhp.distributed import initialize
+
+            initialize()  # a no-op unless the JAXHP_COORDINATOR variables are set
         return args.func(args)
     except (ConfigError, StorageError, DataError, SpaceError) as e:
         return _error(str(e))

@@ -416,21 +416,25 @@ def _quantize_steps(s: int) -> int:
     return -(-s // q) * q
 
 
-def _device_data(task: Task) -> FoldArrays:
-    cached = getattr(task, "_jaxhp_device_data", None)
-    if cached is None:
+def _device_data(task: Task, sharding: Any = None) -> FoldArrays:
+    """The task's fold arrays on the device (or replicated with ``sharding``), cached."""
+    cache = task.__dict__.setdefault("_jaxhp_device_data", {})
+    key = (
+        None
+        if sharding is None
+        else (tuple(d.id for d in sharding.mesh.devices.flat), sharding.spec)
+    )
+    if key not in cache:
         d = task.data
-        cached = FoldArrays(
-            jnp.asarray(d.x_train),
-            jnp.asarray(d.y_train),
-            jnp.asarray(d.n_train),
-            jnp.asarray(d.x_val),
-            jnp.asarray(d.y_val),
-            jnp.asarray(d.val_mask),
-            jax.tree.map(jnp.asarray, d.aux),
+        host = FoldArrays(
+            d.x_train, d.y_train, d.n_train, d.x_val, d.y_val, d.val_mask, d.aux
         )
-        task._jaxhp_device_data = cached
-    return cached
+        cache[key] = (
+            jax.tree.map(jnp.asarray, host)
+            if sharding is None
+            else jax.device_put(host, sharding)
+        )
+    return cache[key]
 
 
 def _init_members(trainable, keys: jax.Array, hp: dict, n_folds: int):
@@ -526,14 +530,16 @@ def run_population(
     into chunks that fit, sized from the compiled program's memory analysis.
     """
     trial_ids = np.asarray(trial_ids)
-    devices = list(jax.local_devices() if devices is None else devices)
+    if devices is None:  # every device of every process (multi-host: see README)
+        devices = jax.devices() if jax.process_count() > 1 else jax.local_devices()
+    devices = list(devices)
     n_dev = len(devices)
     if n_dev > 1:
         from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
         mesh = Mesh(np.asarray(devices), ("pop",))
         sharding = NamedSharding(mesh, PartitionSpec("pop"))
-        data = jax.device_put(_device_data(task), NamedSharding(mesh, PartitionSpec()))
+        data = _device_data(task, NamedSharding(mesh, PartitionSpec()))
     else:
         sharding = None
         data = _device_data(task)
@@ -622,7 +628,7 @@ class _Chunk:
     def best_state(self, j: int) -> Any:
         if self.best1 is not None:
             return jax.tree.map(lambda a: a[0], self.best1)
-        return jax.device_get(_take(self.run.best, j))
+        return _fetch(_take(self.run.best, j))
 
 
 _MEMORY: dict[Hashable, tuple[float, float]] = {}
@@ -666,6 +672,22 @@ def _chunk_size(comp, spec, gsub, data, seed, budget: int, n_dev: int) -> int:
         )
     n = len(next(iter(gsub.values())))
     return n if fit >= n else max(n_dev, 2 ** int(math.log2(fit)))
+
+
+def _fetch(tree: Any) -> Any:
+    """Host copies of device arrays; across processes, every shard is gathered."""
+    if jax.process_count() == 1:
+        return jax.device_get(tree)
+    from jax.experimental import multihost_utils
+
+    def get(a):
+        if not isinstance(a, jax.Array) or a.is_fully_addressable:
+            return jax.device_get(a)
+        if a.is_fully_replicated:
+            return np.asarray(a.addressable_data(0))
+        return np.asarray(multihost_utils.process_allgather(a, tiled=True))
+
+    return jax.tree.map(get, tree)
 
 
 def _pop_size(size: int, n_dev: int) -> int:
@@ -734,7 +756,7 @@ def _run_chunk(
         )
         # One transfer per segment: epochs done, curves and the per-trial flags (and,
         # for a lone trial, its best state: cheaper than a second transfer later).
-        done, bufs, flags, best1 = jax.device_get(
+        done, bufs, flags, best1 = _fetch(
             (i, bufs, _flags(run), run.best if padded == 1 else None)
         )
         done = int(done)
@@ -752,7 +774,7 @@ def _run_chunk(
     report.run_time = time.perf_counter() - t_run - report.compile_time
     wall = time.perf_counter() - t_start
     if flags is None:  # no epoch to run (every trial has epochs == 0)
-        flags = jax.device_get(_flags(run))
+        flags = _fetch(_flags(run))
     diverged, stopped, epochs_run, best_value, best_epoch = (
         np.asarray(a) for a in flags
     )

@@ -134,6 +134,7 @@ def tune(
     wall0 = compile0 = 0.0
     study = None
     n_prior = 0  # trials loaded from storage
+    leader = jax.process_index() == 0  # several processes: only process 0 writes
     if storage is not None:
         from jaxhp.storage import Study
 
@@ -157,14 +158,14 @@ def tune(
             model, model_value = prior.model, prior.model_value
             if prior.strategy_state is not None:
                 state = prior.strategy_state
-        else:
+        elif leader:
             study.create(
                 metric=task.metric,
                 direction=task.direction,
                 config={**config, "metadata": dict(metadata or {})},
             )
     progress = None
-    if verbose:
+    if verbose and leader:
         done = [t for t in trials if t.ok]
         progress = Progress(
             n_trials,
@@ -226,7 +227,7 @@ def tune(
             state = strat.tell(state, u, y)
             trials.extend(new)
             started += n
-            if study is not None:
+            if study is not None and leader:
                 study.commit_round(
                     rnd,
                     new,

@@ -115,3 +115,75 @@ def test_sharded_over_four_devices_equals_one_device():
         assert a[0] == b[0] and a[2] == b[2] and a[3] == b[3]
         np.testing.assert_allclose(a[1], b[1], rtol=1e-5)
         np.testing.assert_allclose(a[4], b[4], rtol=1e-4)
+
+
+MULTIHOST = r"""
+import json, os, sys
+import jaxhp
+jaxhp.distributed.initialize()  # from the JAXHP_* variables
+import jax
+import numpy as np
+from sklearn.datasets import load_digits
+X, y = load_digits(return_X_y=True)
+task = jaxhp.tasks.MLPClassifier(X[:300], y[:300], val_fraction=0.25, seed=0)
+space = jaxhp.Space(
+    learning_rate=jaxhp.Float(1e-3, 3e-2, log=True), width=jaxhp.Choice([8, 16]),
+    batch_size=jaxhp.Choice([32, 64]), epochs=jaxhp.Int(2, 4),
+)
+res = jaxhp.tune(task, space, "bayes", n_trials=12, population=6, seed=0,
+                 storage=sys.argv[1])
+print(json.dumps({"process": jax.process_index(), "processes": jax.process_count(),
+                  "devices": res.stats["devices"],
+                  "trials": [[t.trial_id, t.params, t.value, t.status, t.epochs_run]
+                             for t in res.trials]}))
+"""
+
+
+def _free_port():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_with_jax_distributed_equal_one(tmp_path):
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    env.pop("XLA_FLAGS", None)
+    one = subprocess.run(
+        [sys.executable, "-c", MULTIHOST, str(tmp_path / "one.db")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert one.returncode == 0, one.stderr[-3000:]
+    port = _free_port()
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", MULTIHOST, str(tmp_path / "two.db")],
+            env=dict(
+                env,
+                JAXHP_COORDINATOR=f"127.0.0.1:{port}",
+                JAXHP_NUM_PROCESSES="2",
+                JAXHP_PROCESS_ID=str(i),
+            ),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    outs = [p.communicate(timeout=600) for p in procs]
+    for p, (_, err) in zip(procs, outs, strict=True):
+        assert p.returncode == 0, err[-3000:]
+    ref = json.loads(one.stdout.strip().splitlines()[-1])
+    got = [json.loads(o.strip().splitlines()[-1]) for o, _ in outs]
+    assert [g["processes"] for g in got] == [2, 2] and got[0]["devices"] == 2
+    for g in got:  # both processes hold the whole study, equal to one process's
+        assert len(g["trials"]) == len(ref["trials"]) == 12
+        for a, b in zip(ref["trials"], g["trials"], strict=True):
+            assert a[0] == b[0] and a[1] == b[1] and a[3:] == b[3:]
+            np.testing.assert_allclose(a[2], b[2], rtol=1e-5)
+    # Only process 0 wrote the study.
+    assert len(jaxhp.load(tmp_path / "two.db")) == 12
