@@ -2,6 +2,7 @@
 
 from jaxhp import distributed, stopping, storage, strategies, tasks
 from jaxhp.optimize import optimize
+from jaxhp.pbt import pbt
 from jaxhp.results import Model, Results, Trial
 from jaxhp.space import Choice, Fixed, Float, Int, Space, SpaceError
 from jaxhp.storage import load
@@ -34,5 +35,6 @@ __all__ = [
     "strategies",
     "tasks",
     "optimize",
+    "pbt",
     "tune",
 ]

@@ -1,0 +1,279 @@
+"""Population-based training (Jaderberg et al. 2017) inside one compiled population.
+
+Every member trains in the population's compiled program. Every ``interval`` epochs
+(one segment), the members are ranked by their current validation metric; each member in
+the bottom ``quantile`` *exploits* a member drawn from the top ``quantile`` — its
+parameters, optimizer state and best-so-far record are replaced by the source's (a gather
+along the population axis on the device, exact to the bit) — and *explores*: it takes
+the source's hyperparameters, multiplies each continuous one by a factor drawn from
+``perturb`` (clipped to the space) or, with probability ``resample_probability``,
+redraws it from the space; choices are redrawn with that probability. A member keeps its
+own PRNG key, so its data order stays its own. Learning rates and the other continuous
+hyperparameters therefore follow schedules, recorded per epoch in each trial's curves,
+and every exploit is recorded in ``Results.lineage``.
+
+Shape hyperparameters (``n_layers``, ``width``, ``batch_size``) must be fixed: exploiting
+copies weights between members. ``epochs`` is ``generations * interval``.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+import numpy as np
+
+from jaxhp import engine as E
+from jaxhp.results import Model, Results, Trial
+from jaxhp.space import Choice, Fixed, Float, Int, Space
+from jaxhp.tasks.base import Task
+from jaxhp.tune import check_positive_int
+
+__all__ = ["Exploit", "pbt"]
+
+SHAPE_PARAMS = ("n_layers", "width", "batch_size", "epochs")
+
+
+@dataclass(frozen=True)
+class Exploit:
+    """One exploit-and-explore step: ``trial`` copied ``source`` at ``epoch``."""
+
+    generation: int
+    epoch: int  # epochs trained when the copy happened
+    trial: int
+    source: int
+    value: float  # the trial's metric before the copy
+    source_value: float
+    params_before: dict[str, Any]
+    params_after: dict[str, Any]
+
+
+_gather = jax.jit(lambda tree, src: jax.tree.map(lambda a: a[src], tree))
+
+
+def pbt(
+    task: Task,
+    space: Space,
+    *,
+    population: int = 32,
+    generations: int = 10,
+    interval: int = 2,
+    quantile: float = 0.25,
+    perturb: tuple[float, float] = (0.8, 1.2),
+    resample_probability: float = 0.25,
+    seed: int = 0,
+    verbose: bool = False,
+    _on_exploit: Any = None,
+) -> Results:
+    """Population-based training of ``population`` members for ``generations`` rounds.
+
+    Returns a :class:`~jaxhp.Results` with one trial per member: its final
+    hyperparameters, its metric at the last epoch (its value), its curves (the metric,
+    the loss and each searched continuous hyperparameter per epoch) and, in
+    ``results.lineage``, every exploit. ``results.predict`` uses the best member's
+    weights at its best epoch.
+
+    Example:
+        >>> res = jaxhp.pbt(task, space, population=32, generations=10, interval=2)
+        >>> res.best_params, res.lineage[:3]
+    """
+    if not isinstance(task, Task):
+        raise TypeError(f"task must be a jaxhp task, got {task!r}")
+    if not isinstance(space, Space):
+        raise TypeError(f"space must be a jaxhp.Space, got {type(space).__name__}")
+    for name in SHAPE_PARAMS:
+        if name in space and not isinstance(space[name], Fixed):
+            raise ValueError(
+                f"pbt: {name} is searched, but exploiting copies weights between "
+                f"members, so it must be Fixed (or left to the task's default)"
+                if name != "epochs"
+                else "pbt: epochs is generations * interval; leave it out of the space"
+            )
+    check_positive_int("population", population)
+    check_positive_int("generations", generations)
+    check_positive_int("interval", interval)
+    if population < 2:
+        raise ValueError("pbt: population must be at least 2")
+    if not 0 < quantile <= 0.5:
+        raise ValueError(f"pbt: quantile must be in (0, 0.5], got {quantile!r}")
+    lo, hi = perturb
+    if not 0 < lo <= hi:
+        raise ValueError(
+            f"pbt: perturb must be (low, high) with 0 < low <= high, got {perturb!r}"
+        )
+    if not 0 <= resample_probability <= 1:
+        raise ValueError("pbt: resample_probability must be in [0, 1]")
+    if not isinstance(seed, numbers.Integral):
+        raise ValueError(f"seed must be an integer, got {seed!r}")
+    space = Space({**dict(space), "epochs": Fixed(generations * interval)})
+    task.check_space(space)
+
+    rng = np.random.default_rng(seed)
+    values = space.decode(rng.random((population, space.dim)))  # {name: [P]}
+    searched = [n for n in space.searched]
+    t0 = time.perf_counter()
+
+    hp = task.hparams(space, values)
+    n_rows = int(task.data.n_train.max())
+    shape = E._bucket_shape(task, hp, n_rows)
+    sign = 1.0 if task.direction == "maximize" else -1.0
+    spec = E.SegmentSpec(
+        trainable=shape.trainable,
+        metric=task.metric,
+        sign=sign,
+        batch=shape.batch,
+        steps=shape.steps,
+        seg_epochs=interval,
+        stopper=None,
+        uniform_steps=bool(
+            np.all(
+                -(-task.data.n_train[None, :] // hp["batch_size"][:, None])
+                == shape.steps
+            )
+        ),
+        uniform_batch=bool(np.all(hp["batch_size"] == shape.batch)),
+    )
+    comp = E._programs(spec, task.data.n_folds)
+    data = E._device_data(task)
+    padded = E._pop_size(population, 1)
+    pad = lambda a: np.concatenate([a, np.repeat(a[:1], padded - population, 0)])  # noqa: E731
+    ids = np.arange(padded, dtype=np.uint32)
+    live = np.arange(padded) < population
+    keys, run = comp.init(
+        np.uint32(seed % 2**32), ids, {k: pad(v) for k, v in hp.items()}, live
+    )
+
+    curves: list[dict[str, np.ndarray]] = []
+    schedule = {n: [] for n in searched if isinstance(space[n], Float)}
+    lineage: list[Exploit] = []
+    for g in range(generations):
+        hp = task.hparams(space, values)
+        hp_pad = {k: pad(v) for k, v in hp.items()}
+        i, run, bufs = comp.segment(
+            run, hp_pad, keys, data, np.int32(g * interval), np.int32(interval)
+        )
+        bufs = E._fetch(bufs)
+        curves.append({k: v[:, :population] for k, v in bufs.items()})
+        for n in schedule:
+            schedule[n].append(
+                np.repeat(values[n][None].astype(np.float64), interval, 0)
+            )
+        current = bufs["value"][
+            -1, :population
+        ]  # metric at the generation's last epoch
+        if verbose:
+            ok = current[np.isfinite(current)]
+            top = (ok.max() if sign > 0 else ok.min()) if ok.size else math.nan
+            print(
+                f"pbt generation {g}: best current {task.metric}={top:.4f}", flush=True
+            )
+        if g == generations - 1:
+            break
+        # Rank (NaN = diverged ranks last), then exploit and explore.
+        score = np.where(np.isfinite(current), sign * current, -np.inf)
+        order = np.argsort(-score, kind="stable")  # best first
+        n_q = max(1, int(round(quantile * population)))
+        top, bottom = order[:n_q], order[-n_q:]
+        src = np.arange(padded)
+        before = {k: v.copy() for k, v in values.items()}
+        for dst in bottom:
+            s = int(rng.choice(top))
+            src[dst] = s
+            for n in space:
+                values[n][dst] = before[n][s]
+            _explore(space, values, int(dst), rng, perturb, resample_probability)
+            lineage.append(
+                Exploit(
+                    generation=g,
+                    epoch=(g + 1) * interval,
+                    trial=int(dst),
+                    source=s,
+                    value=float(current[dst]),
+                    source_value=float(current[s]),
+                    params_before=space.to_python(before, int(dst)),
+                    params_after=space.to_python(values, int(dst)),
+                )
+            )
+        new_run = _gather(run, src)
+        if _on_exploit is not None:
+            _on_exploit(run, new_run, src)
+        run = new_run
+
+    flags = E._fetch(E._flags(run))
+    diverged, _, epochs_run, best_value, best_epoch = (np.asarray(a) for a in flags)
+    cat = {k: np.concatenate([c[k] for c in curves], 0) for k in curves[0]}
+    wall = time.perf_counter() - t0
+    trials = []
+    for j in range(population):
+        last = cat["value"][:, j]
+        finite = np.isfinite(last)
+        tc = {k: v[:, j] for k, v in cat.items()}
+        tc.update({n: np.concatenate([s[:, j] for s in schedule[n]]) for n in schedule})
+        trials.append(
+            Trial(
+                trial_id=j,
+                params=space.to_python(values, j),
+                value=float(last[-1]) if finite[-1] else math.nan,
+                status="diverged" if not finite[-1] else "complete",
+                epochs_run=int(epochs_run[j]),
+                best_epoch=int(best_epoch[j]),
+                wall_time=wall,
+                round=generations - 1,
+                fold_values=tuple(float(v) for v in tc["value_folds"][-1]),
+                curves=tc,
+            )
+        )
+    cand = np.where(
+        ~diverged[:population] & (best_epoch[:population] >= 0),
+        best_value[:population],
+        -np.inf,
+    )
+    model = None
+    if np.isfinite(cand).any():
+        j = int(np.argmax(cand))
+        model = Model(
+            task,
+            E.BestState(
+                trial_id=j,
+                value=float(cand[j]),
+                trainable=shape.trainable,
+                state=E._fetch(E._take(run.best, j)),
+                hp={
+                    k: np.asarray(v[j]) for k, v in task.hparams(space, values).items()
+                },
+            ),
+        )
+    res = Results(
+        trials,
+        metric=task.metric,
+        direction=task.direction,
+        model=model,
+        stats={
+            "wall_time": wall,
+            "strategy": "pbt",
+            "generations": generations,
+            "interval": interval,
+            "exploits": len(lineage),
+        },
+        space=space,
+    )
+    res.lineage = lineage
+    return res
+
+
+def _explore(space: Space, values: dict, j: int, rng, perturb, p_resample) -> None:
+    """Perturb or resample member ``j``'s searched hyperparameters in place."""
+    for name in space.searched:
+        p = space[name]
+        if isinstance(p, Float):
+            if rng.random() < p_resample:
+                values[name][j] = p.decode(rng.random(1))[0]
+            else:
+                v = values[name][j] * rng.uniform(*perturb)
+                values[name][j] = float(np.clip(v, p.low, p.high))
+        elif isinstance(p, (Int, Choice)) and rng.random() < p_resample:
+            values[name][j] = p.decode(rng.random(1))[0]
