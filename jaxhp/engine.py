@@ -41,6 +41,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxhp.stopping import Report
 from jaxhp.tasks.base import Task, next_pow2
 from jaxhp.trainable import Batch
 
@@ -203,7 +204,8 @@ def _segment(
         )
         improved = ok & (oriented > run.best_value)
         if spec.stopper is not None:
-            stop_state, stop = spec.stopper.update(run.stop_state, oriented, ok)
+            report = Report(oriented, value, ok, jnp.full(ok.shape, e, jnp.int32))
+            stop_state, stop = spec.stopper.update(run.stop_state, report)
             stop = stop & ok
         else:
             stop_state, stop = run.stop_state, jnp.zeros_like(ok)

@@ -1,34 +1,110 @@
-"""Per-trial early stopping as pure functions over the population axis.
+"""Per-trial early stopping and pruning as pure functions over the population axis.
 
-A stopper is called once per epoch with the population's validation values (oriented so
-that higher is better) and a mask of the trials that trained this epoch; it returns which
-of them to stop. The engine freezes a stopped trial by mask (its state stays bit for bit)
-and keeps the weights of its best epoch. A mask saves no FLOPs inside a compiled segment:
-compute is saved only when every trial of a bucket has stopped, which ends its program early.
+A stopper is called once per epoch, inside the compiled program, with a :class:`Report`
+of the population: each trial's validation value (oriented so that higher is better),
+the raw metric, which trials trained this epoch (``valid``) and their epoch index. It
+returns which of them to stop. The engine freezes a stopped trial by mask (its state
+stays bit for bit), keeps the weights of its best epoch and records it as ``stopped``.
+
+Stoppers compose: ``Patience(5) | Median(warmup=3)`` stops a trial when either would.
+
+The comparison set of ``Median``, ``Percentile``, ``SuccessiveHalving`` and ``Hyperband``
+is the trials of the same compiled population that reach the same epoch together (they
+train in lockstep). A mask saves no FLOPs inside a compiled segment: compute is saved
+when every trial of a bucket has stopped, which ends its program early.
+
+Semantics, matched to the papers and to Optuna:
+
+- ``Median(warmup, min_trials)`` = ``Percentile(50, ...)``: from epoch ``warmup`` on,
+  stop a trial whose best value so far is worse than the median of the values of the
+  trials at this epoch (Optuna's MedianPruner: ``n_warmup_steps``, ``n_startup_trials``).
+- ``Percentile(p)``: keep the top ``p`` percent: stop a trial whose best value so far is
+  worse than the ``100 - p``-th percentile (oriented) of the current values.
+- ``Threshold(lower, upper, warmup)``: stop a trial whose raw metric leaves
+  ``[lower, upper]`` or is not finite.
+- ``SuccessiveHalving(min_resource, eta)`` (alias ``ASHA``): rungs after
+  ``min_resource * eta**k`` epochs; at a rung, of the trials reaching it, the top
+  ``ceil(n / eta)`` by their value at that epoch go on and the rest stop (Jamieson &
+  Talwalkar 2016; Li et al. 2018). ASHA (Li et al. 2020) promotes a trial reaching a rung
+  if it is in the top ``1/eta`` of the rung's results so far; when the trials of a
+  population reach the rung together this is the same rule.
+- ``Hyperband(min_resource, max_resource, eta)``: ``s_max + 1`` brackets,
+  ``s_max = floor(log_eta(max_resource / min_resource))``. Li et al.'s bracket ``s``
+  starts ``n_s = ceil((s_max + 1) / (s + 1) * eta**s)`` trials at
+  ``max_resource * eta**-s`` epochs and halves them; here each bracket is a successive
+  halving whose first rung is ``min_resource * eta**(s_max - s)``, and the population's
+  slots are shared among the brackets in proportion to ``n_s`` (the most aggressive
+  bracket gets the most trials).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-__all__ = ["Patience", "Stopper", "patience"]
+__all__ = [
+    "ASHA",
+    "AnyOf",
+    "Hyperband",
+    "Median",
+    "Patience",
+    "Percentile",
+    "Report",
+    "Stopper",
+    "SuccessiveHalving",
+    "Threshold",
+    "patience",
+]
+
+
+class Report(NamedTuple):
+    """What a stopper sees each epoch (all ``[P]``)."""
+
+    value: jax.Array  # float32, oriented: higher is better
+    raw: jax.Array  # float32, the metric as reported
+    valid: jax.Array  # bool: trained this epoch without diverging
+    epoch: jax.Array  # int32, 0-based epoch just finished
 
 
 class Stopper(Protocol):
-    """``init(n) -> state``; ``update(state, value[P], valid[P]) -> (state, stop[P])``.
+    """``init(n) -> state``; ``update(state, report) -> (state, stop[P])``.
 
     Implementations must be hashable (they are static inside the compiled program).
     """
 
     def init(self, n: int) -> Any: ...
 
-    def update(
-        self, state: Any, value: jax.Array, valid: jax.Array
-    ) -> tuple[Any, jax.Array]: ...
+    def update(self, state: Any, report: Report) -> tuple[Any, jax.Array]: ...
+
+
+class _Composable:
+    def __or__(self, other: Any) -> AnyOf:
+        mine = self.stoppers if isinstance(self, AnyOf) else (self,)
+        theirs = other.stoppers if isinstance(other, AnyOf) else (other,)
+        return AnyOf(mine + theirs)
+
+
+@dataclass(frozen=True)
+class AnyOf(_Composable):
+    """Stop a trial when any of ``stoppers`` would (``a | b`` builds one)."""
+
+    stoppers: tuple
+
+    def init(self, n: int):
+        return tuple(s.init(n) for s in self.stoppers)
+
+    def update(self, state, report: Report):
+        out, stop = [], jnp.zeros_like(report.valid)
+        for s, st in zip(self.stoppers, state, strict=True):
+            st, k = s.update(st, report)
+            out.append(st)
+            stop = stop | k
+        return tuple(out), stop
 
 
 class PatienceState(NamedTuple):
@@ -37,7 +113,7 @@ class PatienceState(NamedTuple):
 
 
 @dataclass(frozen=True)
-class Patience:
+class Patience(_Composable):
     """Stop a trial after ``patience`` epochs without improving by more than ``min_delta``.
 
     The rule of Keras' ``EarlyStopping``: an epoch counts as an improvement when the
@@ -66,7 +142,8 @@ class Patience:
             jnp.full((n,), -jnp.inf, jnp.float32), jnp.zeros((n,), jnp.int32)
         )
 
-    def update(self, state: PatienceState, value: jax.Array, valid: jax.Array):
+    def update(self, state: PatienceState, report: Report):
+        value, valid = report.value, report.valid
         better = value > state.best + self.min_delta
         best = jnp.where(valid & better, value, state.best)
         wait = jnp.where(valid, jnp.where(better, 0, state.wait + 1), state.wait)
@@ -74,3 +151,174 @@ class Patience:
 
 
 patience = Patience
+
+
+def _check_int(name: str, v: Any, low: int) -> None:
+    if not isinstance(v, int) or isinstance(v, bool) or v < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {v!r}")
+
+
+@dataclass(frozen=True)
+class Percentile(_Composable):
+    """Keep the top ``percentile`` percent of the trials at each epoch (after warm-up).
+
+    A trial is stopped when its best value so far is worse than the ``100 - percentile``
+    percentile of the values of the trials that trained this epoch, once at least
+    ``min_trials`` of them did and from epoch ``warmup`` (0-based) on.
+    """
+
+    percentile: float = 50.0
+    warmup: int = 0
+    min_trials: int = 4
+
+    def __post_init__(self):
+        if not 0 < self.percentile < 100:
+            raise ValueError(
+                f"Percentile: percentile must be in (0, 100), got {self.percentile!r}"
+            )
+        _check_int("Percentile: warmup", self.warmup, 0)
+        _check_int("Percentile: min_trials", self.min_trials, 1)
+
+    def init(self, n: int):
+        return jnp.full((n,), -jnp.inf, jnp.float32)  # best value so far
+
+    def update(self, best, report: Report):
+        valid = report.valid & jnp.isfinite(report.value)
+        best = jnp.where(valid, jnp.maximum(best, report.value), best)
+        cut = jnp.nanpercentile(
+            jnp.where(valid, report.value, jnp.nan), 100.0 - self.percentile
+        )
+        ready = (jnp.sum(valid) >= self.min_trials) & (report.epoch >= self.warmup)
+        return best, report.valid & ready & (best < cut)
+
+
+def Median(warmup: int = 0, min_trials: int = 4) -> Percentile:  # noqa: N802
+    """Stop a trial whose best value so far is worse than the median at this epoch."""
+    return Percentile(50.0, warmup, min_trials)
+
+
+@dataclass(frozen=True)
+class Threshold(_Composable):
+    """Stop a trial whose raw metric falls below ``lower``, rises above ``upper`` or is
+    not finite, from epoch ``warmup`` (0-based) on."""
+
+    lower: float | None = None
+    upper: float | None = None
+    warmup: int = 0
+
+    def __post_init__(self):
+        if self.lower is None and self.upper is None:
+            raise ValueError("Threshold: give lower, upper or both")
+        if (
+            self.lower is not None
+            and self.upper is not None
+            and not self.lower <= self.upper
+        ):
+            raise ValueError(f"Threshold: lower {self.lower} > upper {self.upper}")
+        _check_int("Threshold: warmup", self.warmup, 0)
+
+    def init(self, n: int):
+        return None
+
+    def update(self, state, report: Report):
+        raw = report.raw
+        bad = ~jnp.isfinite(raw)
+        if self.lower is not None:
+            bad |= raw < self.lower
+        if self.upper is not None:
+            bad |= raw > self.upper
+        return state, report.valid & (report.epoch >= self.warmup) & bad
+
+
+def _rungs(first: int, eta: int, horizon: int) -> np.ndarray:
+    """Epoch counts ``first * eta**k`` up to ``horizon``."""
+    out, r = [], first
+    while r <= horizon:
+        out.append(r)
+        r *= eta
+    return np.asarray(out, np.int32)
+
+
+def _halve(report: Report, members: jax.Array, rungs: np.ndarray, eta: int):
+    """Successive halving among ``members``: stop all but the top ceil(n/eta) of those
+    reaching a rung this epoch (n = how many reach it)."""
+    at_rung = jnp.isin(report.epoch + 1, jnp.asarray(rungs))
+    here = members & report.valid & at_rung
+    score = jnp.where(here & jnp.isfinite(report.value), report.value, -jnp.inf)
+    n = jnp.sum(here)
+    keep_n = (n + eta - 1) // eta
+    ranked = jnp.sort(score)[::-1]  # best first
+    cut = ranked[jnp.maximum(keep_n - 1, 0)]
+    return here & (score < cut) | (here & ~jnp.isfinite(score))
+
+
+@dataclass(frozen=True)
+class SuccessiveHalving(_Composable):
+    """Rungs after ``min_resource * eta**k`` epochs; the top ``1/eta`` go on.
+
+    ``max_resource`` bounds the rungs (default: no bound; a trial's own ``epochs``
+    ends it anyway).
+    """
+
+    min_resource: int = 1
+    eta: int = 3
+    max_resource: int = 1 << 20
+
+    def __post_init__(self):
+        _check_int("SuccessiveHalving: min_resource", self.min_resource, 1)
+        _check_int("SuccessiveHalving: eta", self.eta, 2)
+        _check_int("SuccessiveHalving: max_resource", self.max_resource, 1)
+
+    def init(self, n: int):
+        return None
+
+    def update(self, state, report: Report):
+        rungs = _rungs(self.min_resource, self.eta, self.max_resource)
+        return state, _halve(report, jnp.ones_like(report.valid), rungs, self.eta)
+
+
+ASHA = SuccessiveHalving
+
+
+@dataclass(frozen=True)
+class Hyperband(_Composable):
+    """Brackets of successive halving with first rungs ``min_resource * eta**s``."""
+
+    min_resource: int = 1
+    max_resource: int = 81
+    eta: int = 3
+
+    def __post_init__(self):
+        _check_int("Hyperband: min_resource", self.min_resource, 1)
+        _check_int("Hyperband: eta", self.eta, 2)
+        _check_int("Hyperband: max_resource", self.max_resource, self.min_resource)
+
+    @property
+    def s_max(self) -> int:
+        return int(
+            math.floor(math.log(self.max_resource / self.min_resource, self.eta) + 1e-9)
+        )
+
+    def bracket_sizes(self) -> np.ndarray:
+        """Li et al.'s ``n_s`` for bracket ``s`` (s = s_max is the most aggressive
+        there; here bracket ``b = s_max - s`` starts at rung ``min_resource * eta**b``)."""
+        s_max = self.s_max
+        n = [math.ceil((s_max + 1) / (s + 1) * self.eta**s) for s in range(s_max + 1)]
+        return np.asarray(n[::-1], float)  # index b: first rung min_resource * eta**b
+
+    def brackets(self, n: int) -> np.ndarray:
+        """The bracket of each of ``n`` slots, in proportion to :meth:`bracket_sizes`."""
+        share = np.cumsum(self.bracket_sizes())
+        share = share / share[-1]
+        pos = (np.arange(n) + 0.5) / n
+        return np.searchsorted(share, pos).astype(np.int32)
+
+    def init(self, n: int):
+        return jnp.asarray(self.brackets(n))
+
+    def update(self, bracket, report: Report):
+        stop = jnp.zeros_like(report.valid)
+        for b in range(self.s_max + 1):
+            rungs = _rungs(self.min_resource * self.eta**b, self.eta, self.max_resource)
+            stop |= _halve(report, bracket == b, rungs, self.eta)
+        return bracket, stop
