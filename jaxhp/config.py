@@ -18,8 +18,8 @@ stopper and the study database::
     population = 32
     seed = 0
 
-    [early_stopping]          # optional
-    patience = 4
+    [early_stopping]          # optional; kind = "patience" (default), "median",
+    patience = 4              # "percentile", "threshold", "asha", "hyperband"
 
     [study]
     storage = "digits.db"
@@ -66,11 +66,24 @@ __all__ = [
 ]
 
 DATASETS = ("digits", "breast_cancer", "wine", "iris", "diabetes")
+# [early_stopping] kind -> (jaxhp.stopping name, its keys)
+STOPPERS = {
+    "patience": ("Patience", ("patience", "min_delta")),
+    "median": ("Median", ("warmup", "min_trials")),
+    "percentile": ("Percentile", ("percentile", "warmup", "min_trials")),
+    "threshold": ("Threshold", ("lower", "upper", "warmup")),
+    "asha": ("SuccessiveHalving", ("min_resource", "eta", "max_resource")),
+    "successive_halving": (
+        "SuccessiveHalving",
+        ("min_resource", "eta", "max_resource"),
+    ),
+    "hyperband": ("Hyperband", ("min_resource", "max_resource", "eta")),
+}
 SECTIONS = {
     "data": {"dataset", "path", "target"},
     "task": {"kind", "val_fraction", "folds"},
     "search": {"strategy", "n_trials", "population", "seed", "options"},
-    "early_stopping": {"patience", "min_delta"},
+    "early_stopping": {"kind"} | {k for _, keys in STOPPERS.values() for k in keys},
     "study": {"storage", "name"},
     "space": None,  # any parameter name (checked against the task later)
     "run": {"segment_epochs", "bucketing"},
@@ -172,16 +185,7 @@ def parse(raw: dict[str, Any]) -> dict[str, Any]:
         _expect(search["options"], dict, "search.options", "a table")
 
     if "early_stopping" in cfg:
-        es = cfg["early_stopping"]
-        if "patience" not in es:
-            raise ConfigError("early_stopping.patience: missing (an integer >= 1)")
-        _positive_int(es["patience"], "early_stopping.patience")
-        if "min_delta" in es and not (
-            _is_real(es["min_delta"]) and es["min_delta"] >= 0
-        ):
-            raise ConfigError(
-                f"early_stopping.min_delta: expected a number >= 0, got {es['min_delta']!r}"
-            )
+        stopper_of(cfg)  # validates
 
     study = cfg["study"]
     if "storage" not in study:
@@ -203,6 +207,41 @@ def parse(raw: dict[str, Any]) -> dict[str, Any]:
         )
     space_of(cfg)  # every parameter well-formed
     return cfg
+
+
+def stopper_of(cfg: dict[str, Any]) -> Any:
+    """The stopper an ``[early_stopping]`` table describes (None without one)."""
+    from jaxhp import stopping
+
+    es = cfg.get("early_stopping")
+    if not es:
+        return None
+    kind = es.get("kind", "patience")
+    if kind not in STOPPERS:
+        raise ConfigError(
+            f"early_stopping.kind: expected one of {', '.join(STOPPERS)}, got {kind!r}"
+        )
+    name, keys = STOPPERS[kind]
+    for k in es:
+        if k != "kind" and k not in keys:
+            raise ConfigError(
+                f"early_stopping.{k}: not a setting of kind {kind!r} "
+                f"(expected {', '.join(keys)})"
+            )
+    if kind == "patience":
+        if "patience" not in es:
+            raise ConfigError("early_stopping.patience: missing (an integer >= 1)")
+        _positive_int(es["patience"], "early_stopping.patience")
+    for k in keys:
+        if k in es and not _is_real(es[k]):
+            raise ConfigError(f"early_stopping.{k}: expected a number, got {es[k]!r}")
+    args = {k: es[k] for k in keys if k in es}
+    if "min_delta" in args:
+        args["min_delta"] = float(args["min_delta"])
+    try:
+        return getattr(stopping, name)(**args)
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"early_stopping: {e}") from None
 
 
 def space_of(cfg: dict[str, Any]) -> Space:
@@ -390,7 +429,6 @@ def build(cfg: dict[str, Any]) -> dict[str, Any]:
         task.check_space(space)
     except SpaceError as e:
         raise ConfigError(f"space.{e}") from None
-    es = cfg.get("early_stopping")
     s = cfg["search"]
     return dict(
         task=task,
@@ -400,11 +438,7 @@ def build(cfg: dict[str, Any]) -> dict[str, Any]:
         population=s["population"],
         seed=s["seed"],
         strategy_options=s.get("options"),
-        early_stopping=jaxhp.stopping.Patience(
-            es["patience"], float(es.get("min_delta", 0.0))
-        )
-        if es
-        else None,
+        early_stopping=stopper_of(cfg),
         storage=cfg["study"]["storage"],
         study_name=cfg["study"]["name"],
         **cfg.get("run", {}),

@@ -94,6 +94,12 @@ BAD = [
     ("task", {"folds": 1}, "task.folds: expected an integer >= 2"),
     ("task.folds", 3, "task: give task.val_fraction or task.folds, not both"),
     ("early_stopping.patience", 0, "early_stopping.patience: expected an integer >= 1"),
+    ("early_stopping.kind", "bandit", "early_stopping.kind: expected one of"),
+    (
+        "early_stopping",
+        {"kind": "asha", "patience": 3},
+        "early_stopping.patience: not a setting of kind 'asha'",
+    ),
     ("study.storage", DELETE, "study.storage: missing"),
     ("space.learning_rate", {"float": [0.1, 0.001]}, "space.learning_rate:"),
     ("space.learning_rate", {"float": [0.0, 0.1], "log": True}, "space.learning_rate:"),
