@@ -110,7 +110,6 @@ def _segment(
     hp: dict,
     keys: jax.Array,
     data: FoldArrays,
-    epoch0: jax.Array,
     n_epochs: jax.Array,
 ):
     TRACE_COUNTS[spec] += 1
@@ -126,11 +125,14 @@ def _segment(
     )(keys)
     eval_key = jax.random.key(0)
 
-    def epoch(run: RunState, e: jax.Array):
+    def epoch(run: RunState):
         ran = run.active  # [P]
-        ekeys = jax.vmap(jax.vmap(lambda k: jax.random.fold_in(k, e)))(
-            member_keys
-        )  # [P, F]
+        # Each trial's own epoch index: its epochs trained so far (an active trial has
+        # trained every epoch since it started, whenever its slot was filled).
+        e = run.epochs_run  # [P]
+        ekeys = jax.vmap(
+            lambda ks, ep: jax.vmap(lambda k: jax.random.fold_in(k, ep))(ks)
+        )(member_keys, e)  # [P, F]
         perm_keys = jax.vmap(jax.vmap(lambda k: jax.random.fold_in(k, 0)))(ekeys)
         perms = jax.vmap(jax.vmap(lambda k, n: _member_perm(k, n, n_rows)), (0, None))(
             perm_keys, data.n_train
@@ -204,7 +206,7 @@ def _segment(
         )
         improved = ok & (oriented > run.best_value)
         if spec.stopper is not None:
-            report = Report(oriented, value, ok, jnp.full(ok.shape, e, jnp.int32))
+            report = Report(oriented, value, ok, e)
             stop_state, stop = spec.stopper.update(run.stop_state, report)
             stop = stop & ok
         else:
@@ -239,7 +241,7 @@ def _segment(
         return new_run, row
 
     def run_epochs(run: RunState):
-        row_shapes = jax.eval_shape(lambda r: epoch(r, epoch0)[1], run)
+        row_shapes = jax.eval_shape(lambda r: epoch(r)[1], run)
         bufs = jax.tree.map(
             lambda s: jnp.full((spec.seg_epochs, *s.shape), jnp.nan, s.dtype),
             row_shapes,
@@ -251,7 +253,7 @@ def _segment(
 
         def body(c):
             i, r, b = c
-            r, row = epoch(r, epoch0 + i)
+            r, row = epoch(r)
             b = jax.tree.map(lambda buf, x: buf.at[i].set(x), b, row)
             return i + 1, r, b
 
@@ -311,6 +313,7 @@ class BestState:
 class _Compiled:
     init: Callable
     segment: Callable
+    refill: Callable
 
 
 _CACHE: dict[Hashable, _Compiled] = {}
@@ -474,6 +477,23 @@ def _start(
     )
 
 
+def _refill(
+    spec: SegmentSpec,
+    n_folds: int,
+    seed: jax.Array,
+    ids: jax.Array,
+    hp: dict,
+    fill: jax.Array,
+    keys: jax.Array,
+    run: RunState,
+) -> tuple[jax.Array, RunState]:
+    """Start new trials in the slots ``fill`` (fresh keys, weights, optimizer and
+    stopper state, counters); the other slots keep theirs, bit for bit."""
+    new_keys, fresh = _start(spec, n_folds, seed, ids, hp, fill)
+    keys = jax.vmap(lambda f, a, b: jax.lax.select(f, a, b))(fill, new_keys, keys)
+    return keys, tree_where(fill, fresh, run)
+
+
 def _programs(spec: SegmentSpec, n_folds: int) -> _Compiled:
     """The bucket's jitted programs (jit's own cache specialises them per shape; plain
     ``jax.jit`` rather than ahead-of-time objects keeps JAX's fast C++ dispatch)."""
@@ -485,6 +505,7 @@ def _programs(spec: SegmentSpec, n_folds: int) -> _Compiled:
         hit = _Compiled(
             init=jax.jit(functools.partial(_start, spec, n_folds)),
             segment=jax.jit(functools.partial(_segment, spec), donate_argnums=donate),
+            refill=jax.jit(functools.partial(_refill, spec, n_folds)),
         )
         _CACHE[key] = hit
     return hit
@@ -648,7 +669,7 @@ def _memory_model(comp: _Compiled, spec: SegmentSpec, gsub, data, seed) -> tuple
             live = jax.ShapeDtypeStruct((p,), np.bool_)
             keys, run = jax.eval_shape(comp.init, np.uint32(seed), ids, hp_p, live)
             m = (
-                comp.segment.lower(run, hp_p, keys, data, np.int32(0), np.int32(1))
+                comp.segment.lower(run, hp_p, keys, data, np.int32(1))
                 .compile()
                 .memory_analysis()
             )
@@ -753,9 +774,7 @@ def _run_chunk(
     flags = best1 = None
     while epoch0 < max_epochs:
         n_ep = min(segment_epochs, max_epochs - epoch0)
-        i, run, bufs = comp.segment(
-            run, hp_dev, keys, data, np.int32(epoch0), np.int32(n_ep)
-        )
+        i, run, bufs = comp.segment(run, hp_dev, keys, data, np.int32(n_ep))
         # One transfer per segment: epochs done, curves and the per-trial flags (and,
         # for a lone trial, its best state: cheaper than a second transfer later).
         done, bufs, flags, best1 = _fetch(
@@ -823,3 +842,165 @@ def _run_chunk(
         hp=sub,
         best1=best1 if padded == 1 else None,
     )
+
+
+# ----------------------------------------------------------------------------- recycling
+
+
+def run_recycled(
+    task: Task,
+    shape_hp: Mapping[str, np.ndarray],
+    source: Callable[[int], tuple[np.ndarray, dict[str, np.ndarray]]],
+    on_finish: Callable[[list[TrialOutcome], int], None],
+    *,
+    slots: int,
+    seed: int,
+    stopper: Any = None,
+    segment_epochs: int = 1,
+    best_so_far: float = -math.inf,
+    on_segment: Callable[[BucketReport, int], None] | None = None,
+) -> tuple[BucketReport, BestState | None]:
+    """Train a stream of trials in ``slots`` slots, refilling each slot when it frees.
+
+    One compiled program serves every trial the stream can produce: its shapes come
+    from ``shape_hp`` (rows spanning the space: the largest width, the largest and the
+    smallest batch size). ``source(n)`` gives up to ``n`` new trials (their ids and
+    hyperparameters, ``{name: [m]}``; ``m == 0`` when there are no more); between
+    segments of ``segment_epochs`` epochs, every trial that finished (its epochs done,
+    stopped, pruned or diverged) is reported to ``on_finish(outcomes, boundary)`` and
+    its slot is refilled from ``source`` with fresh keys, weights and optimizer state,
+    without recompiling. A trial's result is the one it has trained alone (its keys
+    derive from ``(seed, trial id)``).
+    """
+    n_folds = task.data.n_folds
+    n_rows = int(task.data.n_train.max())
+    sign = 1.0 if task.direction == "maximize" else -1.0
+    shape = _bucket_shape(task, shape_hp, n_rows)
+    spec = SegmentSpec(
+        trainable=shape.trainable,
+        metric=task.metric,
+        sign=sign,
+        batch=shape.batch,
+        steps=shape.steps,
+        seg_epochs=segment_epochs,
+        stopper=stopper,
+        uniform_steps=bool(
+            np.all(
+                -(-task.data.n_train[None, :] // shape_hp["batch_size"][:, None])
+                == shape.steps
+            )
+        ),
+        uniform_batch=bool(np.all(shape_hp["batch_size"] == shape.batch)),
+    )
+    comp = _programs(spec, n_folds)
+    data = _device_data(task)
+    P = next_pow2(slots)
+    seed32 = np.uint32(seed % 2**32)
+    report = BucketReport(
+        f"recycled B{spec.batch} S{spec.steps} P{P}",
+        0,
+        P,
+        spec.batch,
+        spec.steps,
+        0,
+        0.0,
+        0.0,
+    )
+    compiled_before = _compile_seconds[0]
+    t_run = time.perf_counter()
+
+    ids0, hp0 = source(P)
+    m = len(ids0)
+    if m == 0:
+        return report, None
+    sub = {k: np.concatenate([v, np.repeat(v[:1], P - m)]) for k, v in hp0.items()}
+    ids = np.zeros(P, np.uint32)
+    ids[:m] = ids0
+    occupant = np.full(P, -1, np.int64)
+    occupant[:m] = ids0
+    started_at = np.zeros(P)
+    started_at[:m] = time.perf_counter()
+    rows: dict[int, list[dict[str, np.ndarray]]] = {int(t): [] for t in ids0}
+    keys, run = comp.init(seed32, ids, sub, np.arange(P) < m)
+    report.trials = m
+    best: BestState | None = None
+    boundary = 0
+    while (occupant >= 0).any():
+        i, run, bufs = comp.segment(run, sub, keys, data, np.int32(segment_epochs))
+        done, bufs, flags, active = _fetch((i, bufs, _flags(run), run.active))
+        done = int(done)
+        report.segments += 1
+        for s in np.flatnonzero(occupant >= 0):
+            trained = ~np.isnan(bufs["train_loss"][:done, s])
+            if trained.any():
+                rows[int(occupant[s])].append(
+                    {k: v[:done][trained, s] for k, v in bufs.items()}
+                )
+        if on_segment is not None:
+            report.run_time = time.perf_counter() - t_run
+            on_segment(report, boundary)
+        diverged, stopped, epochs_run, best_value, best_epoch = (
+            np.asarray(a) for a in flags
+        )
+        finished = np.flatnonzero((occupant >= 0) & ~np.asarray(active))
+        outcomes = []
+        for s in finished:
+            tid = int(occupant[s])
+            parts = rows.pop(tid)
+            tc = {k: np.concatenate([p[k] for p in parts], 0) for k in parts[0]}
+            be = int(best_epoch[s])
+            ok = be >= 0 and not diverged[s]
+            outcomes.append(
+                TrialOutcome(
+                    trial_id=tid,
+                    status="diverged"
+                    if diverged[s]
+                    else "stopped"
+                    if stopped[s]
+                    else "complete",
+                    value=float(sign * best_value[s]) if ok else math.nan,
+                    best_epoch=be,
+                    epochs_run=int(epochs_run[s]),
+                    curves=tc,
+                    fold_values=tc["value_folds"][be]
+                    if be >= 0
+                    else np.full(n_folds, np.nan),
+                    wall_time=time.perf_counter() - started_at[s],
+                    bucket=report.key,
+                )
+            )
+            top = best.value if best is not None else best_so_far
+            if ok and best_value[s] > top:
+                best = BestState(
+                    trial_id=tid,
+                    value=float(best_value[s]),
+                    trainable=spec.trainable,
+                    state=_fetch(_take(run.best, int(s))),
+                    hp={k: np.asarray(v[s]) for k, v in sub.items()},
+                )
+        occupant[finished] = -1
+        if outcomes:
+            on_finish(outcomes, boundary)
+        boundary += 1
+        free = np.flatnonzero(occupant < 0)
+        new_ids, new_hp = source(len(free)) if len(free) else ([], {})
+        k = len(new_ids)
+        if k:
+            fill = np.zeros(P, bool)
+            fill[free[:k]] = True
+            for name, v in new_hp.items():
+                sub[name] = sub[name].copy()
+                sub[name][free[:k]] = v
+            ids = ids.copy()
+            ids[free[:k]] = new_ids
+            occupant[free[:k]] = new_ids
+            started_at[free[:k]] = time.perf_counter()
+            for t in new_ids:
+                rows[int(t)] = []
+            keys, run = comp.refill(seed32, ids, sub, fill, keys, run)
+            report.trials += k
+        elif done < segment_epochs and not (occupant >= 0).any():
+            break
+    report.compile_time = _compile_seconds[0] - compiled_before
+    report.run_time = time.perf_counter() - t_run - report.compile_time
+    return report, best

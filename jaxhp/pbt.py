@@ -153,9 +153,7 @@ def pbt(
     for g in range(generations):
         hp = task.hparams(space, values)
         hp_pad = {k: pad(v) for k, v in hp.items()}
-        i, run, bufs = comp.segment(
-            run, hp_pad, keys, data, np.int32(g * interval), np.int32(interval)
-        )
+        i, run, bufs = comp.segment(run, hp_pad, keys, data, np.int32(interval))
         bufs = E._fetch(bufs)
         curves.append({k: v[:, :population] for k, v in bufs.items()})
         for n in schedule:

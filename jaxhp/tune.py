@@ -38,7 +38,7 @@ def tune(
     population: int = 128,
     seed: int = 0,
     early_stopping: Any = None,
-    segment_epochs: int = 10,
+    segment_epochs: int | None = None,
     bucketing: str = "auto",
     strategy_options: Mapping[str, Any] | None = None,
     verbose: bool = False,
@@ -48,6 +48,7 @@ def tune(
     metadata: Mapping[str, Any] | None = None,
     devices: Any = None,
     memory_budget: int | None = None,
+    recycle: bool = False,
 ) -> Results:
     """Tune ``task``'s hyperparameters over ``space``, training populations of trials at once.
 
@@ -67,7 +68,7 @@ def tune(
             ``fold_in(key(seed), i)``): same seed, same results, whatever ``population``.
         early_stopping: a stopper such as ``jaxhp.stopping.Patience(5)``, or ``None``.
         segment_epochs: epochs per compiled call; between calls the host checks whether a
-            bucket is done and reports progress.
+            bucket is done and reports progress (default 10; 1 with ``recycle``).
         bucketing: how trials are grouped into compiled programs: ``"auto"`` (default)
             merges power-of-two shape buckets where a cost model says a compile saved
             outweighs the padding added; ``"pow2"`` keeps one bucket per power-of-two
@@ -87,6 +88,11 @@ def tune(
             stores its config here).
         devices: the devices to shard each population over (default: every local
             device; on several hosts, see the README). Results do not depend on them.
+        recycle: keep the population full: when a trial ends (its epochs done, stopped,
+            pruned, diverged), its slot is refilled at the next segment boundary with
+            the strategy's next candidate, which has been told every trial finished so
+            far. One compiled program sized for the whole space serves every trial
+            (``segment_epochs`` defaults to 1 here: a freed slot waits at most that).
         memory_budget: bytes of device memory a bucket may use (per device); a bucket
             that needs more is trained in chunks sized from the compiled program's
             memory analysis (same results, reported in ``stats["chunks"]``).
@@ -107,7 +113,9 @@ def tune(
     task.check_space(space)
     check_positive_int("n_trials", n_trials, allow_none=True)
     check_positive_int("population", population)
-    check_positive_int("segment_epochs", segment_epochs)
+    check_positive_int("segment_epochs", segment_epochs, allow_none=True)
+    if segment_epochs is None:
+        segment_epochs = 1 if recycle else 10
     check_positive_int("memory_budget", memory_budget, allow_none=True)
     if bucketing not in ("auto", "pow2", "none"):
         raise ValueError(
@@ -180,6 +188,27 @@ def tune(
             },
         )
     t0 = time.perf_counter()
+    if recycle:
+        if storage is not None:
+            raise ValueError(
+                "recycle=True does not work with storage= yet (trials in flight could "
+                "not be resumed); run one or the other"
+            )
+        trials, model, recycled_buckets = _tune_recycled(
+            task,
+            space,
+            strat,
+            state,
+            n_trials=n_trials,
+            population=population,
+            seed=seed,
+            early_stopping=early_stopping,
+            segment_epochs=segment_epochs,
+            callback=callback,
+            progress=progress,
+        )
+        buckets.extend(recycled_buckets)
+        started = n_trials
     try:
         while started < n_trials:
             t_round = time.perf_counter()
@@ -303,3 +332,97 @@ def _check_same_study(study, config: dict, storage: str, name: str) -> None:
                 f"{what} ({stored.get(key)!r}, now {config[key]!r}): resume it with the "
                 "same settings, or pick another study_name or storage path"
             )
+
+
+def _extremes(space: Space) -> dict[str, np.ndarray]:
+    """Two decoded configurations spanning the space's shapes: every numeric parameter
+    at its largest value, then at its smallest (a string choice: its first value)."""
+    hi, lo = {}, {}
+    for name, p in space.items():
+        if hasattr(p, "low"):  # Float, Int
+            vals = [p.low, p.high]
+        elif hasattr(p, "values"):  # Choice: decoded as the value, or as an index
+            vals = list(p.values) if p.numeric else [0]
+        else:  # Fixed (the task reads the value from the space)
+            vals = [p.value if p.numeric else 0]
+        hi[name], lo[name] = max(vals), min(vals)
+    return {k: np.asarray([hi[k], lo[k]]) for k in hi}
+
+
+def _tune_recycled(
+    task,
+    space,
+    strat,
+    state,
+    *,
+    n_trials,
+    population,
+    seed,
+    early_stopping,
+    segment_epochs,
+    callback,
+    progress,
+):
+    from jaxhp.engine import run_recycled
+
+    sign = 1.0 if task.direction == "maximize" else -1.0
+    trials: list[Trial] = []
+    pending: dict[int, tuple[np.ndarray, dict[str, Any]]] = {}
+    box = {"state": state, "started": 0}
+
+    def source(n: int):
+        n = min(n, n_trials - box["started"])
+        if n <= 0:
+            return np.zeros(0, np.int64), {}
+        u, box["state"] = strat.ask(box["state"], n)
+        values = space.decode(u)
+        ids = np.arange(box["started"], box["started"] + n)
+        for j, tid in enumerate(ids):
+            pending[int(tid)] = (u[j], space.to_python(values, j))
+        box["started"] += n
+        if progress is not None:
+            progress.running = len(pending)
+        return ids, task.hparams(space, values)
+
+    def on_finish(outcomes, boundary):
+        new = []
+        for o in outcomes:
+            _, params = pending[o.trial_id]
+            new.append(
+                Trial(
+                    trial_id=o.trial_id,
+                    params=params,
+                    value=o.value,
+                    status=o.status,
+                    epochs_run=o.epochs_run,
+                    best_epoch=o.best_epoch,
+                    wall_time=o.wall_time,
+                    round=boundary,
+                    fold_values=tuple(float(v) for v in o.fold_values),
+                    curves=o.curves,
+                )
+            )
+        u = np.stack([pending.pop(t.trial_id)[0] for t in new])
+        y = np.asarray([-sign * t.value if t.ok else np.nan for t in new])
+        box["state"] = strat.tell(box["state"], u, y)
+        trials.extend(new)
+        if callback is not None:
+            callback(new)
+        if progress is not None:
+            progress.rnd = boundary
+            progress.round_finished(new)
+            progress.running = len(pending)
+
+    report, best = run_recycled(
+        task,
+        task.hparams(space, _extremes(space)),
+        source,
+        on_finish,
+        slots=population,
+        seed=seed,
+        stopper=early_stopping,
+        segment_epochs=segment_epochs,
+        on_segment=progress.segment if progress is not None else None,
+    )
+    model = Model(task, best) if best is not None else None
+    return trials, model, [report]
