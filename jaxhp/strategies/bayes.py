@@ -183,8 +183,11 @@ def gp_bo(
             if len(state.pending):
                 px, pmask = _padded(state.pending, _capacity(len(state.pending), 1))
                 gp = believe(gp, x, gp.y, mask, px, pmask)
-            starts, refined = propose(gp, k_prop, q)
-            starts, refined = np.asarray(starts), np.asarray(refined)
+            # Batches are proposed in power-of-two sizes (the first q kept: the best
+            # log-EI point, then Thompson samples in order), so a stream of varying
+            # batch sizes (slot recycling) compiles a handful of programs.
+            starts, refined = propose(gp, k_prop, next_pow2(q))
+            starts, refined = np.asarray(starts)[:q], np.asarray(refined)[:q]
             params = jax.tree.map(np.asarray, params)
         u = _distinct(
             snap(refined),

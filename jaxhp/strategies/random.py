@@ -6,6 +6,7 @@ whatever the population size or the number of rounds.
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import jax
@@ -14,8 +15,18 @@ import numpy as np
 
 from jaxhp.space import Space
 from jaxhp.strategies.base import Strategy, no_tell
+from jaxhp.tasks.base import next_pow2
 
 __all__ = ["random_search"]
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _points(key: jax.Array, ids: jax.Array, dim: int) -> jax.Array:
+    """Point ``i`` of a random stream: uniform in ``[0, 1]^dim`` from ``fold_in(key, i)``
+    (module level: one compile per batch size and dimension for the whole process)."""
+    return jax.vmap(lambda i: jax.random.uniform(jax.random.fold_in(key, i), (dim,)))(
+        ids
+    )
 
 
 class RandomState(NamedTuple):
@@ -32,18 +43,14 @@ def random_search(space: Space) -> Strategy:
     """
     dim = space.dim
 
-    @jax.jit
-    def _points(key: jax.Array, ids: jax.Array) -> jax.Array:
-        return jax.vmap(
-            lambda i: jax.random.uniform(jax.random.fold_in(key, i), (dim,))
-        )(ids)
-
     def init(key: jax.Array) -> RandomState:
         return RandomState(key=key, count=0)
 
     def ask(state: RandomState, n: int) -> tuple[np.ndarray, RandomState]:
-        ids = jnp.arange(state.count, state.count + n, dtype=jnp.uint32)
-        u = np.asarray(_points(state.key, ids), np.float64)  # [n, D]
+        # Point i depends on i alone, so asking a power-of-two batch and keeping the
+        # first n changes nothing but the number of compiles (one per power of two).
+        ids = jnp.arange(state.count, state.count + next_pow2(n), dtype=jnp.uint32)
+        u = np.asarray(_points(state.key, ids, dim), np.float64)[:n]  # [n, D]
         return u, state._replace(count=state.count + n)
 
     return Strategy(init=init, ask=ask, tell=no_tell, name="random")
