@@ -233,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument(
         "--strategy",
         default="sobol",
-        choices=["grid", "random", "sobol"],
+        choices=["grid", "random", "sobol", "bayes"],
         help="default sobol",
     )
     demo.add_argument("--seed", type=int, default=0)
