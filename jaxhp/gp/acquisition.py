@@ -69,32 +69,18 @@ def _candidates(key, x, f, mask, n: int, d: int, top: int = 8):
     return jnp.clip(jnp.concatenate([uniform, local]), 0.0, 1.0)
 
 
-def _refine(
-    fn, x0: jax.Array, steps: int, lr: float = 0.05, lr_final: float = 1e-4
-) -> jax.Array:
-    """Projected normalised-gradient ascent of ``fn`` from each row of ``x0`` (vmapped).
+def _refine(fn, x0: jax.Array, steps: int, lr: float = 0.01) -> jax.Array:
+    """Projected gradient ascent of ``fn`` from each row of ``x0`` (vmapped)."""
+    grad = jax.vmap(jax.grad(fn))
 
-    The step length decays geometrically from ``lr`` to ``lr_final`` (first moves
-    across a basin, then settles to ~1e-4 of the cube), and each start keeps the best
-    point it visited, so the result is never worse than the start.
-    """
-    vg = jax.vmap(jax.value_and_grad(fn))
-    rate = (lr_final / lr) ** (1.0 / max(steps - 1, 1))
-
-    def step(carry, t):
-        x, best_x, best_v = carry
-        v, g = vg(x)
-        better = jnp.isfinite(v) & (v > best_v)
-        best_x = jnp.where(better[:, None], x, best_x)
-        best_v = jnp.where(better, v, best_v)
+    def step(x, _):
+        g = grad(x)
         g = jnp.where(jnp.isfinite(g), g, 0.0)
         g = g / (jnp.linalg.norm(g, axis=-1, keepdims=True) + 1e-12)
-        return (jnp.clip(x + lr * rate**t * g, 0.0, 1.0), best_x, best_v), None
+        return jnp.clip(x + lr * g, 0.0, 1.0), None
 
-    init = (x0, x0, jnp.full(x0.shape[:1], -jnp.inf, x0.dtype))
-    (x, best_x, best_v), _ = jax.lax.scan(step, init, jnp.arange(steps, dtype=x0.dtype))
-    v = jax.vmap(fn)(x)
-    return jnp.where((jnp.isfinite(v) & (v > best_v))[:, None], x, best_x)
+    x, _ = jax.lax.scan(step, x0, None, length=steps)
+    return x
 
 
 def maximize(

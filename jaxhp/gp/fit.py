@@ -8,8 +8,8 @@ the log-determinant or the quadratic term, so padding never changes the model.
 Kernel hyperparameters are fitted by maximising the log marginal likelihood plus log
 priors (MAP): lengthscales log-normal with the dimension-scaled location of Hvarfner et
 al. (2024, "Vanilla Bayesian optimization performs great in high dimensions"), signal
-variance log-normal around 1 (targets are standardised), noise variance Gamma(1.1, 30)
-(nearly flat towards zero) with a floor of 1e-6. Several restarts run as one vmapped Adam optimisation. Everything
+variance log-normal around 1 (targets are standardised), noise log-normal around 1e-3
+with a floor of 1e-6. Several restarts run as one vmapped Adam optimisation. Everything
 here runs in float64 (see :func:`x64`), without switching the process to x64.
 """
 
@@ -114,11 +114,7 @@ def log_prior(params: KernelParams) -> jax.Array:
     loc = _lengthscale_loc(params.log_lengthscale.shape[0])
     lp = -0.5 * jnp.sum(jnp.square((params.log_lengthscale - loc) / math.sqrt(3.0)))
     lp += -0.5 * jnp.square(params.log_variance / 1.0)
-    # Noise variance: Gamma(1.1, rate 30) on the variance itself (Optuna's GPSampler and
-    # BoTorch's former default): mean ~0.04, but nearly flat towards zero, so a
-    # noiseless objective can be fitted closely enough to locate its optimum precisely.
-    noise = jnp.exp(params.log_noise)
-    lp += 0.1 * params.log_noise - 30.0 * noise
+    lp += -0.5 * jnp.square((params.log_noise - math.log(1e-3)) / 2.0)
     return lp
 
 
