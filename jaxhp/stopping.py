@@ -10,7 +10,11 @@ Stoppers compose: ``Patience(5) | Median(warmup=3)`` stops a trial when either w
 
 The comparison set of ``Median``, ``Percentile``, ``SuccessiveHalving`` and ``Hyperband``
 is the trials of the same compiled population that reach the same epoch together (they
-train in lockstep). A mask saves no FLOPs inside a compiled segment: compute is saved
+train in lockstep). With slot recycling (``tune(recycle=True)``) trials start at
+different boundaries: successive halving then compares the trials reaching a rung at the
+same boundary (not every earlier result at that rung, as ASHA's paper does), and
+``Median``/``Percentile`` compare the trials reporting at that boundary whatever their
+epoch. Keeping each rung's history in the stopper state is the known next step. A mask saves no FLOPs inside a compiled segment: compute is saved
 when every trial of a bucket has stopped, which ends its program early.
 
 Semantics, matched to the papers and to Optuna:
