@@ -41,6 +41,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxhp import stopping
 from jaxhp.stopping import Report
 from jaxhp.tasks.base import Task, next_pow2
 from jaxhp.trainable import Batch
@@ -491,7 +492,15 @@ def _refill(
     stopper state, counters); the other slots keep theirs, bit for bit."""
     new_keys, fresh = _start(spec, n_folds, seed, ids, hp, fill)
     keys = jax.vmap(lambda f, a, b: jax.lax.select(f, a, b))(fill, new_keys, keys)
-    return keys, tree_where(fill, fresh, run)
+    stop_state = (
+        stopping.reset(spec.stopper, run.stop_state, fill, fresh.stop_state)
+        if spec.stopper is not None
+        else None
+    )
+    out = tree_where(
+        fill, fresh._replace(stop_state=None), run._replace(stop_state=None)
+    )
+    return keys, out._replace(stop_state=stop_state)
 
 
 def _programs(spec: SegmentSpec, n_folds: int) -> _Compiled:

@@ -10,11 +10,12 @@ Stoppers compose: ``Patience(5) | Median(warmup=3)`` stops a trial when either w
 
 The comparison set of ``Median``, ``Percentile``, ``SuccessiveHalving`` and ``Hyperband``
 is the trials of the same compiled population that reach the same epoch together (they
-train in lockstep). With slot recycling (``tune(recycle=True)``) trials start at
-different boundaries: successive halving then compares the trials reaching a rung at the
-same boundary (not every earlier result at that rung, as ASHA's paper does), and
-``Median``/``Percentile`` compare the trials reporting at that boundary whatever their
-epoch. Keeping each rung's history in the stopper state is the known next step. A mask saves no FLOPs inside a compiled segment: compute is saved
+train in lockstep), and for successive halving and Hyperband also every earlier result
+recorded at the same rung: each rung keeps a history in the stopper's state, so with
+slot recycling (``tune(recycle=True)``), where trials reach a rung at different times, a
+trial is ranked against everything that reached the rung before it, as in ASHA.
+``Median`` and ``Percentile`` compare the trials reporting at the same boundary; under
+recycling those may be at different epochs. A mask saves no FLOPs inside a compiled segment: compute is saved
 when every trial of a bucket has stopped, which ends its program early.
 
 Semantics, matched to the papers and to Optuna:
@@ -27,11 +28,12 @@ Semantics, matched to the papers and to Optuna:
 - ``Threshold(lower, upper, warmup)``: stop a trial whose raw metric leaves
   ``[lower, upper]`` or is not finite.
 - ``SuccessiveHalving(min_resource, eta)`` (alias ``ASHA``): rungs after
-  ``min_resource * eta**k`` epochs; at a rung, of the trials reaching it, the top
-  ``ceil(n / eta)`` by their value at that epoch go on and the rest stop (Jamieson &
-  Talwalkar 2016; Li et al. 2018). ASHA (Li et al. 2020) promotes a trial reaching a rung
-  if it is in the top ``1/eta`` of the rung's results so far; when the trials of a
-  population reach the rung together this is the same rule.
+  ``min_resource * eta**k`` epochs; a trial reaching a rung goes on if its value there
+  is in the top ``1/eta`` of every result recorded at that rung (itself included; at
+  least the best goes on), else it stops: ASHA's rule (Li et al. 2020) and Optuna's
+  SuccessiveHalvingPruner. When a population reaches a rung together it is synchronous
+  successive halving (Jamieson & Talwalkar 2016; Li et al. 2018): the best
+  ``n // eta`` go on.
 - ``Hyperband(min_resource, max_resource, eta)``: ``s_max + 1`` brackets,
   ``s_max = floor(log_eta(max_resource / min_resource))``. Li et al.'s bracket ``s``
   starts ``n_s = ceil((s_max + 1) / (s + 1) * eta**s)`` trials at
@@ -101,6 +103,12 @@ class AnyOf(_Composable):
 
     def init(self, n: int):
         return tuple(s.init(n) for s in self.stoppers)
+
+    def reset(self, state, fill, fresh):
+        return tuple(
+            reset(s, st, fill, fr)
+            for s, st, fr in zip(self.stoppers, state, fresh, strict=True)
+        )
 
     def update(self, state, report: Report):
         out, stop = [], jnp.zeros_like(report.valid)
@@ -243,42 +251,96 @@ def _rungs(first: int, eta: int, horizon: int) -> np.ndarray:
     return np.asarray(out, np.int32)
 
 
-def _halve(report: Report, members: jax.Array, rungs: np.ndarray, eta: int):
-    """Successive halving among ``members``: stop all but the top ceil(n/eta) of those
-    reaching a rung this epoch (n = how many reach it)."""
-    at_rung = jnp.isin(report.epoch + 1, jnp.asarray(rungs))
-    here = members & report.valid & at_rung
-    score = jnp.where(here & jnp.isfinite(report.value), report.value, -jnp.inf)
-    n = jnp.sum(here)
-    keep_n = (n + eta - 1) // eta
-    ranked = jnp.sort(score)[::-1]  # best first
-    cut = ranked[jnp.maximum(keep_n - 1, 0)]
-    return here & (score < cut) | (here & ~jnp.isfinite(score))
+class RungHistory(NamedTuple):
+    """Results recorded at each rung: ``values [R, K]`` (a ring of the last ``K``),
+    ``count [R]`` (how many were ever recorded)."""
+
+    values: jax.Array
+    count: jax.Array
+
+
+def _history(n_rungs: int, capacity: int) -> RungHistory:
+    return RungHistory(
+        jnp.full((n_rungs, capacity), -jnp.inf, jnp.float32),
+        jnp.zeros((n_rungs,), jnp.int32),
+    )
+
+
+def _halve(
+    report: Report, members: jax.Array, rungs: np.ndarray, eta: int, hist: RungHistory
+) -> tuple[RungHistory, jax.Array]:
+    """ASHA's rule among ``members``: a trial reaching rung ``k`` goes on if it is in
+    the top ``1/eta`` of every result recorded at that rung, itself and the trials
+    reaching it now included (at least the best one goes on, as in Optuna's
+    SuccessiveHalvingPruner); its result is then recorded at the rung."""
+    values, count = hist
+    cap = values.shape[1]
+    n_pop = report.value.shape[0]
+    stop = jnp.zeros_like(report.valid)
+    for k, r in enumerate(rungs):
+        here = members & report.valid & (report.epoch + 1 == int(r))
+        score = jnp.where(here & jnp.isfinite(report.value), report.value, -jnp.inf)
+        n_hist = jnp.minimum(count[k], cap)
+        past = jnp.sort(jnp.where(jnp.arange(cap) < n_hist, values[k], -jnp.inf))
+        now = jnp.sort(jnp.where(here, score, -jnp.inf))
+        better = (cap - jnp.searchsorted(past, score, side="right")) + (
+            n_pop - jnp.searchsorted(now, score, side="right")
+        )
+        keep_n = jnp.maximum((n_hist + jnp.sum(here)) // eta, 1)
+        stop |= here & ((better >= keep_n) | ~jnp.isfinite(score))
+        pos = jnp.where(here, (count[k] + jnp.cumsum(here) - 1) % cap, cap)
+        values = values.at[k, pos].set(score, mode="drop")
+        count = count.at[k].add(jnp.sum(here).astype(count.dtype))
+    return RungHistory(values, count), stop
+
+
+def reset(stopper: Any, state: Any, fill: jax.Array, fresh: Any) -> Any:
+    """A stopper's state with the slots ``fill`` reset for new trials (slot recycling):
+    per-trial leaves take ``fresh``'s rows; a stopper with population-wide state (rung
+    histories) says how with its own ``reset``."""
+    if hasattr(stopper, "reset"):
+        return stopper.reset(state, fill, fresh)
+
+    def pick(a, b):
+        c = fill.reshape(fill.shape + (1,) * (a.ndim - 1))
+        return jnp.where(c, a, b)
+
+    return jax.tree.map(pick, fresh, state)
 
 
 @dataclass(frozen=True)
 class SuccessiveHalving(_Composable):
     """Rungs after ``min_resource * eta**k`` epochs; the top ``1/eta`` go on.
 
-    ``max_resource`` bounds the rungs (default: no bound; a trial's own ``epochs``
-    ends it anyway).
+    ``max_resource`` bounds the rungs (default 4096 epochs; a trial's own ``epochs``
+    ends it anyway). Each rung keeps its last ``history`` results, so with slot
+    recycling a trial reaching a rung late is ranked against the earlier ones (ASHA).
     """
 
     min_resource: int = 1
     eta: int = 3
-    max_resource: int = 1 << 20
+    max_resource: int = 1 << 12
+    history: int = 256  # results kept per rung (the most recent)
 
     def __post_init__(self):
         _check_int("SuccessiveHalving: min_resource", self.min_resource, 1)
         _check_int("SuccessiveHalving: eta", self.eta, 2)
         _check_int("SuccessiveHalving: max_resource", self.max_resource, 1)
+        _check_int("SuccessiveHalving: history", self.history, 1)
 
-    def init(self, n: int):
-        return None
+    def rungs(self) -> np.ndarray:
+        return _rungs(self.min_resource, self.eta, self.max_resource)
 
-    def update(self, state, report: Report):
-        rungs = _rungs(self.min_resource, self.eta, self.max_resource)
-        return state, _halve(report, jnp.ones_like(report.valid), rungs, self.eta)
+    def init(self, n: int) -> RungHistory:
+        return _history(len(self.rungs()), self.history)
+
+    def update(self, state: RungHistory, report: Report):
+        return _halve(
+            report, jnp.ones_like(report.valid), self.rungs(), self.eta, state
+        )
+
+    def reset(self, state, fill, fresh):
+        return state  # the rung history outlives the trials that wrote it
 
 
 ASHA = SuccessiveHalving
@@ -317,12 +379,26 @@ class Hyperband(_Composable):
         pos = (np.arange(n) + 0.5) / n
         return np.searchsorted(share, pos).astype(np.int32)
 
-    def init(self, n: int):
-        return jnp.asarray(self.brackets(n))
+    def _bracket_rungs(self, b: int) -> np.ndarray:
+        return _rungs(self.min_resource * self.eta**b, self.eta, self.max_resource)
 
-    def update(self, bracket, report: Report):
+    def init(self, n: int):
+        hists = tuple(
+            _history(len(self._bracket_rungs(b)), 256) for b in range(self.s_max + 1)
+        )
+        return jnp.asarray(self.brackets(n)), hists
+
+    def update(self, state, report: Report):
+        bracket, hists = state
         stop = jnp.zeros_like(report.valid)
+        out = []
         for b in range(self.s_max + 1):
-            rungs = _rungs(self.min_resource * self.eta**b, self.eta, self.max_resource)
-            stop |= _halve(report, bracket == b, rungs, self.eta)
-        return bracket, stop
+            h, s_b = _halve(
+                report, bracket == b, self._bracket_rungs(b), self.eta, hists[b]
+            )
+            out.append(h)
+            stop |= s_b
+        return (bracket, tuple(out)), stop
+
+    def reset(self, state, fill, fresh):
+        return state  # brackets belong to slots; rung histories outlive trials

@@ -72,23 +72,31 @@ def test_threshold():
         Threshold()
 
 
-def test_successive_halving_rungs():
+def test_successive_halving_rungs_and_history():
     sh = SuccessiveHalving(min_resource=1, eta=3)
     assert ASHA is SuccessiveHalving
+    st = sh.init(9)
     vals = [0.9, 0.1, 0.5, 0.7, 0.3, 0.2, 0.8, 0.4, 0.6]
-    # epoch index 0 = after 1 epoch: a rung (1 * 3**0). 9 trials -> keep 3 best.
-    _, stop = sh.update(None, report(vals, 0))
+    # after 1 epoch (rung 1 = 1 * 3**0): 9 results -> the best 9 // 3 = 3 go on
+    st, stop = sh.update(st, report(vals, 0))
     assert np.flatnonzero(~np.asarray(stop)).tolist() == [0, 3, 6]
     # after 2 epochs: not a rung -> nobody stops
-    _, stop = sh.update(None, report(vals, 1))
+    st, stop = sh.update(st, report(vals, 1))
     assert not np.any(stop)
-    # after 3 epochs: the 3 survivors (others invalid: stopped) -> keep ceil(3/3) = 1
+    # after 3 epochs: the 3 survivors reach rung 3 -> max(3 // 3, 1) = 1 goes on
     valid = [1, 0, 0, 1, 0, 0, 1, 0, 0]
-    _, stop = sh.update(None, report(vals, 2, valid=valid))
+    st, stop = sh.update(st, report(vals, 2, valid=valid))
     assert np.flatnonzero(np.asarray(stop)).tolist() == [3, 6]
-    # 4 trials at a rung with eta 3: ceil(4/3) = 2 go on; NaN never does
-    _, stop = sh.update(None, report([0.4, np.nan, 0.9, 0.1], 8, valid=[1, 1, 1, 1]))
-    assert np.asarray(stop).tolist() == [False, True, False, True]
+    # 4 trials reach rung 9 together (NaN never goes on): only the best of 4 goes on
+    st, stop = sh.update(st, report([0.4, np.nan, 0.9, 0.1], 8, valid=[1, 1, 1, 1]))
+    assert np.asarray(stop).tolist() == [True, True, False, True]
+    # ASHA: later arrivals at rung 9 are ranked against everything recorded there.
+    # 0.5 alone: 5 results, keep 5 // 3 = 1, and 0.9 is better -> stops; 0.95 goes on.
+    st, stop = sh.update(st, report([0.5], 8))
+    assert np.asarray(stop).tolist() == [True]
+    st, stop = sh.update(st, report([0.95], 8))
+    assert np.asarray(stop).tolist() == [False]
+    assert int(st.count[2]) == 6  # rung 9 has recorded six results
 
 
 def test_hyperband_brackets():
@@ -100,14 +108,14 @@ def test_hyperband_brackets():
     assert np.bincount(b).tolist() == [9, 5, 3]
     state = hb.init(17)
     vals = np.linspace(0.0, 1.0, 17)
-    # After 1 epoch only bracket 0 (first rung 1) halves: keeps its best ceil(9/3) = 3.
+    # After 1 epoch only bracket 0 (first rung 1) halves: keeps its best 9 // 3 = 3.
     _, stop = hb.update(state, report(vals, 0))
     stop = np.asarray(stop)
     assert stop[b == 0].sum() == 6 and not stop[b != 0].any()
     # After 3 epochs brackets 0 (rung 3) and 1 (rung 3) halve; bracket 2 (rung 9) not.
     _, stop = hb.update(state, report(vals, 2))
     stop = np.asarray(stop)
-    assert stop[b == 1].sum() == 5 - 2 and stop[b == 0].sum() == 6
+    assert stop[b == 1].sum() == 5 - 1 and stop[b == 0].sum() == 6
     assert not stop[b == 2].any()
 
 
