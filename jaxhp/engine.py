@@ -335,6 +335,30 @@ class BucketShape(NamedTuple):
     key: tuple  # (trainable, B, S)
 
 
+def _bucket_spec(
+    task: Task, hp: Mapping[str, np.ndarray], segment_epochs: int, stopper: Any
+) -> tuple[BucketShape, SegmentSpec]:
+    """The shape and compiled-segment spec of a bucket holding the trials ``hp``."""
+    shape = _bucket_shape(task, hp, int(task.data.n_train.max()))
+    spec = SegmentSpec(
+        trainable=shape.trainable,
+        metric=task.metric,
+        sign=1.0 if task.direction == "maximize" else -1.0,
+        batch=shape.batch,
+        steps=shape.steps,
+        seg_epochs=segment_epochs,
+        stopper=stopper,
+        uniform_steps=bool(
+            np.all(
+                -(-task.data.n_train[None, :] // hp["batch_size"][:, None])
+                == shape.steps
+            )
+        ),
+        uniform_batch=bool(np.all(hp["batch_size"] == shape.batch)),
+    )
+    return shape, spec
+
+
 def _bucket_shape(task: Task, hp: Mapping[str, np.ndarray], n_rows: int) -> BucketShape:
     trainable = task.trainable(hp)
     batch = next_pow2(int(np.max(hp["batch_size"])))
@@ -579,7 +603,6 @@ def run_population(
             data = jax.device_put(data, devices[0])
     n_folds = task.data.n_folds
     n_rows = int(task.data.n_train.max())
-    sign = 1.0 if task.direction == "maximize" else -1.0
 
     groups = plan_buckets(task, hp, bucketing=bucketing, n_rows=n_rows)
 
@@ -588,24 +611,8 @@ def run_population(
     best: BestState | None = None
     for group in groups:
         gsub = {k: np.asarray(v)[group] for k, v in hp.items()}
-        shape = _bucket_shape(task, gsub, n_rows)
+        shape, spec = _bucket_spec(task, gsub, segment_epochs, stopper)
         trainable = shape.trainable
-        spec = SegmentSpec(
-            trainable=trainable,
-            metric=task.metric,
-            sign=sign,
-            batch=shape.batch,
-            steps=shape.steps,
-            seg_epochs=segment_epochs,
-            stopper=stopper,
-            uniform_steps=bool(
-                np.all(
-                    -(-task.data.n_train[None, :] // gsub["batch_size"][:, None])
-                    == shape.steps
-                )
-            ),
-            uniform_batch=bool(np.all(gsub["batch_size"] == shape.batch)),
-        )
         comp = _programs(spec, n_folds)
         chunk = (
             _chunk_size(comp, spec, gsub, data, seed, memory_budget, n_dev)
@@ -882,25 +889,8 @@ def run_recycled(
     derive from ``(seed, trial id)``).
     """
     n_folds = task.data.n_folds
-    n_rows = int(task.data.n_train.max())
-    sign = 1.0 if task.direction == "maximize" else -1.0
-    shape = _bucket_shape(task, shape_hp, n_rows)
-    spec = SegmentSpec(
-        trainable=shape.trainable,
-        metric=task.metric,
-        sign=sign,
-        batch=shape.batch,
-        steps=shape.steps,
-        seg_epochs=segment_epochs,
-        stopper=stopper,
-        uniform_steps=bool(
-            np.all(
-                -(-task.data.n_train[None, :] // shape_hp["batch_size"][:, None])
-                == shape.steps
-            )
-        ),
-        uniform_batch=bool(np.all(shape_hp["batch_size"] == shape.batch)),
-    )
+    shape, spec = _bucket_spec(task, shape_hp, segment_epochs, stopper)
+    sign = spec.sign
     comp = _programs(spec, n_folds)
     data = _device_data(task)
     P = next_pow2(slots)

@@ -118,25 +118,8 @@ def pbt(
     t0 = time.perf_counter()
 
     hp = task.hparams(space, values)
-    n_rows = int(task.data.n_train.max())
-    shape = E._bucket_shape(task, hp, n_rows)
-    sign = 1.0 if task.direction == "maximize" else -1.0
-    spec = E.SegmentSpec(
-        trainable=shape.trainable,
-        metric=task.metric,
-        sign=sign,
-        batch=shape.batch,
-        steps=shape.steps,
-        seg_epochs=interval,
-        stopper=None,
-        uniform_steps=bool(
-            np.all(
-                -(-task.data.n_train[None, :] // hp["batch_size"][:, None])
-                == shape.steps
-            )
-        ),
-        uniform_batch=bool(np.all(hp["batch_size"] == shape.batch)),
-    )
+    shape, spec = E._bucket_spec(task, hp, interval, None)
+    sign = spec.sign
     comp = E._programs(spec, task.data.n_folds)
     data = E._device_data(task)
     padded = E._pop_size(population, 1)
