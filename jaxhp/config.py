@@ -86,7 +86,7 @@ SECTIONS = {
     "early_stopping": {"kind"} | {k for _, keys in STOPPERS.values() for k in keys},
     "study": {"storage", "name"},
     "space": None,  # any parameter name (checked against the task later)
-    "run": {"segment_epochs", "bucketing"},
+    "run": {"segment_epochs", "bucketing", "eval_every"},
 }
 DEFAULTS = {
     "search": {"strategy": "random", "n_trials": 64, "population": 64, "seed": 0},
@@ -196,6 +196,13 @@ def parse(raw: dict[str, Any]) -> dict[str, Any]:
     run = cfg.get("run", {})
     if "segment_epochs" in run:
         _positive_int(run["segment_epochs"], "run.segment_epochs")
+    if "eval_every" in run:
+        _positive_int(run["eval_every"], "run.eval_every")
+        if run["eval_every"] > 1 and "early_stopping" in cfg:
+            raise ConfigError(
+                "run.eval_every: early stopping reads the validation metric every "
+                "epoch; drop [early_stopping] or set run.eval_every = 1"
+            )
     if "bucketing" in run and run["bucketing"] not in ("auto", "pow2", "none"):
         raise ConfigError(
             f"run.bucketing: expected 'auto', 'pow2' or 'none', got {run['bucketing']!r}"

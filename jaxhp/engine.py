@@ -97,6 +97,7 @@ class SegmentSpec:
     stopper: Hashable | None
     uniform_steps: bool = False  # every trial and fold takes exactly `steps` steps
     uniform_batch: bool = False  # every trial's batch size is `batch`
+    eval_every: int = 1  # validate every this many epochs (and at each trial's last)
 
 
 def _member_perm(key: jax.Array, n: jax.Array, size: int) -> jax.Array:
@@ -140,7 +141,8 @@ def _segment(
         )  # [P, F, N]
 
         def member_step(ts, perm, ekey, hpm, x, y, n, aux, spe, t):
-            b = hpm["batch_size"]
+            # A static batch size when the bucket's trials share it (fewer ops per step).
+            b = spec.batch if spec.uniform_batch else hpm["batch_size"]
             idx = t * b + jnp.arange(spec.batch)
             rowmask = idx < n
             if not spec.uniform_batch:
@@ -191,23 +193,41 @@ def _segment(
         def member_eval(ts, hpm, x, y, mask, aux):
             return tr.evaluate(ts, Batch(x, y, mask, eval_key, aux), hpm)
 
-        metrics = jax.vmap(
-            jax.vmap(member_eval, in_axes=(0, None, 0, 0, 0, 0)),
-            in_axes=(0, 0, None, None, None, None),
-        )(ts, hp, data.x_val, data.y_val, data.val_mask, data.aux)  # {name: [P, F]}
-        per_fold = metrics[spec.metric].astype(jnp.float32)
+        def validate():  # {name: [P, F]}
+            return jax.vmap(
+                jax.vmap(member_eval, in_axes=(0, None, 0, 0, 0, 0)),
+                in_axes=(0, 0, None, None, None, None),
+            )(ts, hp, data.x_val, data.y_val, data.val_mask, data.aux)
+
+        if spec.eval_every == 1:
+            due = ran
+            metrics = validate()
+        else:
+            # Validation is due every `eval_every` epochs and at a trial's last epoch;
+            # it runs (for the whole population) only when some trial is due.
+            due = ran & (((e + 1) % spec.eval_every == 0) | (e + 1 >= hp["epochs"]))
+            skipped = jax.tree.map(
+                lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(validate)
+            )
+            metrics = jax.lax.cond(jnp.any(due), validate, lambda: skipped)
+        nan = jnp.float32(jnp.nan)
+        per_fold = jnp.where(
+            due[:, None], metrics[spec.metric].astype(jnp.float32), nan
+        )
         value = jnp.mean(per_fold, axis=1)  # [P]
         oriented = spec.sign * value
-        blew_up = ~jnp.all(jnp.isfinite(loss_sum), axis=1) | ~jnp.isfinite(value)
+        blew_up = ~jnp.all(jnp.isfinite(loss_sum), axis=1) | (
+            due & ~jnp.isfinite(value)
+        )
         ok = ran & ~blew_up
         # Trials that did not train this epoch (inactive) or blew up keep their state
         # from the start of the epoch, bit for bit (no select when every trial is fine).
         ts = jax.lax.cond(
             jnp.all(ok), lambda: ts, lambda: tree_where(ok, ts, run.tstate)
         )
-        improved = ok & (oriented > run.best_value)
+        improved = ok & due & (oriented > run.best_value)
         if spec.stopper is not None:
-            report = Report(oriented, value, ok, e)
+            report = Report(oriented, value, ok & due, e)
             stop_state, stop = spec.stopper.update(run.stop_state, report)
             stop = stop & ok
         else:
@@ -227,14 +247,13 @@ def _segment(
             best_epoch=jnp.where(improved, e, run.best_epoch),
             stop_state=stop_state,
         )
-        nan = jnp.float32(jnp.nan)
         train_loss = jnp.mean(loss_sum / steps_per_epoch, axis=1)
         row = {
             "train_loss": jnp.where(ran, train_loss, nan),
-            "value": jnp.where(ran, value, nan),
-            "value_folds": jnp.where(ran[:, None], per_fold, nan),
+            "value": jnp.where(due, value, nan),
+            "value_folds": jnp.where(due[:, None], per_fold, nan),
             **{
-                k: jnp.where(ran, jnp.mean(v, 1).astype(jnp.float32), nan)
+                k: jnp.where(due, jnp.mean(v, 1).astype(jnp.float32), nan)
                 for k, v in metrics.items()
                 if k != spec.metric
             },
@@ -260,7 +279,56 @@ def _segment(
 
         return jax.lax.while_loop(cond, body, (jnp.int32(0), run, bufs))
 
-    return run_epochs(run)
+    i, run, bufs = run_epochs(run)
+    # What the host reads after a segment, packed into one vector per dtype: one
+    # transfer each instead of one per leaf (~30 leaves; it shows at small populations).
+    best1 = run.best if n_pop == 1 else None  # a lone trial's best state: cheap to take
+    out = SegmentOut(i, bufs, _flags(run), run.active, best1)
+    return run, _pack((spec, n_folds, n_pop), out)
+
+
+class SegmentOut(NamedTuple):
+    """A segment's results for the host: epochs done, per-epoch rows, per-trial flags."""
+
+    done: Any  # epochs this segment ran
+    bufs: Any  # {name: [E, P, ...]} per-epoch rows (NaN where a trial did not train)
+    flags: Any  # (diverged, stopped, epochs_run, best_value, best_epoch), each [P]
+    active: Any  # [P]
+    best1: Any  # the best-epoch state when the population is one trial, else None
+
+
+_LAYOUTS: dict[Hashable, tuple] = {}
+
+
+def _pack(key: Hashable, tree: Any) -> dict[str, jax.Array]:
+    """Concatenate ``tree``'s leaves, raveled, into one vector per dtype (in the traced
+    program); the layout to undo it is kept under ``key`` (static shapes: the spec, the
+    fold count and the population determine it)."""
+    leaves, treedef = jax.tree.flatten(tree)
+    groups: dict[str, list] = {}
+    layout = []
+    for leaf in leaves:
+        dt = jnp.dtype(leaf.dtype).name
+        group = groups.setdefault(dt, [])
+        layout.append((dt, sum(x.size for x in group), leaf.shape))
+        group.append(jnp.ravel(leaf))
+    _LAYOUTS[key] = (treedef, layout)
+    return {dt: jnp.concatenate(g) for dt, g in groups.items()}
+
+
+def _unpack(key: Hashable, packed: Mapping[str, np.ndarray]) -> Any:
+    """The host tree :func:`_pack` packed under ``key``, from the fetched vectors."""
+    treedef, layout = _LAYOUTS[key]
+    leaves = [
+        np.asarray(packed[dt][off : off + math.prod(shape)]).reshape(shape)
+        for dt, off, shape in layout
+    ]
+    return jax.tree.unflatten(treedef, leaves)
+
+
+def _segment_out(spec: SegmentSpec, n_folds: int, n_pop: int, packed) -> SegmentOut:
+    """Fetch and unpack a segment's packed results (one transfer per dtype)."""
+    return _unpack((spec, n_folds, n_pop), _fetch(packed))
 
 
 # ----------------------------------------------------------------------------- host side
@@ -336,7 +404,11 @@ class BucketShape(NamedTuple):
 
 
 def _bucket_spec(
-    task: Task, hp: Mapping[str, np.ndarray], segment_epochs: int, stopper: Any
+    task: Task,
+    hp: Mapping[str, np.ndarray],
+    segment_epochs: int,
+    stopper: Any,
+    eval_every: int = 1,
 ) -> tuple[BucketShape, SegmentSpec]:
     """The shape and compiled-segment spec of a bucket holding the trials ``hp``."""
     shape = _bucket_shape(task, hp, int(task.data.n_train.max()))
@@ -355,6 +427,7 @@ def _bucket_spec(
             )
         ),
         uniform_batch=bool(np.all(hp["batch_size"] == shape.batch)),
+        eval_every=eval_every,
     )
     return shape, spec
 
@@ -574,6 +647,7 @@ def run_population(
     inspect: Callable[[np.ndarray, RunState], None] | None = None,
     devices: Sequence[jax.Device] | None = None,
     memory_budget: int | None = None,
+    eval_every: int = 1,
 ) -> tuple[list[TrialOutcome], list[BucketReport], BestState | None]:
     """Train the trials ``trial_ids`` with hyperparameters ``hp`` (``{name: [P]}``).
 
@@ -584,6 +658,8 @@ def run_population(
     ``devices`` (default: every local device) shard the population axis; a trial's
     result does not depend on them. ``memory_budget`` (bytes per device) splits a bucket
     into chunks that fit, sized from the compiled program's memory analysis.
+    ``eval_every`` validates every that many epochs and at each trial's last epoch (its
+    curves hold NaN values in between; the best epoch is among the validated ones).
     """
     trial_ids = np.asarray(trial_ids)
     if devices is None:  # every device of every process (multi-host: see README)
@@ -611,7 +687,7 @@ def run_population(
     best: BestState | None = None
     for group in groups:
         gsub = {k: np.asarray(v)[group] for k, v in hp.items()}
-        shape, spec = _bucket_spec(task, gsub, segment_epochs, stopper)
+        shape, spec = _bucket_spec(task, gsub, segment_epochs, stopper, eval_every)
         trainable = shape.trainable
         comp = _programs(spec, n_folds)
         chunk = (
@@ -790,13 +866,9 @@ def _run_chunk(
     flags = best1 = None
     while epoch0 < max_epochs:
         n_ep = min(segment_epochs, max_epochs - epoch0)
-        i, run, bufs = comp.segment(run, hp_dev, keys, data, np.int32(n_ep))
-        # One transfer per segment: epochs done, curves and the per-trial flags (and,
-        # for a lone trial, its best state: cheaper than a second transfer later).
-        done, bufs, flags, best1 = _fetch(
-            (i, bufs, _flags(run), run.best if padded == 1 else None)
-        )
-        done = int(done)
+        run, packed = comp.segment(run, hp_dev, keys, data, np.int32(n_ep))
+        out = _segment_out(spec, n_folds, padded, packed)
+        done, bufs, flags, best1 = int(out.done), out.bufs, out.flags, out.best1
         curves.append({k: v[:done] for k, v in bufs.items()})
         epoch0 += done
         segments += 1
@@ -875,6 +947,7 @@ def run_recycled(
     segment_epochs: int = 1,
     best_so_far: float = -math.inf,
     on_segment: Callable[[BucketReport, int], None] | None = None,
+    eval_every: int = 1,
 ) -> tuple[BucketReport, BestState | None]:
     """Train a stream of trials in ``slots`` slots, refilling each slot when it frees.
 
@@ -886,10 +959,10 @@ def run_recycled(
     stopped, pruned or diverged) is reported to ``on_finish(outcomes, boundary)`` and
     its slot is refilled from ``source`` with fresh keys, weights and optimizer state,
     without recompiling. A trial's result is the one it has trained alone (its keys
-    derive from ``(seed, trial id)``).
+    derive from ``(seed, trial id)``). ``eval_every``: as in :func:`run_population`.
     """
     n_folds = task.data.n_folds
-    shape, spec = _bucket_spec(task, shape_hp, segment_epochs, stopper)
+    shape, spec = _bucket_spec(task, shape_hp, segment_epochs, stopper, eval_every)
     sign = spec.sign
     comp = _programs(spec, n_folds)
     data = _device_data(task)
@@ -925,9 +998,9 @@ def run_recycled(
     best: BestState | None = None
     boundary = 0
     while (occupant >= 0).any():
-        i, run, bufs = comp.segment(run, sub, keys, data, np.int32(segment_epochs))
-        done, bufs, flags, active = _fetch((i, bufs, _flags(run), run.active))
-        done = int(done)
+        run, packed = comp.segment(run, sub, keys, data, np.int32(segment_epochs))
+        out = _segment_out(spec, n_folds, P, packed)
+        done, bufs, flags, active = int(out.done), out.bufs, out.flags, out.active
         report.segments += 1
         for s in np.flatnonzero(occupant >= 0):
             trained = ~np.isnan(bufs["train_loss"][:done, s])

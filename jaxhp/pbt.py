@@ -136,8 +136,8 @@ def pbt(
     for g in range(generations):
         hp = task.hparams(space, values)
         hp_pad = {k: pad(v) for k, v in hp.items()}
-        i, run, bufs = comp.segment(run, hp_pad, keys, data, np.int32(interval))
-        bufs = E._fetch(bufs)
+        run, packed = comp.segment(run, hp_pad, keys, data, np.int32(interval))
+        bufs = E._segment_out(spec, task.data.n_folds, padded, packed).bufs
         curves.append({k: v[:, :population] for k, v in bufs.items()})
         for n in schedule:
             schedule[n].append(

@@ -171,6 +171,13 @@ def plot_parallel_coordinates(res: Results, top: int | None = None):
     return fig
 
 
+def _validated(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The (1-based) epochs with a validation value, and the values: with
+    ``eval_every > 1`` the epochs in between hold NaN, which would break the lines."""
+    keep = np.isfinite(y)
+    return np.arange(1, y.size + 1)[keep], y[keep]
+
+
 def plot_learning_curves(res: Results, max_trials: int = 200):
     """The validation metric per epoch of each trial, coloured by status."""
     plt = _plt()
@@ -183,8 +190,9 @@ def plot_learning_curves(res: Results, max_trials: int = 200):
             continue
         label = t.status if t.status not in seen else None
         seen.add(t.status)
+        x, y = _validated(y)
         ax.plot(
-            np.arange(1, y.size + 1),
+            x,
             y,
             c=STATUS_COLORS.get(t.status, "k"),
             alpha=0.35 if t.status == "complete" else 0.6,
@@ -193,9 +201,9 @@ def plot_learning_curves(res: Results, max_trials: int = 200):
         )
     best = res.best_trial
     if best is not None and "value" in best.curves:
-        y = np.asarray(best.curves["value"], float)
+        x, y = _validated(np.asarray(best.curves["value"], float))
         ax.plot(
-            np.arange(1, y.size + 1),
+            x,
             y,
             c="k",
             lw=2,

@@ -49,6 +49,7 @@ def tune(
     devices: Any = None,
     memory_budget: int | None = None,
     recycle: bool = False,
+    eval_every: int = 1,
 ) -> Results:
     """Tune ``task``'s hyperparameters over ``space``, training populations of trials at once.
 
@@ -96,6 +97,11 @@ def tune(
         memory_budget: bytes of device memory a bucket may use (per device); a bucket
             that needs more is trained in chunks sized from the compiled program's
             memory analysis (same results, reported in ``stats["chunks"]``).
+        eval_every: validate every this many epochs, and always at a trial's last epoch
+            (default 1: every epoch). Validation costs a forward pass over the validation
+            rows; a sweep without early stopping that only needs final scores can set it
+            to the largest ``epochs``. The best epoch is chosen among validated epochs;
+            curves hold NaN in between. Early stopping needs validation every epoch.
 
     Returns:
         :class:`~jaxhp.Results`.
@@ -117,6 +123,12 @@ def tune(
     if segment_epochs is None:
         segment_epochs = 1 if recycle else 10
     check_positive_int("memory_budget", memory_budget, allow_none=True)
+    check_positive_int("eval_every", eval_every)
+    if eval_every > 1 and early_stopping is not None:
+        raise ValueError(
+            f"eval_every={eval_every} cannot be combined with early_stopping: a stopper "
+            "reads the validation metric every epoch (use eval_every=1)"
+        )
     if bucketing not in ("auto", "pow2", "none"):
         raise ValueError(
             f"bucketing must be 'auto', 'pow2' or 'none', got {bucketing!r}"
@@ -152,6 +164,7 @@ def tune(
             "strategy_options": repr(dict(strategy_options or {})),
             "seed": int(seed),
             "early_stopping": repr(early_stopping),
+            "eval_every": int(eval_every),
             "task": type(task).__name__,
             "data": _fingerprint(task),
         }
@@ -206,6 +219,7 @@ def tune(
             segment_epochs=segment_epochs,
             callback=callback,
             progress=progress,
+            eval_every=eval_every,
         )
         buckets.extend(recycled_buckets)
         started = n_trials
@@ -231,6 +245,7 @@ def tune(
                 on_segment=progress.segment if progress is not None else None,
                 devices=devices,
                 memory_budget=memory_budget,
+                eval_every=eval_every,
             )
             buckets.extend(reports)
             new_model = None
@@ -315,6 +330,9 @@ def _fingerprint(task: Task) -> str:
     return h.hexdigest()[:16]
 
 
+_ADDED_KEYS = {"eval_every": 1}
+
+
 def _check_same_study(study, config: dict, storage: str, name: str) -> None:
     stored = study.config or {}
     for key, what in (
@@ -324,9 +342,11 @@ def _check_same_study(study, config: dict, storage: str, name: str) -> None:
         ("strategy_options", "strategy options"),
         ("seed", "seed"),
         ("early_stopping", "early stopping"),
+        ("eval_every", "validation interval (eval_every)"),
         ("task", "task"),
     ):
-        if stored.get(key) != config[key]:
+        # Keys added after a study was stored default to the behaviour it ran with.
+        if stored.get(key, _ADDED_KEYS.get(key)) != config[key]:
             raise ValueError(
                 f"storage {storage!r} already holds study {name!r} with a different "
                 f"{what} ({stored.get(key)!r}, now {config[key]!r}): resume it with the "
@@ -362,6 +382,7 @@ def _tune_recycled(
     segment_epochs,
     callback,
     progress,
+    eval_every,
 ):
     from jaxhp.engine import run_recycled
 
@@ -423,6 +444,7 @@ def _tune_recycled(
         stopper=early_stopping,
         segment_epochs=segment_epochs,
         on_segment=progress.segment if progress is not None else None,
+        eval_every=eval_every,
     )
     model = Model(task, best) if best is not None else None
     return trials, model, [report]

@@ -109,6 +109,8 @@ BAD = [
     ("space.widht", 8, "space.widht"),
     ("space.dropout", {"float": [0.0, 1.5]}, "space.dropout"),
     ("sampler", {"x": 1}, "sampler: unknown section"),
+    ("run.eval_every", 0, "run.eval_every: expected an integer >= 1"),
+    ("run.eval_every", 2, "run.eval_every: early stopping reads the validation"),
 ]
 
 

@@ -250,3 +250,38 @@ def test_padded_units_stay_exactly_zero(clf_task):
         assert np.all(np.asarray(params["hidden_0"]["bias"][row, 0])[w:] == 0)
         assert np.all(np.asarray(params["out"]["kernel"][row, 0])[w:] == 0)
         assert np.any(k1[:w, :w] != 0)
+
+
+def test_eval_every_validates_on_schedule_and_trains_the_same(clf_task):
+    """``eval_every`` changes when validation runs, never the training itself."""
+    space = Space(
+        epochs=Choice([5, 7]), width=Fixed(16), n_layers=Fixed(1), batch_size=Fixed(64)
+    )
+    clf_task.check_space(space)
+    hp = _hp(clf_task, space, [{"epochs": 5}, {"epochs": 7}])
+    every, _, _ = run_population(clf_task, hp, np.arange(2), seed=4, bucketing="none")
+    sparse, _, _ = run_population(
+        clf_task, hp, np.arange(2), seed=4, bucketing="none", eval_every=3
+    )
+    for a, b in zip(every, sparse, strict=True):
+        n = len(a.curves["train_loss"])
+        np.testing.assert_array_equal(a.curves["train_loss"], b.curves["train_loss"])
+        due = [(e + 1) % 3 == 0 or e + 1 == n for e in range(n)]  # 2 and the last
+        assert list(np.isfinite(b.curves["value"])) == due
+        np.testing.assert_array_equal(b.curves["value"][due], a.curves["value"][due])
+        assert due[b.best_epoch]
+        assert b.value == np.max(a.curves["value"][due])
+        np.testing.assert_array_equal(
+            b.fold_values, a.curves["value_folds"][b.best_epoch]
+        )
+
+
+def test_eval_every_refuses_a_stopper(clf_task):
+    with pytest.raises(ValueError, match="eval_every=2 cannot be combined"):
+        jaxhp.tune(
+            clf_task,
+            tiny_space(),
+            n_trials=2,
+            eval_every=2,
+            early_stopping=jaxhp.stopping.Patience(2),
+        )
