@@ -234,10 +234,14 @@ def _segment(
             stop_state, stop = run.stop_state, jnp.zeros_like(ok)
         new_run = RunState(
             tstate=ts,
-            best=jax.lax.cond(
-                jnp.all(improved),
-                lambda: ts,
-                lambda: tree_where(improved, ts, run.best),
+            # No trial improved (e.g. no validation this epoch): keep; all did: take.
+            best=jax.lax.switch(
+                jnp.where(jnp.all(improved), 2, jnp.where(jnp.any(improved), 1, 0)),
+                [
+                    lambda: run.best,
+                    lambda: tree_where(improved, ts, run.best),
+                    lambda: ts,
+                ],
             ),
             active=ran & ~blew_up & ~stop & (e + 1 < hp["epochs"]),
             diverged=run.diverged | (ran & blew_up),
