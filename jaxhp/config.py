@@ -33,6 +33,11 @@ stopper and the study database::
     optimizer = ["adam", "sgd"]
     epochs = 20                      # a plain value is fixed
 
+    [run]                     # optional engine settings
+    segment_epochs = 10       # epochs per compiled call (progress is reported between)
+    bucketing = "auto"        # auto | pow2 | none
+    eval_every = 1            # validate every this many epochs (1 with early stopping)
+
 Every error names the offending key (``search.population: expected a positive integer,
 got 0``) and is raised before any data is loaded or anything compiles.
 """
