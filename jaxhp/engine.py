@@ -161,11 +161,16 @@ def _segment(
             # and inactive or diverged trials are reverted once, at the epoch's end.
             return new, loss
 
+        train = (data.x_train, data.y_train, data.n_train, data.aux)
+
         def train_step(carry, t):
             ts, loss_sum = carry
             # vmap over folds (data mapped), then over the population (hp mapped).
+            # One fold: its data enters unmapped, so the batch gathers index a plain
+            # [N, ...] array (one gather kernel fewer per step than a mapped one).
+            fa = 0 if n_folds > 1 else None
             over_folds = jax.vmap(
-                member_step, in_axes=(0, 0, 0, None, 0, 0, 0, 0, 0, None)
+                member_step, in_axes=(0, 0, 0, None, fa, fa, fa, fa, 0, None)
             )
             over_pop = jax.vmap(
                 over_folds, in_axes=(0, 0, 0, 0, None, None, None, None, 0, None)
@@ -175,10 +180,7 @@ def _segment(
                 perms,
                 ekeys,
                 hp,
-                data.x_train,
-                data.y_train,
-                data.n_train,
-                data.aux,
+                *(train if n_folds > 1 else jax.tree.map(lambda v: v[0], train)),
                 steps_per_epoch,
                 t,
             )
@@ -194,10 +196,12 @@ def _segment(
             return tr.evaluate(ts, Batch(x, y, mask, eval_key, aux), hpm)
 
         def validate():  # {name: [P, F]}
+            val = (data.x_val, data.y_val, data.val_mask, data.aux)
+            fa = 0 if n_folds > 1 else None  # one fold: unmapped, as in training
             return jax.vmap(
-                jax.vmap(member_eval, in_axes=(0, None, 0, 0, 0, 0)),
+                jax.vmap(member_eval, in_axes=(0, None, fa, fa, fa, fa)),
                 in_axes=(0, 0, None, None, None, None),
-            )(ts, hp, data.x_val, data.y_val, data.val_mask, data.aux)
+            )(ts, hp, *(val if n_folds > 1 else jax.tree.map(lambda v: v[0], val)))
 
         if spec.eval_every == 1:
             due = ran
