@@ -96,9 +96,9 @@ def _space(d):
 # ----------------------------------------------------------------------------- arms
 
 
-def run_jaxhp(strategy, fn, d, budget, q, seed):
+def run_jaxhp(strategy, fn, d, budget, q, seed, options=None):
     space = _space(d)
-    s = jaxhp.strategies.make_strategy(strategy, space)
+    s = jaxhp.strategies.make_strategy(strategy, space, **(options or {}))
     st = s.init(jax.random.key(seed))
     ys, times = [], []
     while len(ys) < budget:
@@ -170,7 +170,8 @@ def synthetic(args):
                     if arm.startswith("optuna"):
                         ys, t = run_optuna(arm[7:], fn, d, top, seed)
                     else:
-                        ys, t = run_jaxhp(arm, fn, d, top, q, seed)
+                        opts = args.bayes_options if arm == "bayes" else None
+                        ys, t = run_jaxhp(arm, fn, d, top, q, seed, opts)
                     regrets.append(np.minimum.accumulate(ys) - fstar)
                     secs.append(t)
                 regrets = np.asarray(regrets)  # [seeds, budget]
@@ -283,6 +284,12 @@ def main(argv=None):
     ap.add_argument("--q", type=int, nargs="*", default=[1, 8, 64])
     ap.add_argument("--no-optuna", action="store_true")
     ap.add_argument(
+        "--bayes-options",
+        type=json.loads,
+        default={},
+        help="options of the bayes strategy, as JSON (an ablation: '{\"fit_steps\": 300}')",
+    )
+    ap.add_argument(
         "--arms",
         nargs="*",
         default=["random", "sobol", "bayes", "optuna_tpe", "optuna_gp"],
@@ -304,6 +311,7 @@ def main(argv=None):
         "cpu_count": os.cpu_count(),
         "machine": platform.machine(),
         "jax": jax.__version__,
+        "bayes_options": args.bayes_options,
     }
     if args.nn:
         result = {"benchmark": "strategies-nn", **meta, "rows": nn_track(args)}
