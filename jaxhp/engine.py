@@ -3,7 +3,9 @@
 Every trial's state carries leading axes ``[P, F]`` (population, folds). One *segment* is a
 compiled program: a ``lax.while_loop`` over up to ``segment_epochs`` epochs, each a
 ``lax.scan`` over ``S`` optimizer steps of the ``vmap``-ed (over ``F``, then ``P``)
-``Trainable.step``, followed by the vmapped ``evaluate`` on each fold's validation rows.
+``Trainable.step``, followed by the vmapped ``evaluate`` on each fold's validation rows
+(every epoch, or every ``eval_every`` epochs and at each trial's last). What the host
+reads after a segment comes back packed into one vector per dtype.
 
 How each hyperparameter runs batched:
 
