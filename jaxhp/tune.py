@@ -346,10 +346,11 @@ def _check_same_study(study, config: dict, storage: str, name: str) -> None:
         ("task", "task"),
     ):
         # Keys added after a study was stored default to the behaviour it ran with.
-        if stored.get(key, _ADDED_KEYS.get(key)) != config[key]:
+        before = stored.get(key, _ADDED_KEYS.get(key))
+        if before != config[key]:
             raise ValueError(
                 f"storage {storage!r} already holds study {name!r} with a different "
-                f"{what} ({stored.get(key)!r}, now {config[key]!r}): resume it with the "
+                f"{what} ({before!r}, now {config[key]!r}): resume it with the "
                 "same settings, or pick another study_name or storage path"
             )
 

@@ -138,3 +138,30 @@ def test_cli_help_lists_verbs(capsys):
 
     assert main([]) == 0
     assert "demo" in capsys.readouterr().out
+
+
+def test_classifier_loss_matches_optax():
+    """The hand-written log-softmax cross-entropy equals optax's, value and gradient."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    from jaxhp.tasks.mlp import MLPTrainable
+
+    tr = MLPTrainable("classifier", 4, 10, 1, 8, False, (0,), (0,))
+    y = jax.random.randint(jax.random.key(1), (64,), 0, 10)
+    mask = jnp.arange(64) < 50
+
+    def ref(out):
+        ce = optax.softmax_cross_entropy_with_integer_labels(out, y)
+        return jnp.sum(jnp.where(mask, ce, 0.0)) / 50
+
+    for scale in (1.0, 1e3):
+        out = jax.random.normal(jax.random.key(0), (64, 10)) * scale
+        np.testing.assert_allclose(tr._loss(out, y, mask), ref(out), rtol=1e-6)
+        np.testing.assert_allclose(
+            jax.grad(lambda o: tr._loss(o, y, mask))(out),
+            jax.grad(ref)(out),
+            rtol=1e-6,
+            atol=1e-7,
+        )

@@ -181,8 +181,7 @@ class MLPTrainable:
             per_row = jnp.log(jnp.sum(jnp.exp(shifted), axis=-1)) - label
         else:
             per_row = jnp.mean(jnp.square(out - y.reshape(out.shape)), axis=-1)
-        mask = mask.astype(per_row.dtype)
-        return jnp.sum(per_row * mask) / jnp.maximum(jnp.sum(mask), 1.0)
+        return jnp.sum(jnp.where(mask, per_row, 0.0)) / jnp.maximum(jnp.sum(mask), 1)
 
     def step(self, state: MLPState, batch: Batch, hp) -> tuple[MLPState, dict]:
         def loss_fn(params):
