@@ -110,12 +110,7 @@ def make_train(xt, yt, xv, yv, n_out):
 
 # --------------------------------------------------------------------------- timing
 def best_time(fn, repeats):
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - t0)
-    return min(times)
+    return best_times([fn], repeats)[0]
 
 
 def best_times(fns, repeats):

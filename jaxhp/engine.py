@@ -46,22 +46,12 @@ import numpy as np
 from jaxhp import stopping
 from jaxhp.stopping import Report
 from jaxhp.tasks.base import Task, next_pow2
-from jaxhp.trainable import Batch
+from jaxhp.trainable import Batch, tree_where
 
 __all__ = ["BucketReport", "TrialOutcome", "run_population", "TRACE_COUNTS"]
 
 #: How often each compiled program was traced (tests assert no recompiles).
 TRACE_COUNTS: Counter = Counter()
-
-
-def tree_where(cond: jax.Array, new: Any, old: Any) -> Any:
-    """``where(cond, new, old)`` leaf by leaf; ``cond`` broadcasts over trailing axes."""
-
-    def pick(a, b):
-        c = cond.reshape(cond.shape + (1,) * (a.ndim - cond.ndim))
-        return jnp.where(c, a, b)
-
-    return jax.tree.map(pick, new, old)
 
 
 class RunState(NamedTuple):
@@ -100,6 +90,15 @@ class SegmentSpec:
     uniform_steps: bool = False  # every trial and fold takes exactly `steps` steps
     uniform_batch: bool = False  # every trial's batch size is `batch`
     eval_every: int = 1  # validate every this many epochs (and at each trial's last)
+
+
+def _fold_data(n_folds: int, arrays: tuple) -> tuple[tuple, int | None]:
+    """Per-fold data arrays and the fold vmap's axis for them. With one fold the data
+    enters unmapped, so batch gathers index a plain ``[N, ...]`` array (one gather kernel
+    fewer per step than through a mapped fold axis of size one)."""
+    if n_folds > 1:
+        return arrays, 0
+    return jax.tree.map(lambda v: v[0], arrays), None
 
 
 def _member_perm(key: jax.Array, n: jax.Array, size: int) -> jax.Array:
@@ -163,14 +162,13 @@ def _segment(
             # and inactive or diverged trials are reverted once, at the epoch's end.
             return new, loss
 
-        train = (data.x_train, data.y_train, data.n_train, data.aux)
+        train, fa = _fold_data(
+            n_folds, (data.x_train, data.y_train, data.n_train, data.aux)
+        )
 
         def train_step(carry, t):
             ts, loss_sum = carry
             # vmap over folds (data mapped), then over the population (hp mapped).
-            # One fold: its data enters unmapped, so the batch gathers index a plain
-            # [N, ...] array (one gather kernel fewer per step than a mapped one).
-            fa = 0 if n_folds > 1 else None
             over_folds = jax.vmap(
                 member_step, in_axes=(0, 0, 0, None, fa, fa, fa, fa, 0, None)
             )
@@ -182,7 +180,7 @@ def _segment(
                 perms,
                 ekeys,
                 hp,
-                *(train if n_folds > 1 else jax.tree.map(lambda v: v[0], train)),
+                *train,
                 steps_per_epoch,
                 t,
             )
@@ -197,13 +195,13 @@ def _segment(
         def member_eval(ts, hpm, x, y, mask, aux):
             return tr.evaluate(ts, Batch(x, y, mask, eval_key, aux), hpm)
 
+        val, fa = _fold_data(n_folds, (data.x_val, data.y_val, data.val_mask, data.aux))
+
         def validate():  # {name: [P, F]}
-            val = (data.x_val, data.y_val, data.val_mask, data.aux)
-            fa = 0 if n_folds > 1 else None  # one fold: unmapped, as in training
             return jax.vmap(
                 jax.vmap(member_eval, in_axes=(0, None, fa, fa, fa, fa)),
                 in_axes=(0, 0, None, None, None, None),
-            )(ts, hp, *(val if n_folds > 1 else jax.tree.map(lambda v: v[0], val)))
+            )(ts, hp, *val)
 
         if spec.eval_every == 1:
             due = ran

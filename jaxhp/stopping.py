@@ -53,6 +53,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxhp.trainable import tree_where
+
 __all__ = [
     "ASHA",
     "AnyOf",
@@ -251,6 +253,10 @@ def _rungs(first: int, eta: int, horizon: int) -> np.ndarray:
     return np.asarray(out, np.int32)
 
 
+#: Results kept per rung by successive halving and Hyperband (the most recent).
+RUNG_HISTORY = 256
+
+
 class RungHistory(NamedTuple):
     """Results recorded at each rung: ``values [R, K]`` (a ring of the last ``K``),
     ``count [R]`` (how many were ever recorded)."""
@@ -300,12 +306,7 @@ def reset(stopper: Any, state: Any, fill: jax.Array, fresh: Any) -> Any:
     histories) says how with its own ``reset``."""
     if hasattr(stopper, "reset"):
         return stopper.reset(state, fill, fresh)
-
-    def pick(a, b):
-        c = fill.reshape(fill.shape + (1,) * (a.ndim - 1))
-        return jnp.where(c, a, b)
-
-    return jax.tree.map(pick, fresh, state)
+    return tree_where(fill, fresh, state)
 
 
 @dataclass(frozen=True)
@@ -320,7 +321,7 @@ class SuccessiveHalving(_Composable):
     min_resource: int = 1
     eta: int = 3
     max_resource: int = 1 << 12
-    history: int = 256  # results kept per rung (the most recent)
+    history: int = RUNG_HISTORY  # results kept per rung (the most recent)
 
     def __post_init__(self):
         _check_int("SuccessiveHalving: min_resource", self.min_resource, 1)
@@ -384,7 +385,8 @@ class Hyperband(_Composable):
 
     def init(self, n: int):
         hists = tuple(
-            _history(len(self._bracket_rungs(b)), 256) for b in range(self.s_max + 1)
+            _history(len(self._bracket_rungs(b)), RUNG_HISTORY)
+            for b in range(self.s_max + 1)
         )
         return jnp.asarray(self.brackets(n)), hists
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import jax
+import jax.numpy as jnp
 
 __all__ = ["Batch", "Trainable"]
 
@@ -60,3 +61,15 @@ class Trainable(Protocol):
     def evaluate(
         self, state: PyTree, data: Batch, hp: dict[str, jax.Array]
     ) -> dict[str, jax.Array]: ...
+
+
+# Used by the engine (frozen, refilled and best-state rows) and by the stoppers (state
+# rows of refilled slots): one helper for "take these trials' rows of a state pytree".
+def tree_where(cond: jax.Array, new: Any, old: Any) -> Any:
+    """``where(cond, new, old)`` leaf by leaf; ``cond`` broadcasts over trailing axes."""
+
+    def pick(a, b):
+        c = cond.reshape(cond.shape + (1,) * (a.ndim - cond.ndim))
+        return jnp.where(c, a, b)
+
+    return jax.tree.map(pick, new, old)
