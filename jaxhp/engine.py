@@ -5,13 +5,15 @@ compiled program: a ``lax.while_loop`` over up to ``segment_epochs`` epochs, eac
 ``lax.scan`` over ``S`` optimizer steps of the ``vmap``-ed (over ``F``, then ``P``)
 ``Trainable.step``, followed by the vmapped ``evaluate`` on each fold's validation rows
 (every epoch, or every ``eval_every`` epochs and at each trial's last). What the host
-reads after a segment comes back packed into one vector per dtype.
+reads after a segment comes back packed into one vector (one transfer).
 
 How each hyperparameter runs batched:
 
 - numbers (learning rate, weight decay, dropout, ...) are per-trial traced arrays;
 - batch size ``b`` is honoured exactly: each epoch a trial takes ``ceil(n/b)`` steps on
-  batches of ``b`` rows of its own shuffle (the last one short), padded to the bucket's
+  batches of ``b`` rows of its own shuffle (the last one short; the shuffled rows are
+  copied once per epoch while the copies fit ``PRESHUFFLE_BYTES``, so a step slices its
+  batch instead of gathering it), padded to the bucket's
   ``B`` rows with a row mask; a trial with fewer steps than the bucket's ``S`` idles;
 - epochs are a per-trial budget; a trial past it, early-stopped or diverged is frozen by
   mask (``where(active, new, old)`` at each epoch's end: its state stays bit for bit; a
@@ -92,6 +94,12 @@ class SegmentSpec:
     eval_every: int = 1  # validate every this many epochs (and at each trial's last)
 
 
+#: Bytes the per-epoch shuffled copies of the training data may take (all trials and
+#: folds of a bucket) before the engine gathers each batch through the permutation
+#: instead. Both give the same batches bit for bit; the copies save kernels per step.
+PRESHUFFLE_BYTES = 256 * 2**20
+
+
 def _fold_data(n_folds: int, arrays: tuple) -> tuple[tuple, int | None]:
     """Per-fold data arrays and the fold vmap's axis for them. With one fold the data
     enters unmapped, so batch gathers index a plain ``[N, ...]`` array (one gather kernel
@@ -141,16 +149,47 @@ def _segment(
             perm_keys, data.n_train
         )  # [P, F, N]
 
-        def member_step(ts, perm, ekey, hpm, x, y, n, aux, spe, t):
+        train, fa = _fold_data(
+            n_folds, (data.x_train, data.y_train, data.n_train, data.aux)
+        )
+        x_all, y_all, n_all, aux_all = train
+        # Shuffle the data once per epoch when the shuffled copies fit the budget: every
+        # step then slices its batch (contiguous rows; with a uniform batch size a plain
+        # dynamic slice) instead of gathering rows through the permutation. Same rows,
+        # same order, bit for bit; two gather kernels fewer per step.
+        span = n_rows + spec.batch  # the last batch may run past the data: masked
+        row_bytes = sum(
+            math.prod(a.shape[2:]) * a.dtype.itemsize
+            for a in (data.x_train, data.y_train)
+        )
+        shuffled = n_pop * n_folds * span * row_bytes <= PRESHUFFLE_BYTES
+        if shuffled:
+            ext = jnp.minimum(jnp.arange(span), n_rows - 1)
+            rows_of = jax.vmap(
+                jax.vmap(lambda p, x, y: (x[p[ext]], y[p[ext]]), (0, fa, fa)),
+                (0, None, None),
+            )
+            xs, ys = rows_of(perms, x_all, y_all)  # [P, F, span, ...]
+            x_all, y_all = None, None
+
+        def member_step(ts, perm, ekey, hpm, x, y, xs, ys, n, aux, spe, t):
             # A static batch size when the bucket's trials share it (fewer ops per step).
             b = spec.batch if spec.uniform_batch else hpm["batch_size"]
-            idx = t * b + jnp.arange(spec.batch)
+            start = t * b
+            idx = start + jnp.arange(spec.batch)
             rowmask = idx < n
             if not spec.uniform_batch:
                 rowmask &= jnp.arange(spec.batch) < b
-            rows = perm[jnp.minimum(idx, n_rows - 1)]
+            if shuffled:
+                bx = jax.lax.dynamic_slice_in_dim(xs, start, spec.batch)
+                by = jax.lax.dynamic_slice_in_dim(ys, start, spec.batch)
+            else:
+                rows = perm[jnp.minimum(idx, n_rows - 1)]
+                bx, by = x[rows], y[rows]
+            # The real rows of this batch, counted by arithmetic (no reduction kernels).
+            count = jnp.clip(n - start, 0, b).astype(jnp.int32)
             batch = Batch(
-                x[rows], y[rows], rowmask, jax.random.fold_in(ekey, t + 1), aux
+                bx, by, rowmask, jax.random.fold_in(ekey, t + 1), aux, count
             )
             new, metrics = tr.step(ts, batch, hpm)
             loss = metrics["loss"]
@@ -162,25 +201,30 @@ def _segment(
             # and inactive or diverged trials are reverted once, at the epoch's end.
             return new, loss
 
-        train, fa = _fold_data(
-            n_folds, (data.x_train, data.y_train, data.n_train, data.aux)
-        )
-
         def train_step(carry, t):
             ts, loss_sum = carry
             # vmap over folds (data mapped), then over the population (hp mapped).
+            sa = 0 if shuffled else None  # the shuffled copies are per member
+            da = None if shuffled else fa
             over_folds = jax.vmap(
-                member_step, in_axes=(0, 0, 0, None, fa, fa, fa, fa, 0, None)
+                member_step,
+                in_axes=(0, 0, 0, None, da, da, sa, sa, fa, fa, 0, None),
             )
             over_pop = jax.vmap(
-                over_folds, in_axes=(0, 0, 0, 0, None, None, None, None, 0, None)
+                over_folds,
+                in_axes=(0, 0, 0, 0, None, None, sa, sa, None, None, 0, None),
             )
             ts, loss = over_pop(
                 ts,
                 perms,
                 ekeys,
                 hp,
-                *train,
+                x_all,
+                y_all,
+                xs if shuffled else None,
+                ys if shuffled else None,
+                n_all,
+                aux_all,
                 steps_per_epoch,
                 t,
             )
@@ -288,8 +332,8 @@ def _segment(
         return jax.lax.while_loop(cond, body, (jnp.int32(0), run, bufs))
 
     i, run, bufs = run_epochs(run)
-    # What the host reads after a segment, packed into one vector per dtype: one
-    # transfer each instead of one per leaf (~30 leaves; it shows at small populations).
+    # What the host reads after a segment, packed into one vector: one transfer instead
+    # of one per leaf (~30 leaves; it shows at small populations).
     best1 = run.best if n_pop == 1 else None  # a lone trial's best state: cheap to take
     out = SegmentOut(i, bufs, _flags(run), run.active, best1)
     return run, _pack((spec, n_folds, n_pop), out)
@@ -309,33 +353,44 @@ _LAYOUTS: dict[Hashable, tuple] = {}
 
 
 def _pack(key: Hashable, tree: Any) -> dict[str, jax.Array]:
-    """Concatenate ``tree``'s leaves, raveled, into one vector per dtype (in the traced
-    program); the layout to undo it is kept under ``key`` (static shapes: the spec, the
-    fold count and the population determine it)."""
+    """Concatenate ``tree``'s leaves, raveled, into as few vectors as possible (in the
+    traced program): every 32-bit and boolean leaf into one ``uint32`` vector (bit casts,
+    so nothing is rounded), any other dtype into a vector of its own. The layout to undo
+    it is kept under ``key`` (static shapes: the spec, the fold count and the population
+    determine it). One transfer instead of one per leaf shows at small populations."""
     leaves, treedef = jax.tree.flatten(tree)
     groups: dict[str, list] = {}
     layout = []
     for leaf in leaves:
-        dt = jnp.dtype(leaf.dtype).name
-        group = groups.setdefault(dt, [])
-        layout.append((dt, sum(x.size for x in group), leaf.shape))
-        group.append(jnp.ravel(leaf))
+        dt = jnp.dtype(leaf.dtype)
+        if dt == jnp.bool_:
+            group_name, word = "u32", leaf.astype(jnp.uint32)
+        elif dt.itemsize == 4:
+            group_name, word = "u32", jax.lax.bitcast_convert_type(leaf, jnp.uint32)
+        else:
+            group_name, word = dt.name, leaf
+        group = groups.setdefault(group_name, [])
+        layout.append((group_name, dt.name, sum(x.size for x in group), leaf.shape))
+        group.append(jnp.ravel(word))
     _LAYOUTS[key] = (treedef, layout)
-    return {dt: jnp.concatenate(g) for dt, g in groups.items()}
+    return {g: jnp.concatenate(v) for g, v in groups.items()}
 
 
 def _unpack(key: Hashable, packed: Mapping[str, np.ndarray]) -> Any:
     """The host tree :func:`_pack` packed under ``key``, from the fetched vectors."""
     treedef, layout = _LAYOUTS[key]
-    leaves = [
-        np.asarray(packed[dt][off : off + math.prod(shape)]).reshape(shape)
-        for dt, off, shape in layout
-    ]
-    return jax.tree.unflatten(treedef, leaves)
+
+    def leaf(group_name, dt, off, shape):
+        v = np.asarray(packed[group_name][off : off + math.prod(shape)])
+        if group_name == "u32":
+            v = v.astype(bool) if dt == "bool" else v.view(np.dtype(dt))
+        return v.reshape(shape)
+
+    return jax.tree.unflatten(treedef, [leaf(*spec) for spec in layout])
 
 
 def _segment_out(spec: SegmentSpec, n_folds: int, n_pop: int, packed) -> SegmentOut:
-    """Fetch and unpack a segment's packed results (one transfer per dtype)."""
+    """Fetch and unpack a segment's packed results (one transfer, see :func:`_pack`)."""
     return _unpack((spec, n_folds, n_pop), _fetch(packed))
 
 

@@ -26,7 +26,7 @@ B1, B2, EPS = 0.9, 0.999, 1e-8
 
 
 class OptState(NamedTuple):
-    count: jax.Array  # [] int32
+    count: jax.Array  # [] int32: steps taken (kept at 0 when no Adam kind is used)
     mu: object  # first moment (Adam) or momentum buffer (SGD), like params
     nu: object  # second moment (Adam), like params; None when no Adam kind is used
 
@@ -54,10 +54,12 @@ def opt_update(
         hp["weight_decay"],
         hp["momentum"],
     )
-    count = state.count + 1
+    has_adam = any(k in (ADAM, ADAMW) for k in kinds)
+    # The step count only feeds Adam's bias correction: without Adam it stays put (one
+    # kernel fewer per step).
+    count = state.count + 1 if has_adam else state.count
     t = count.astype(jnp.float32)
     bc1, bc2 = 1.0 - B1**t, 1.0 - B2**t
-    has_adam = any(k in (ADAM, ADAMW) for k in kinds)
     has_sgd = SGD in kinds
     has_adamw = ADAMW in kinds
     decoupled = code == ADAMW

@@ -39,6 +39,9 @@ class Batch(NamedTuple):
         mask: ``[B]`` bool, False on padding rows.
         key: a PRNG key for this step (in ``evaluate``: a fixed key).
         aux: per-fold extras from the task (e.g. target scaling), or ``None``.
+        count: ``[]`` int32, the number of real rows (``mask.sum()``), computed by the
+            engine from the step index so that a step need not reduce the mask; ``None``
+            where it is not given (``evaluate``).
     """
 
     x: jax.Array
@@ -46,6 +49,7 @@ class Batch(NamedTuple):
     mask: jax.Array
     key: jax.Array
     aux: PyTree = None
+    count: jax.Array | None = None
 
 
 @runtime_checkable

@@ -285,3 +285,31 @@ def test_eval_every_refuses_a_stopper(clf_task):
             eval_every=2,
             early_stopping=jaxhp.stopping.Patience(2),
         )
+
+
+@pytest.mark.parametrize("folds", [None, 2])
+def test_shuffled_copies_and_gathered_batches_train_the_same(
+    small_digits, monkeypatch, folds
+):
+    """Batches sliced from per-epoch shuffled copies of the data (the default while they
+    fit ``PRESHUFFLE_BYTES``) equal batches gathered through the permutation, bit for
+    bit, with mixed batch sizes (sizes below the bucket's, idle steps) and folds."""
+    from jaxhp import engine
+
+    X, y = small_digits
+    task = jaxhp.tasks.MLPClassifier(
+        X, y, folds=folds, val_fraction=0.25 if not folds else None
+    )
+    space = Space(
+        batch_size=Choice([24, 64]), epochs=Fixed(2), width=Fixed(8), n_layers=Fixed(1)
+    )
+    task.check_space(space)
+    hp = _hp(task, space, [{"batch_size": 24}, {"batch_size": 64}])
+    runs = []
+    for budget in (engine.PRESHUFFLE_BYTES, 0):
+        monkeypatch.setattr(engine, "PRESHUFFLE_BYTES", budget)
+        monkeypatch.setattr(engine, "_CACHE", {})  # trace again under the new budget
+        runs.append(run_population(task, hp, np.arange(2), seed=5, bucketing="none")[0])
+    for a, b in zip(*runs, strict=True):
+        np.testing.assert_array_equal(a.curves["train_loss"], b.curves["train_loss"])
+        np.testing.assert_array_equal(a.curves["value_folds"], b.curves["value_folds"])

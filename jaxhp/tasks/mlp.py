@@ -172,21 +172,30 @@ class MLPTrainable:
     def apply(self, params, x, hp, key=None) -> jax.Array:
         return self.module.apply({"params": params}, x, hp, key)
 
-    def _loss(self, out: jax.Array, y: jax.Array, mask: jax.Array) -> jax.Array:
+    def _loss(
+        self, out: jax.Array, y: jax.Array, mask: jax.Array, count=None
+    ) -> jax.Array:
         if self.kind == "classifier":
             # log-softmax cross-entropy with a stop-gradient max shift: the same value as
             # optax's (which goes through logsumexp) in fewer kernels per step.
             shifted = out - jax.lax.stop_gradient(jnp.max(out, axis=-1, keepdims=True))
-            label = jnp.take_along_axis(shifted, y[:, None], axis=-1)[:, 0]
+            # The label's logit through a one-hot select, not take_along_axis: its
+            # gradient is then elementwise (fused), not a scatter kernel per step.
+            hot = y[:, None] == jnp.arange(out.shape[-1])
+            label = jnp.sum(jnp.where(hot, shifted, 0.0), axis=-1)
             per_row = jnp.log(jnp.sum(jnp.exp(shifted), axis=-1)) - label
         else:
             per_row = jnp.mean(jnp.square(out - y.reshape(out.shape)), axis=-1)
-        return jnp.sum(jnp.where(mask, per_row, 0.0)) / jnp.maximum(jnp.sum(mask), 1)
+        n = jnp.sum(mask) if count is None else count
+        return jnp.sum(jnp.where(mask, per_row, 0.0)) / jnp.maximum(n, 1)
 
     def step(self, state: MLPState, batch: Batch, hp) -> tuple[MLPState, dict]:
         def loss_fn(params):
             return self._loss(
-                self.apply(params, batch.x, hp, batch.key), batch.y, batch.mask
+                self.apply(params, batch.x, hp, batch.key),
+                batch.y,
+                batch.mask,
+                batch.count,
             )
 
         loss, grads = jax.value_and_grad(loss_fn)(state.params)
