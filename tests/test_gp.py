@@ -121,14 +121,22 @@ BRANIN = Space(a=Float(0, 1), b=Float(0, 1))
 def test_bayes_batch_has_no_duplicates_and_beats_random():
     s = make_strategy("bayes", BRANIN)
     st = s.init(jax.random.key(0))
-    u, st = s.ask(st, 8)  # Sobol design
+    u, st = s.ask(st, 8)  # the initial design
     st = s.tell(st, u, _branin(BRANIN.decode(u)))
     u2, st = s.ask(st, 32)
     assert len({tuple(r) for r in np.round(u2, 9)}) == 32
     assert not (
         {tuple(r) for r in np.round(u2, 9)} & {tuple(r) for r in np.round(u, 9)}
     )
-    res_b = jaxhp.optimize(_branin, BRANIN, "bayes", n_trials=24, population=4, seed=0)
+    res_b = jaxhp.optimize(
+        _branin,
+        BRANIN,
+        "bayes",
+        n_trials=24,
+        population=4,
+        seed=0,
+        strategy_options={"n_initial": 4},  # 5 GP rounds of the 6
+    )
     res_r = jaxhp.optimize(_branin, BRANIN, "random", n_trials=24, population=4, seed=0)
     assert res_b.best_value < res_r.best_value
     assert res_b.best_value - 0.397887 < 0.5
@@ -235,3 +243,14 @@ def test_tune_with_bayes(clf_task):
     assert (
         len({(t.params["learning_rate"], t.params["width"]) for t in res.trials}) == 8
     )
+
+
+def test_initial_design_is_random_or_sobol_and_checked():
+    for design in ("random", "sobol"):
+        s = make_strategy("bayes", BRANIN, initial_design=design)
+        u, _ = s.ask(s.init(jax.random.key(3)), 6)
+        again, _ = s.ask(s.init(jax.random.key(3)), 6)
+        assert u.shape == (6, 2) and ((0 <= u) & (u < 1)).all()
+        np.testing.assert_array_equal(u, again)  # the seed decides the design
+    with pytest.raises(ValueError, match="initial_design must be"):
+        make_strategy("bayes", BRANIN, initial_design="lhs")
