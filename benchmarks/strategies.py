@@ -9,10 +9,16 @@ torch``: a benchmark extra, never a runtime dependency), Optuna's TPESampler and
 range of log10 regret per budget, seconds per proposal, and (with matplotlib) a
 regret-vs-evaluations plot.
 
+With ``--shared-design`` Optuna's samplers start from the same initial points as the
+bayes arm, seed by seed (enqueued trials): the arms then differ only in their models and
+acquisitions, not in the luck of their random starts, which on Hartmann6 decides whether
+a run finds the global basin at all.
+
 Neural-network track (``--nn``): the built-in MLP on scikit-learn's digits, breast cancer
 and wine with 5-fold cross-validation; bayes vs random vs sobol at equal trial counts.
 
-    python benchmarks/strategies.py --seeds 10 --budgets 50 100 --q 1 8 64
+    python benchmarks/strategies.py --seeds 10 --budgets 50 100 --q 1 --shared-design
+    python benchmarks/strategies.py --seeds 10 --budgets 64 128 192 --q 8 64 --no-optuna
     python benchmarks/strategies.py --nn --nn-trials 64
 """
 
@@ -113,16 +119,32 @@ def run_jaxhp(strategy, fn, d, budget, q, seed, options=None):
     return np.asarray(ys), float(np.median(times[1:] if len(times) > 1 else times))
 
 
-def run_optuna(kind, fn, d, budget, seed):
+def bayes_design(d, seed, options=None):
+    """The initial design jaxhp's bayes arm starts from with this seed (its first
+    ``n_initial`` points), for ``--shared-design``."""
+    space = _space(d)
+    s = jaxhp.strategies.make_strategy("bayes", space, **(options or {}))
+    st = s.init(jax.random.key(seed))
+    n = options.get("n_initial") if options and "n_initial" in options else None
+    n = n if n is not None else max(10, d + 1)
+    u, _ = s.ask(st, n)
+    return u
+
+
+def run_optuna(kind, fn, d, budget, seed, design=None):
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    startup = 10 if design is None else len(design)
     sampler = (
-        optuna.samplers.TPESampler(seed=seed)
+        optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup)
         if kind == "tpe"
-        else optuna.samplers.GPSampler(seed=seed)
+        else optuna.samplers.GPSampler(seed=seed, n_startup_trials=startup)
     )
     study = optuna.create_study(sampler=sampler)
+    for row in design if design is not None else ():
+        # The same starting points as the bayes arm (common random numbers).
+        study.enqueue_trial({f"x{i}": float(v) for i, v in enumerate(row)})
     times = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -168,7 +190,12 @@ def synthetic(args):
                 regrets, secs = [], []
                 for seed in range(args.seeds):
                     if arm.startswith("optuna"):
-                        ys, t = run_optuna(arm[7:], fn, d, top, seed)
+                        design = (
+                            bayes_design(d, seed, args.bayes_options)
+                            if args.shared_design
+                            else None
+                        )
+                        ys, t = run_optuna(arm[7:], fn, d, top, seed, design)
                     else:
                         opts = args.bayes_options if arm == "bayes" else None
                         ys, t = run_jaxhp(arm, fn, d, top, q, seed, opts)
@@ -290,6 +317,13 @@ def main(argv=None):
         help="options of the bayes strategy, as JSON (an ablation: '{\"fit_steps\": 300}')",
     )
     ap.add_argument(
+        "--shared-design",
+        action="store_true",
+        help="start Optuna's samplers from the bayes arm's initial design, seed by seed "
+        "(common random numbers: the comparison is then between the models and "
+        "acquisitions alone, not the luck of each arm's random start)",
+    )
+    ap.add_argument(
         "--arms",
         nargs="*",
         default=["random", "sobol", "bayes", "optuna_tpe", "optuna_gp"],
@@ -312,6 +346,7 @@ def main(argv=None):
         "machine": platform.machine(),
         "jax": jax.__version__,
         "bayes_options": args.bayes_options,
+        "shared_design": bool(getattr(args, "shared_design", False)),
     }
     if args.nn:
         result = {"benchmark": "strategies-nn", **meta, "rows": nn_track(args)}

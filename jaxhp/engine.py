@@ -188,9 +188,7 @@ def _segment(
                 bx, by = x[rows], y[rows]
             # The real rows of this batch, counted by arithmetic (no reduction kernels).
             count = jnp.clip(n - start, 0, b).astype(jnp.int32)
-            batch = Batch(
-                bx, by, rowmask, jax.random.fold_in(ekey, t + 1), aux, count
-            )
+            batch = Batch(bx, by, rowmask, jax.random.fold_in(ekey, t + 1), aux, count)
             new, metrics = tr.step(ts, batch, hpm)
             loss = metrics["loss"]
             if not spec.uniform_steps:
