@@ -254,3 +254,19 @@ def test_initial_design_is_random_or_sobol_and_checked():
         np.testing.assert_array_equal(u, again)  # the seed decides the design
     with pytest.raises(ValueError, match="initial_design must be"):
         make_strategy("bayes", BRANIN, initial_design="lhs")
+
+
+def test_auto_initial_design_follows_the_first_batch_size():
+    s = make_strategy("bayes", BRANIN)
+    small, st = s.ask(s.init(jax.random.key(4)), 4)
+    more, st = s.ask(st, 4)  # the design goes on as it started
+    assert st.design == "random"
+    forced = make_strategy("bayes", BRANIN, initial_design="random")
+    u, _ = forced.ask(forced.init(jax.random.key(4)), 8)
+    np.testing.assert_array_equal(np.concatenate([small, more]), u)
+    big, st = s.ask(s.init(jax.random.key(4)), 32)
+    assert st.design == "sobol"
+    forced = make_strategy("bayes", BRANIN, initial_design="sobol")
+    np.testing.assert_array_equal(
+        big, forced.ask(forced.init(jax.random.key(4)), 32)[0]
+    )

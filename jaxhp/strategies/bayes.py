@@ -1,6 +1,6 @@
 """Bayesian optimisation with a GP surrogate that proposes whole batches.
 
-After an initial design (uniform random points by default, or scrambled Sobol), each
+After an initial design (uniform random or scrambled Sobol points, see below), each
 ``ask`` fits the GP (``jaxhp.gp``) to every result told so far and proposes ``q`` points:
 
 - the first maximises log expected improvement (or UCB), found by a large candidate sweep
@@ -14,13 +14,15 @@ Points asked but not yet told (pending) enter the model at their posterior mean 
 believer), so a new batch avoids them. Trials that failed or diverged (NaN) are given the
 worst value seen so far: they never look attractive and never poison the fit.
 
-Why a random initial design, not a space-filling one: measured on Hartmann6 at q = 1
-(``benchmarks/RESULTS.md``), both this strategy and Optuna's GPSampler leave the
-second-best basin in about 3 of 10 seeds after a scrambled-Sobol design and in about 8 of
-10 after a uniform random one of the same size. A likely reason: evenly spread points
-have no close pairs, so the first fits see no short-range correlation, settle on long
-lengthscales and exploit the first good basin. ``initial_design="sobol"`` keeps the
-space-filling design.
+Which initial design (``initial_design="auto"``, the default): uniform random points when
+the first batch is small (under ``SOBOL_FROM`` points), scrambled Sobol when it is large.
+Measured (``benchmarks/RESULTS.md``): on Hartmann6 at q = 1 both this strategy and
+Optuna's GPSampler leave the second-best basin in about 3 of 10 seeds after a 10-12 point
+Sobol design and in about 8 of 10 after a random one of the same size (a likely reason:
+evenly spread points have no close pairs, so the first fits see no short-range
+correlation, settle on long lengthscales and exploit the first good basin); with a first
+batch of 64, the Sobol design came out ahead on all three test functions.
+``"random"`` and ``"sobol"`` force one.
 
 Observations live in a buffer whose capacity grows in powers of two with a validity mask,
 so the GP compiles once per capacity bucket, not once per round. Kernel hyperparameters
@@ -57,6 +59,12 @@ class BayesState(NamedTuple):
     y: np.ndarray  # [n] told values (to minimise; NaN = failed)
     pending: np.ndarray  # [m, D] asked, not told yet
     params: Any  # last fitted KernelParams (warm start), or None
+    design: str = ""  # "random" or "sobol", fixed at the first ask ("" before it)
+
+
+#: ``initial_design="auto"``: a first batch of at least this many points gets a Sobol
+#: design, a smaller one a random design (measured at 64 and at 1 and 8).
+SOBOL_FROM = 32
 
 
 def _capacity(n: int, minimum: int = 16) -> int:
@@ -114,7 +122,7 @@ def gp_bo(
     space: Space,
     *,
     n_initial: int | None = None,
-    initial_design: str = "random",
+    initial_design: str = "auto",
     acquisition_function: str = "log_ei",
     restarts: int = 4,
     fit_steps: int = 100,
@@ -126,7 +134,8 @@ def gp_bo(
         space: the search space.
         n_initial: initial-design points before the GP takes over (default
             ``max(10, D + 1)``; a whole first batch when the population is larger).
-        initial_design: ``"random"`` (uniform, the default: see the module docstring)
+        initial_design: ``"auto"`` (random for a first batch under ``SOBOL_FROM``
+            points, Sobol from there: see the module docstring), ``"random"`` (uniform)
             or ``"sobol"`` (scrambled Sobol).
         acquisition_function: ``"log_ei"`` or ``"ucb"`` for the first point of a batch.
         restarts: kernel-fit restarts (vmapped).
@@ -142,16 +151,17 @@ def gp_bo(
             f"acquisition_function must be 'log_ei' or 'ucb', "
             f"got {acquisition_function!r}"
         )
-    if initial_design not in ("random", "sobol"):
+    if initial_design not in ("auto", "random", "sobol"):
         raise ValueError(
-            f"initial_design must be 'random' or 'sobol', got {initial_design!r}"
+            "initial_design must be 'auto', 'random' or 'sobol', "
+            f"got {initial_design!r}"
         )
     dims = dims_of(space)
     d = space.dim
     n_init = max(10, d + 1) if n_initial is None else int(n_initial)
 
-    def design(seed: int, start: int, n: int) -> np.ndarray:
-        if initial_design == "sobol":
+    def design(kind: str, seed: int, start: int, n: int) -> np.ndarray:
+        if kind == "sobol":
             return _sobol_points(d, seed, start, n)
         # Point i of the random stream depends on i alone (as in random search).
         ids = jnp.arange(start, start + next_pow2(n), dtype=jnp.uint32)
@@ -171,7 +181,16 @@ def gp_bo(
         key, sub = jax.random.split(state.key)
         valid = np.isfinite(state.y)
         if d == 0 or valid.sum() < n_init:
-            u = design(state.seed, state.count, n)
+            # "auto" decides at the first ask, by its size, for the whole design.
+            kind = state.design or (
+                initial_design
+                if initial_design != "auto"
+                else "sobol"
+                if n >= SOBOL_FROM
+                else "random"
+            )
+            u = design(kind, state.seed, state.count, n)
+            state = state._replace(design=kind)
             params = state.params
         else:
             u, params = _gp_ask(state, sub, n)
