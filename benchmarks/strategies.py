@@ -40,6 +40,7 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 import jaxhp  # noqa: E402
+from jaxhp.strategies.bayes import default_n_initial  # noqa: E402
 
 # ----------------------------------------------------------------------------- functions
 
@@ -125,9 +126,8 @@ def bayes_design(d, seed, options=None):
     space = _space(d)
     s = jaxhp.strategies.make_strategy("bayes", space, **(options or {}))
     st = s.init(jax.random.key(seed))
-    n = options.get("n_initial") if options and "n_initial" in options else None
-    n = n if n is not None else max(10, d + 1)
-    u, _ = s.ask(st, n)
+    n = (options or {}).get("n_initial")
+    u, _ = s.ask(st, default_n_initial(d) if n is None else n)
     return u
 
 
@@ -346,7 +346,7 @@ def main(argv=None):
         "machine": platform.machine(),
         "jax": jax.__version__,
         "bayes_options": args.bayes_options,
-        "shared_design": bool(getattr(args, "shared_design", False)),
+        "shared_design": args.shared_design,
     }
     if args.nn:
         result = {"benchmark": "strategies-nn", **meta, "rows": nn_track(args)}

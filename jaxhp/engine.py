@@ -169,10 +169,10 @@ def _segment(
                 jax.vmap(lambda p, x, y: (x[p[ext]], y[p[ext]]), (0, fa, fa)),
                 (0, None, None),
             )
-            xs, ys = rows_of(perms, x_all, y_all)  # [P, F, span, ...]
-            x_all, y_all = None, None
+            # The step's data: each member's own shuffled rows, [P, F, span, ...].
+            x_all, y_all = rows_of(perms, x_all, y_all)
 
-        def member_step(ts, perm, ekey, hpm, x, y, xs, ys, n, aux, spe, t):
+        def member_step(ts, perm, ekey, hpm, x, y, n, aux, spe, t):
             # A static batch size when the bucket's trials share it (fewer ops per step).
             b = spec.batch if spec.uniform_batch else hpm["batch_size"]
             start = t * b
@@ -180,9 +180,9 @@ def _segment(
             rowmask = idx < n
             if not spec.uniform_batch:
                 rowmask &= jnp.arange(spec.batch) < b
-            if shuffled:
-                bx = jax.lax.dynamic_slice_in_dim(xs, start, spec.batch)
-                by = jax.lax.dynamic_slice_in_dim(ys, start, spec.batch)
+            if shuffled:  # x, y are this member's shuffled rows
+                bx = jax.lax.dynamic_slice_in_dim(x, start, spec.batch)
+                by = jax.lax.dynamic_slice_in_dim(y, start, spec.batch)
             else:
                 rows = perm[jnp.minimum(idx, n_rows - 1)]
                 bx, by = x[rows], y[rows]
@@ -202,15 +202,13 @@ def _segment(
         def train_step(carry, t):
             ts, loss_sum = carry
             # vmap over folds (data mapped), then over the population (hp mapped).
-            sa = 0 if shuffled else None  # the shuffled copies are per member
-            da = None if shuffled else fa
+            # The shuffled copies are per member; the plain data is shared.
+            fx, px = (0, 0) if shuffled else (fa, None)
             over_folds = jax.vmap(
-                member_step,
-                in_axes=(0, 0, 0, None, da, da, sa, sa, fa, fa, 0, None),
+                member_step, in_axes=(0, 0, 0, None, fx, fx, fa, fa, 0, None)
             )
             over_pop = jax.vmap(
-                over_folds,
-                in_axes=(0, 0, 0, 0, None, None, sa, sa, None, None, 0, None),
+                over_folds, in_axes=(0, 0, 0, 0, px, px, None, None, 0, None)
             )
             ts, loss = over_pop(
                 ts,
@@ -219,8 +217,6 @@ def _segment(
                 hp,
                 x_all,
                 y_all,
-                xs if shuffled else None,
-                ys if shuffled else None,
                 n_all,
                 aux_all,
                 steps_per_epoch,

@@ -159,6 +159,10 @@ def test_classifier_loss_matches_optax():
     for scale in (1.0, 1e3):
         out = jax.random.normal(jax.random.key(0), (64, 10)) * scale
         np.testing.assert_allclose(tr._loss(out, y, mask), ref(out), rtol=1e-6)
+        # The engine's row count (Batch.count) in place of the mask's sum: the same.
+        np.testing.assert_allclose(
+            tr._loss(out, y, mask, jnp.int32(50)), ref(out), rtol=1e-6
+        )
         np.testing.assert_allclose(
             jax.grad(lambda o: tr._loss(o, y, mask))(out),
             jax.grad(ref)(out),

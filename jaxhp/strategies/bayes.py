@@ -67,6 +67,11 @@ class BayesState(NamedTuple):
 SOBOL_FROM = 32
 
 
+def default_n_initial(d: int) -> int:
+    """Initial-design points before the GP takes over, for ``d`` dimensions."""
+    return max(10, d + 1)
+
+
 def _capacity(n: int, minimum: int = 16) -> int:
     return max(minimum, next_pow2(n))
 
@@ -158,7 +163,7 @@ def gp_bo(
         )
     dims = dims_of(space)
     d = space.dim
-    n_init = max(10, d + 1) if n_initial is None else int(n_initial)
+    n_init = default_n_initial(d) if n_initial is None else int(n_initial)
 
     def design(kind: str, seed: int, start: int, n: int) -> np.ndarray:
         if kind == "sobol":
@@ -181,14 +186,11 @@ def gp_bo(
         key, sub = jax.random.split(state.key)
         valid = np.isfinite(state.y)
         if d == 0 or valid.sum() < n_init:
-            # "auto" decides at the first ask, by its size, for the whole design.
-            kind = state.design or (
-                initial_design
-                if initial_design != "auto"
-                else "sobol"
-                if n >= SOBOL_FROM
-                else "random"
-            )
+            kind = state.design  # fixed at the first ask, for the whole design
+            if not kind:
+                kind = initial_design
+                if kind == "auto":
+                    kind = "sobol" if n >= SOBOL_FROM else "random"
             u = design(kind, state.seed, state.count, n)
             state = state._replace(design=kind)
             params = state.params
