@@ -6,8 +6,8 @@
 # 1. smoke: the backend is a GPU; a small sweep (every strategy, k-fold, early stopping,
 #    a diverging trial, several buckets) runs and gives sane results on it; a run
 #    sharded over every local GPU equals a one-GPU run when there are several.
-# 2. throughput: benchmarks/throughput.py at P = 1 ... 16384 (engine vs plain vmap,
-#    achieved TFLOP/s), capped at 150 s.
+# 2. throughput: benchmarks/throughput.py at P = 1 ... 16384 (engine vs plain vmap and
+#    vmap_val, achieved TFLOP/s), capped at 150 s.
 # 3. proposal cost: benchmarks/proposal_cost.py at n = 1000, d = 6, q = 64 and 1024.
 # Runs from the checkout (no install): the device image already has jax, flax, optax,
 # chex and scikit-learn.
@@ -52,7 +52,7 @@ print(json.dumps(out, indent=1))
 PY
 
 timeout 150 python benchmarks/throughput.py --populations 1 64 1024 4096 16384 \
-    --repeats 3 --out "$OUT/throughput.json" > "$OUT/throughput.txt" 2>&1 || status=1
+    --repeats 3 --min-seconds 1 --out "$OUT/throughput.json" > "$OUT/throughput.txt" 2>&1 || status=1
 timeout 90 python benchmarks/proposal_cost.py --n 1000 --d 6 --q 64 1024 \
     --out "$OUT/proposal_cost.json" > "$OUT/proposal_cost.txt" 2>&1 || status=1
 cat "$OUT"/*.txt 2>/dev/null | tail -40
