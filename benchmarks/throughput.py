@@ -92,44 +92,45 @@ def make_train(xt, yt, xv, yv, n_out):
         rows = perm[jnp.minimum(idx, n - 1)]
         return xt[rows], yt[rows], (idx < n).astype(jnp.float32)
 
-    def train(key, hp):
+    def start(key):
         params = init_params(key, xt.shape[1], n_out)
-        mom = jax.tree.map(jnp.zeros_like, params)
+        return params, jax.tree.map(jnp.zeros_like, params)
 
-        def epoch(carry, e):
-            params, mom = carry
-            perm = jax.random.permutation(jax.random.fold_in(key, e), n)
+    def train_epoch(params, mom, key, e, hp):
+        """One epoch of SGD steps over a fresh shuffle of the training rows."""
+        perm = jax.random.permutation(jax.random.fold_in(key, e), n)
 
-            def step(c, t):
-                return sgd_step(*c, *batch_at(perm, t), hp), None
+        def step(c, t):
+            return sgd_step(*c, *batch_at(perm, t), hp), None
 
-            return jax.lax.scan(step, (params, mom), jnp.arange(steps))[0], None
+        return jax.lax.scan(step, (params, mom), jnp.arange(steps))[0]
 
-        (params, _), _ = jax.lax.scan(epoch, (params, mom), jnp.arange(EPOCHS))
+    def accuracy(params):
         return jnp.mean(jnp.argmax(forward(params, xv), -1) == yv)
+
+    def train(key, hp):
+        def epoch(carry, e):
+            return train_epoch(*carry, key, e, hp), None
+
+        (params, _), _ = jax.lax.scan(epoch, start(key), jnp.arange(EPOCHS))
+        return accuracy(params)
 
     def train_val(key, hp):
         """``train`` validating after every epoch and keeping the best epoch's accuracy
         and weights: what one writes by hand to pick the best epoch (the engine's
         default work, without its masks, divergence checks and stopping)."""
-        params = init_params(key, xt.shape[1], n_out)
-        mom = jax.tree.map(jnp.zeros_like, params)
 
         def epoch(carry, e):
             params, mom, best_acc, best_params = carry
-            perm = jax.random.permutation(jax.random.fold_in(key, e), n)
-
-            def step(c, t):
-                return sgd_step(*c, *batch_at(perm, t), hp), None
-
-            (params, mom), _ = jax.lax.scan(step, (params, mom), jnp.arange(steps))
-            acc = jnp.mean(jnp.argmax(forward(params, xv), -1) == yv)
+            params, mom = train_epoch(params, mom, key, e, hp)
+            acc = accuracy(params)
             better = acc > best_acc
             best_params = jax.tree.map(
                 lambda a, b: jnp.where(better, a, b), params, best_params
             )
             return (params, mom, jnp.maximum(acc, best_acc), best_params), None
 
+        params, mom = start(key)
         carry = (params, mom, jnp.float32(-1.0), params)
         (_, _, best_acc, best_params), _ = jax.lax.scan(
             epoch, carry, jnp.arange(EPOCHS)
