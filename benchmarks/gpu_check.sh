@@ -3,12 +3,18 @@
 #
 #   OUT=/some/dir bash benchmarks/gpu_check.sh
 #
-# 1. smoke: the backend is a GPU; a small sweep (every strategy, k-fold, early stopping,
+# The most wanted figures first, each step under its own time cap (about 7.5 minutes in
+# all, at most), so that a step that fails or overruns leaves the others' JSON:
+# 1. ceilings: the device's measured copy bandwidth and matmul rates (fp32 default,
+#    fp32 highest, bf16), the yardsticks for the fraction-of-peak figures.
+# 2. throughput: benchmarks/throughput.py at P = 1 ... 16384 (engine, engine in bf16,
+#    plain vmap and vmap_val, achieved TFLOP/s, bf16 accuracy effect), capped at 240 s.
+# 3. profile: benchmarks/gpu_profile.py, the device time of one round by kernel, for
+#    the engine (float32 and bf16) and vmap_val at P = 4096.
+# 4. proposal cost: benchmarks/proposal_cost.py at n = 1000, d = 6, q = 64 and 1024.
+# 5. smoke: the backend is a GPU; a small sweep (every strategy, k-fold, early stopping,
 #    a diverging trial, several buckets) runs and gives sane results on it; a run
 #    sharded over every local GPU equals a one-GPU run when there are several.
-# 2. throughput: benchmarks/throughput.py at P = 1 ... 16384 (engine vs plain vmap and
-#    vmap_val, achieved TFLOP/s), capped at 150 s.
-# 3. proposal cost: benchmarks/proposal_cost.py at n = 1000, d = 6, q = 64 and 1024.
 # Runs from the checkout (no install): the device image already has jax, flax, optax,
 # chex and scikit-learn.
 set -uo pipefail
@@ -17,8 +23,51 @@ OUT=${OUT:-benchmarks/results/gpu_check}
 mkdir -p "$OUT"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 status=0
+export PYTHONUNBUFFERED=1
+PY=$(command -v python3 || command -v python)
 
-timeout 120 python - > "$OUT/smoke.json" <<'PY' || status=1
+timeout 60 "$PY" - > "$OUT/ceilings.json" <<'PY' || status=1
+import json, os, subprocess, time
+import jax, jax.numpy as jnp
+
+def best(fn, *a, n=10):
+    jax.block_until_ready(fn(*a))
+    ts = []
+    for _ in range(n):
+        t0 = time.perf_counter(); jax.block_until_ready(fn(*a)); ts.append(time.perf_counter() - t0)
+    return sorted(ts)[len(ts) // 2]
+
+out = {"backend": jax.default_backend(), "device": jax.devices()[0].device_kind,
+       "jax": jax.__version__}
+try:
+    out["nvidia_smi"] = subprocess.run(
+        ["nvidia-smi", "--query-gpu=name,memory.total,clocks.sm,clocks.max.sm,power.limit",
+         "--format=csv"], capture_output=True, text=True, timeout=20).stdout
+except Exception as e:
+    out["nvidia_smi"] = repr(e)
+M = int(os.environ.get("CEILING_N", 8192))  # matrix size; copy: 4 GiB (M=8192)
+x = jax.random.normal(jax.random.key(0), (M * M * 16,), jnp.float32)
+t = best(jax.jit(lambda v: v * 1.0001 + 0.5), x)
+out["copy_GBps"] = 2 * x.nbytes / t / 1e9  # read + write
+del x
+k = jax.random.split(jax.random.key(1), 2)
+for name, dt, prec in [("fp32_default", jnp.float32, None), ("fp32_highest", jnp.float32, "highest"),
+                       ("tf32", jnp.float32, "tensorfloat32"), ("bf16", jnp.bfloat16, None)]:
+    a = jax.random.normal(k[0], (M, M), dt)
+    b = jax.random.normal(k[1], (M, M), dt)
+    f = jax.jit(lambda a, b, prec=prec: jnp.matmul(a, b, precision=prec))
+    out[f"matmul_{name}_TFLOPs"] = 2 * M**3 / best(f, a, b) / 1e12
+print(json.dumps(out, indent=1))
+PY
+
+timeout 240 "$PY" benchmarks/throughput.py --populations 1 64 1024 4096 16384 \
+    --repeats 3 --min-seconds 1 --mixed-population 1024 --out "$OUT/throughput.json" \
+    > "$OUT/throughput.txt" 2>&1 || status=1
+timeout 60 "$PY" benchmarks/gpu_profile.py --population 4096 --out "$OUT/profile.json" \
+    > "$OUT/profile.txt" 2>&1 || status=1
+timeout 60 "$PY" benchmarks/proposal_cost.py --n 1000 --d 6 --q 64 1024 \
+    --out "$OUT/proposal_cost.json" > "$OUT/proposal_cost.txt" 2>&1 || status=1
+timeout 90 "$PY" - > "$OUT/smoke.json" <<'PY' || status=1
 import json, time
 import jax, numpy as np
 import jaxhp
@@ -51,9 +100,6 @@ out["ok"] = bool(ok)
 print(json.dumps(out, indent=1))
 PY
 
-timeout 150 python benchmarks/throughput.py --populations 1 64 1024 4096 16384 \
-    --repeats 3 --min-seconds 1 --out "$OUT/throughput.json" > "$OUT/throughput.txt" 2>&1 || status=1
-timeout 90 python benchmarks/proposal_cost.py --n 1000 --d 6 --q 64 1024 \
-    --out "$OUT/proposal_cost.json" > "$OUT/proposal_cost.txt" 2>&1 || status=1
-cat "$OUT"/*.txt 2>/dev/null | tail -40
+cat "$OUT/ceilings.json"
+tail -n 25 "$OUT/throughput.txt" "$OUT/profile.txt" "$OUT/proposal_cost.txt" 2>/dev/null
 exit $status

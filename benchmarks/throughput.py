@@ -9,11 +9,17 @@ own data order):
               weights, divergence checks included
   engine_eval_end  the same, validating only after the last epoch (``eval_every=10``),
               which is the work the vmap arm does
+  engine_bf16 the engine with ``compute_dtype="bfloat16"`` (bf16 matmuls and
+              activations, float32 weights, optimizer and loss); its accuracy effect is
+              reported as the population's mean best validation accuracy against float32
   vmap        a plain ``jit(vmap(train))`` written here, validation only at the end
   vmap_val    the same, validating after every epoch and keeping the best epoch's
               accuracy and weights (the engine's default work, written by hand)
   scan        one ``jit(lax.scan)`` training per trial, trials one after another
   pyloop      a Python loop over steps calling a jitted step (a typical tutorial loop)
+  vmap_highest  (accelerators only) the vmap arm traced under
+              ``jax.default_matmul_precision("highest")``: full float32 matmuls, to show
+              what the backend's default float32 precision is worth
 
 Then a mixed-architecture population (depth 1-4, width 16-256, batch 32-128) through the
 engine with each bucketing policy, reported as trials/s and as the fraction of the
@@ -192,6 +198,12 @@ def main(argv=None):
         help="repeat the main arms until each has about this much timing (small P)",
     )
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument(
+        "--mixed-population",
+        type=int,
+        default=None,
+        help="population of the mixed-architecture part (default: 32 on a CPU, 1024 else)",
+    )
     ap.add_argument("--out", default=None, help="write the JSON here as well")
     args = ap.parse_args(argv)
     backend = jax.default_backend()
@@ -217,6 +229,10 @@ def main(argv=None):
         epochs=jaxhp.Fixed(EPOCHS),
     )
     task.check_space(space)
+    task_bf16 = jaxhp.tasks.MLPClassifier(
+        X, y, val_fraction=0.2, seed=0, compute_dtype="bfloat16"
+    )
+    task_bf16.check_space(space)
     d = task.data
     xt = jnp.asarray(d.x_train[0][: d.n_train[0]])
     yt = jnp.asarray(d.y_train[0][: d.n_train[0]])
@@ -246,6 +262,12 @@ def main(argv=None):
     step_jit = jax.jit(sgd_step)
     vmap_train = jax.jit(jax.vmap(train))
     vmap_train_val = jax.jit(jax.vmap(train_val))
+    vmap_train_highest = jax.jit(jax.vmap(train))
+
+    def highest(k, h):
+        with jax.default_matmul_precision("highest"):
+            return vmap_train_highest(k, h)
+
     for P in pops:
         hp_np = hparams(P, P)
         hp_task = task.hparams(space, hp_np)
@@ -259,7 +281,7 @@ def main(argv=None):
         # (a) engine: validating every epoch (the default), and at the end only, as
         # the baseline does (equal work); (b) plain jit(vmap(train)). Each compiled
         # first, then all timed interleaved.
-        def engine_round(eval_every=1, hp_task=hp_task, ids=ids):
+        def engine_round(eval_every=1, hp_task=hp_task, ids=ids, task=task):
             return run_population(
                 task,
                 hp_task,
@@ -273,14 +295,20 @@ def main(argv=None):
         arms = {
             "engine": engine_round,
             "engine_eval_end": lambda: engine_round(EPOCHS),
+            "engine_bf16": lambda: engine_round(task=task_bf16),
             "vmap": lambda k=keys, h=hp_dev: vmap_train(k, h),
             "vmap_val": lambda k=keys, h=hp_dev: vmap_train_val(k, h),
         }
-        first = {}
+        if backend != "cpu":
+            arms["vmap_highest"] = lambda k=keys, h=hp_dev: highest(k, h)
+        first, outs = {}, {}
         for name, fn in arms.items():
             t0 = time.perf_counter()
-            jax.block_until_ready(fn())
+            outs[name] = jax.block_until_ready(fn())
             first[name] = time.perf_counter() - t0
+        # The accuracy effect of bf16: mean best validation accuracy of the population
+        row["accuracy_fp32"] = float(np.nanmean([o.value for o in outs["engine"]]))
+        row["accuracy_bf16"] = float(np.nanmean([o.value for o in outs["engine_bf16"]]))
         # A short round is at the mercy of the shared machine's brief slow spells: give
         # it more samples (about --min-seconds of timing per arm, at least --repeats).
         t0 = time.perf_counter()
@@ -323,6 +351,8 @@ def main(argv=None):
         row["engine_vs_vmap"] = row["engine"] / row["vmap"]
         row["engine_eval_end_vs_vmap"] = row["engine_eval_end"] / row["vmap"]
         row["engine_vs_vmap_val"] = row["engine"] / row["vmap_val"]
+        row["engine_bf16_vs_vmap_val"] = row["engine_bf16"] / row["vmap_val"]
+        row["engine_bf16_tflops"] = row["engine_bf16"] * flops_trial / 1e12
         row["engine_vs_scan"] = row["engine"] / row["scan"]
         row["engine_tflops"] = row["engine"] * flops_trial / 1e12
         rows.append(row)
@@ -337,7 +367,9 @@ def main(argv=None):
 
     # Mixed architectures through the engine, per bucketing policy.
     # On a CPU the fully padded arm of a large mixed population takes many minutes.
-    P_mixed = min(max(pops), 32) if backend == "cpu" else max(pops)
+    P_mixed = args.mixed_population or (
+        min(max(pops), 32) if backend == "cpu" else min(max(pops), 1024)
+    )
     r = np.random.default_rng(1)
     mixed = jaxhp.Space(
         learning_rate=jaxhp.Float(3e-3, 1e-1, log=True),
@@ -410,12 +442,16 @@ def main(argv=None):
         "engine/vmap",
         "engine/scan",
         "TFLOP/s",
+        "bf16/vmapval",
+        "acc32",
+        "acc bf16",
     ]
     print(
         f"\ntrials/s (steady state, best of >= {repeats} runs, arms interleaved; "
         "equal work: engine/vmapval and evalend/vmap)"
     )
     print("  ".join(f"{h:>14}" for h in head))
+    # (the vmap_highest arm, accelerators only, is in the JSON)
     for r_ in rows:
         vals = [
             r_["population"],
@@ -430,6 +466,9 @@ def main(argv=None):
             r_["engine_vs_vmap"],
             r_["engine_vs_scan"],
             r_["engine_tflops"],
+            r_["engine_bf16_vs_vmap_val"],
+            r_["accuracy_fp32"],
+            r_["accuracy_bf16"],
         ]
         print("  ".join(f"{v:>14.3g}" for v in vals))
     print(f"\nmixed architectures, P={P_mixed} (depth 1-4, width 16-256, batch 32-128)")

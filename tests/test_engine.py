@@ -313,3 +313,46 @@ def test_shuffled_copies_and_gathered_batches_train_the_same(
     for a, b in zip(*runs, strict=True):
         np.testing.assert_array_equal(a.curves["train_loss"], b.curves["train_loss"])
         np.testing.assert_array_equal(a.curves["value_folds"], b.curves["value_folds"])
+
+
+def test_bfloat16_compute_keeps_float32_weights_and_learns(small_digits):
+    """Mixed precision: bf16 layers on float32 master weights train close to float32,
+    padded units stay exactly zero, and an unknown dtype is refused up front."""
+    X, y = small_digits
+    space = Space(
+        width=Choice([5, 16]),
+        n_layers=Fixed(2),
+        epochs=Fixed(10),
+        batch_size=Fixed(32),
+        learning_rate=Fixed(2e-2),
+    )
+    configs = [{"width": 5}, {"width": 16}]
+    values, finals = {}, []
+    for dt in ("float32", "bfloat16"):
+        task = jaxhp.tasks.MLPClassifier(
+            X, y, val_fraction=0.25, seed=0, compute_dtype=dt
+        )
+        task.check_space(space)
+        out, _, _ = run_population(
+            task,
+            _hp(task, space, configs),
+            np.arange(2),
+            seed=0,
+            bucketing="none",
+            inspect=lambda idx, run: finals.append(run.tstate),
+        )
+        values[dt] = np.array([o.value for o in out])
+    state = finals[-1]
+    assert all(
+        leaf.dtype == np.float32 for leaf in jax.tree.leaves(state.params)
+    ) and all(
+        leaf.dtype == np.float32
+        for leaf in jax.tree.leaves(state.opt)
+        if np.issubdtype(leaf.dtype, np.floating)
+    )
+    k1 = np.asarray(state.params["hidden_1"]["kernel"][0, 0])  # the width-5 trial
+    assert np.all(k1[5:, :] == 0) and np.all(k1[:, 5:] == 0)
+    assert np.all(values["bfloat16"] > 0.8)
+    np.testing.assert_allclose(values["bfloat16"], values["float32"], atol=0.05)
+    with pytest.raises(ValueError, match="compute_dtype"):
+        jaxhp.tasks.MLPClassifier(X, y, compute_dtype="float16")

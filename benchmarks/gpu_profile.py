@@ -1,0 +1,181 @@
+"""Where a round's device time goes: the engine and the plain vmap baseline, profiled.
+
+Runs one round of each (the throughput benchmark's homogeneous MLP, population ``--population``)
+under ``jax.profiler.trace`` and summarises the trace's device events by kernel name: total
+time, count and share, so that the kernels worth fusing or replacing can be read off later
+without a device. Writes JSON (``--out``) and prints the top kernels of each arm.
+
+    python benchmarks/gpu_profile.py --population 4096 --out profile.json
+
+On a CPU the "device" events are XLA's host thunks; the script runs there too (a smoke
+run), but it is meant for a lent GPU (``gpu_check.sh`` calls it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import glob
+import gzip
+import json
+import os
+import sys
+import tempfile
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+import throughput as tp  # noqa: E402
+
+import jaxhp  # noqa: E402
+from jaxhp.engine import run_population  # noqa: E402
+
+
+def summarise(trace_dir: str, top: int) -> dict:
+    """Per-kernel totals of a perfetto trace (``create_perfetto_trace=True``)."""
+    files = glob.glob(os.path.join(trace_dir, "**", "*.trace.json.gz"), recursive=True)
+    if not files:
+        return {"error": f"no perfetto trace under {trace_dir}"}
+    with gzip.open(files[0], "rt") as f:
+        events = json.load(f)
+    events = events["traceEvents"] if isinstance(events, dict) else events
+    pname = {
+        e["pid"]: e.get("args", {}).get("name", "")
+        for e in events
+        if e.get("ph") == "M" and e.get("name") == "process_name"
+    }
+    by_proc: dict[str, collections.Counter] = collections.defaultdict(
+        collections.Counter
+    )
+    counts: dict[str, collections.Counter] = collections.defaultdict(
+        collections.Counter
+    )
+    for e in events:
+        if e.get("ph") != "X" or "dur" not in e:
+            continue
+        proc = pname.get(e["pid"], str(e["pid"]))
+        by_proc[proc][e["name"]] += float(e["dur"])
+        counts[proc][e["name"]] += 1
+    out = {}
+    for proc, c in by_proc.items():
+        total = sum(c.values())
+        out[proc] = {
+            "total_us": total,
+            "events": sum(counts[proc].values()),
+            "top": [
+                {
+                    "name": name[:160],
+                    "us": us,
+                    "count": counts[proc][name],
+                    "share": us / total if total else 0.0,
+                }
+                for name, us in c.most_common(top)
+            ],
+        }
+    return out
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--population", type=int, default=4096)
+    ap.add_argument("--top", type=int, default=25)
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args(argv)
+    P = args.population
+
+    from sklearn.datasets import load_digits
+
+    X, y = load_digits(return_X_y=True)
+    space = jaxhp.Space(
+        learning_rate=jaxhp.Float(3e-3, 1e-1, log=True),
+        momentum=jaxhp.Float(0.8, 0.95),
+        weight_decay=jaxhp.Float(1e-5, 1e-3, log=True),
+        optimizer=jaxhp.Fixed("sgd"),
+        n_layers=jaxhp.Fixed(tp.DEPTH),
+        width=jaxhp.Fixed(tp.WIDTH),
+        batch_size=jaxhp.Fixed(tp.BATCH),
+        epochs=jaxhp.Fixed(tp.EPOCHS),
+    )
+    tasks = {}
+    for dt in ("float32", "bfloat16"):
+        tasks[dt] = jaxhp.tasks.MLPClassifier(
+            X, y, val_fraction=0.2, seed=0, compute_dtype=dt
+        )
+        tasks[dt].check_space(space)
+    d = tasks["float32"].data
+    xt = jnp.asarray(d.x_train[0][: d.n_train[0]])
+    yt = jnp.asarray(d.y_train[0][: d.n_train[0]])
+    xv = jnp.asarray(d.x_val[0][d.val_mask[0]])
+    yv = jnp.asarray(d.y_val[0][d.val_mask[0]])
+    _, train_val, _, _ = tp.make_train(xt, yt, xv, yv, tasks["float32"].n_out)
+    vmap_val = jax.jit(jax.vmap(train_val))
+    hp_np = tp.hparams(P, P)
+    hp_task = tasks["float32"].hparams(space, hp_np)
+    hp_dev = {k: jnp.asarray(v) for k, v in hp_np.items()}
+    keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(0), i))(
+        jnp.arange(P, dtype=jnp.uint32)
+    )
+    ids = np.arange(P)
+
+    def engine(dt):
+        return lambda: run_population(
+            tasks[dt],
+            hp_task,
+            ids,
+            seed=0,
+            bucketing="none",
+            segment_epochs=tp.EPOCHS,
+        )[0]
+
+    arms = {
+        "engine": engine("float32"),
+        "engine_bf16": engine("bfloat16"),
+        "vmap_val": lambda: vmap_val(keys, hp_dev),
+    }
+    result = {
+        "benchmark": "gpu_profile",
+        "backend": jax.default_backend(),
+        "device": str(jax.devices()[0].device_kind),
+        "jax": jax.__version__,
+        "population": P,
+        "arms": {},
+    }
+    for name, fn in arms.items():
+        jax.block_until_ready(fn())  # compile outside the trace
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn())
+        wall = time.perf_counter() - t0
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                with jax.profiler.trace(tmp, create_perfetto_trace=True):
+                    jax.block_until_ready(fn())
+                summary = summarise(tmp, args.top)
+            except Exception as e:  # a profiler that does not run there is reported
+                summary = {"error": f"{type(e).__name__}: {e}"}
+        result["arms"][name] = {"wall_s": wall, "trace": summary}
+        if args.out:
+            with open(args.out, "w") as f:
+                json.dump(result, f, indent=1)
+        print(f"\n== {name}: P={P}, {wall:.3f} s per round (untraced)")
+        if "error" in summary:
+            print("  ", summary["error"])
+            continue
+        for proc, s in summary.items():
+            if s["total_us"] < 0.05 * wall * 1e6:
+                continue  # skip processes with little time (host bookkeeping)
+            print(f"  [{proc}] {s['total_us'] / 1e3:.1f} ms in {s['events']} events")
+            for k in s["top"][:12]:
+                print(
+                    f"    {k['share']:6.1%} {k['us'] / 1e3:9.2f} ms x{k['count']:<6} "
+                    f"{k['name'][:90]}"
+                )
+    return result
+
+
+if __name__ == "__main__":
+    main()
