@@ -202,7 +202,8 @@ def main(argv=None):
         "--mixed-population",
         type=int,
         default=None,
-        help="population of the mixed-architecture part (default: 32 on a CPU, 1024 else)",
+        help="population of the mixed-architecture part (default: 32 on a CPU, 1024 "
+        "else; 0 skips it)",
     )
     ap.add_argument("--out", default=None, help="write the JSON here as well")
     args = ap.parse_args(argv)
@@ -367,9 +368,15 @@ def main(argv=None):
 
     # Mixed architectures through the engine, per bucketing policy.
     # On a CPU the fully padded arm of a large mixed population takes many minutes.
-    P_mixed = args.mixed_population or (
-        min(max(pops), 32) if backend == "cpu" else min(max(pops), 1024)
+    P_mixed = (
+        args.mixed_population
+        if args.mixed_population is not None
+        else min(max(pops), 32)
+        if backend == "cpu"
+        else min(max(pops), 1024)
     )
+    if P_mixed == 0:
+        return finish(header, rows, [], None, repeats, args.out)
     r = np.random.default_rng(1)
     mixed = jaxhp.Space(
         learning_rate=jaxhp.Float(3e-3, 1e-1, log=True),
@@ -418,14 +425,23 @@ def main(argv=None):
             }
         )
 
+    return finish(
+        header, rows, mixed_rows, P_mixed / t_h, repeats, args.out, P_mixed=P_mixed
+    )
+
+
+def finish(header, rows, mixed_rows, homog_at_mixed, repeats, out, P_mixed=0):
+    """Print and save the JSON, then the tables."""
     result = {
         **header,
         "homogeneous": rows,
         "mixed": mixed_rows,
-        "homogeneous_trials_per_s_at_mixed_population": P_mixed / t_h,
+        "homogeneous_trials_per_s_at_mixed_population": homog_at_mixed,
     }
     print(json.dumps(result, indent=2))
-    save(result)
+    if out:
+        with open(out, "w") as f:
+            json.dump(result, f, indent=2)
 
     # The equal-work ratios: engine / vmap_val (both validate every epoch) and
     # engine_eval_end / vmap (both validate at the end).
@@ -471,6 +487,8 @@ def main(argv=None):
             r_["accuracy_bf16"],
         ]
         print("  ".join(f"{v:>14.3g}" for v in vals))
+    if not mixed_rows:
+        return result
     print(f"\nmixed architectures, P={P_mixed} (depth 1-4, width 16-256, batch 32-128)")
     print(
         f"{'bucketing':>10} {'buckets':>8} {'trials/s':>10} {'first call s':>13} "

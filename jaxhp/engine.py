@@ -172,7 +172,29 @@ def _segment(
             # The step's data: each member's own shuffled rows, [P, F, span, ...].
             x_all, y_all = rows_of(perms, x_all, y_all)
 
-        def member_step(ts, perm, ekey, hpm, x, y, n, aux, spe, t):
+        # The step runs over the members (trial, fold) flattened into one axis of
+        # M = P * F: one vmap, so every batched matmul has a single batch dimension.
+        # Under two vmaps (population, then folds; a fold axis of size one included)
+        # XLA's GPU layouts kept a transpose per weight gradient and byte copies per
+        # step outside the fused kernels, and the engine ran at ~0.55x the plain
+        # jit(vmap(train)) on an H200 (benchmarks/RESULTS.md, 2026-11-28).
+        n_mem = n_pop * n_folds
+
+        def members(a):  # [P, F, ...] -> [M, ...]
+            return a.reshape((n_mem, *a.shape[2:]))
+
+        hp_m = jax.tree.map(lambda v: jnp.repeat(v, n_folds, axis=0), hp)  # [M]
+        fold_m = jnp.tile(fold_ids, n_pop)  # member m trains fold m % F
+        if shuffled:
+            x_all, y_all = members(x_all), members(y_all)
+
+        def member_step(ts, perm, ekey, hpm, f, x, y, spe, t):
+            # Fold-level arrays: a fold axis only with several folds (see _fold_data).
+            def of_fold(a):
+                return a if fa is None else a[f]
+
+            n = of_fold(n_all)
+            aux = jax.tree.map(of_fold, aux_all)
             # A static batch size when the bucket's trials share it (fewer ops per step).
             b = spec.batch if spec.uniform_batch else hpm["batch_size"]
             start = t * b
@@ -185,7 +207,7 @@ def _segment(
                 by = jax.lax.dynamic_slice_in_dim(y, start, spec.batch)
             else:
                 rows = perm[jnp.minimum(idx, n_rows - 1)]
-                bx, by = x[rows], y[rows]
+                bx, by = (x[rows], y[rows]) if fa is None else (x[f, rows], y[f, rows])
             # The real rows of this batch, counted by arithmetic (no reduction kernels).
             count = jnp.clip(n - start, 0, b).astype(jnp.int32)
             batch = Batch(bx, by, rowmask, jax.random.fold_in(ekey, t + 1), aux, count)
@@ -199,36 +221,28 @@ def _segment(
             # and inactive or diverged trials are reverted once, at the epoch's end.
             return new, loss
 
+        xa = 0 if shuffled else None  # shuffled copies are per member; data is shared
+        over_members = jax.vmap(member_step, in_axes=(0, 0, 0, 0, 0, xa, xa, 0, None))
+        perms_m, ekeys_m, spe_m = (
+            members(perms),
+            members(ekeys),
+            members(steps_per_epoch),
+        )
+
         def train_step(carry, t):
             ts, loss_sum = carry
-            # vmap over folds (data mapped), then over the population (hp mapped).
-            # The shuffled copies are per member; the plain data is shared.
-            fx, px = (0, 0) if shuffled else (fa, None)
-            over_folds = jax.vmap(
-                member_step, in_axes=(0, 0, 0, None, fx, fx, fa, fa, 0, None)
-            )
-            over_pop = jax.vmap(
-                over_folds, in_axes=(0, 0, 0, 0, px, px, None, None, 0, None)
-            )
-            ts, loss = over_pop(
-                ts,
-                perms,
-                ekeys,
-                hp,
-                x_all,
-                y_all,
-                n_all,
-                aux_all,
-                steps_per_epoch,
-                t,
+            ts, loss = over_members(
+                ts, perms_m, ekeys_m, hp_m, fold_m, x_all, y_all, spe_m, t
             )
             return (ts, loss_sum + loss), None
 
         (ts, loss_sum), _ = jax.lax.scan(
             train_step,
-            (run.tstate, jnp.zeros((n_pop, n_folds))),
+            (jax.tree.map(members, run.tstate), jnp.zeros((n_mem,))),
             jnp.arange(spec.steps),
         )
+        ts = jax.tree.map(lambda a: a.reshape((n_pop, n_folds, *a.shape[1:])), ts)
+        loss_sum = loss_sum.reshape(n_pop, n_folds)
 
         def member_eval(ts, hpm, x, y, mask, aux):
             return tr.evaluate(ts, Batch(x, y, mask, eval_key, aux), hpm)
