@@ -963,32 +963,48 @@ def _run_chunk(
         if curves
         else {}
     )
-    outcomes: list[TrialOutcome] = []
-    for j in range(size):
-        status = "diverged" if diverged[j] else "stopped" if stopped[j] else "complete"
-        # A trial trains from epoch 0 until it goes inactive: its rows are a prefix,
-        # and train_loss is non-NaN exactly where it trained.
-        n_ep_j = int((~np.isnan(cat["train_loss"][:, j])).sum())
-        tc = {k: v[:n_ep_j, j] for k, v in cat.items()}
-        be = int(best_epoch[j])
-        value = (
-            float(sign * best_value[j]) if (be >= 0 and not diverged[j]) else math.nan
+    # Per-trial results, computed for the whole chunk at once: a loop of NumPy calls per
+    # trial cost ~9 us each (0.15 s at P = 16384 on a 2-core CPU), against a GPU round
+    # of ~1 s at that size; what is left per trial is building the record.
+    # A trial trains from epoch 0 until it goes inactive: its rows are a prefix, and
+    # train_loss is non-NaN exactly where it trained.
+    n_ep = (~np.isnan(cat["train_loss"][:, :size])).sum(0).tolist()
+    by_trial = {k: np.moveaxis(v, 1, 0) for k, v in cat.items()}  # [P, E, ...] views
+    be = best_epoch[:size]
+    has_value = (be >= 0) & ~diverged[:size]
+    values = np.where(has_value, sign * best_value[:size].astype(np.float64), np.nan)
+    fold_values = np.where(
+        (be >= 0)[:, None],
+        by_trial["value_folds"][np.arange(size), np.maximum(be, 0)],
+        np.nan,
+    )
+    status = np.where(
+        diverged[:size], "diverged", np.where(stopped[:size], "stopped", "complete")
+    ).tolist()
+    outcomes = [
+        TrialOutcome(
+            trial_id=tid,
+            status=st,
+            value=val,
+            best_epoch=b,
+            epochs_run=er,
+            curves={k: v[j, :n] for k, v in by_trial.items()},
+            fold_values=fold_values[j],
+            wall_time=wall,
+            bucket=gkey,
         )
-        outcomes.append(
-            TrialOutcome(
-                trial_id=int(trial_ids[idx[j]]),
-                status=status,
-                value=value,
-                best_epoch=be,
-                epochs_run=int(epochs_run[j]),
-                curves=tc,
-                fold_values=tc["value_folds"][be]
-                if be >= 0
-                else np.full(n_folds, np.nan),
-                wall_time=wall,
-                bucket=gkey,
+        for j, (tid, st, val, b, er, n) in enumerate(
+            zip(
+                trial_ids[idx].tolist(),
+                status,
+                values.tolist(),
+                be.tolist(),
+                epochs_run[:size].tolist(),
+                n_ep,
+                strict=True,
             )
         )
+    ]
     cand = np.where(
         ~diverged[:size] & (best_epoch[:size] >= 0), best_value[:size], -np.inf
     )
