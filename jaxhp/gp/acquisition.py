@@ -83,6 +83,39 @@ def _refine(fn, x0: jax.Array, steps: int, lr: float = 0.01) -> jax.Array:
     return x
 
 
+def _refine_monotone(
+    fn, x0: jax.Array, scale: jax.Array, steps: int, step0: float = 0.5
+) -> jax.Array:
+    """Monotone ascent of ``fn`` from each row of ``x0`` (vmapped), preconditioned by
+    ``scale`` (the kernel's lengthscales): steps are taken in ``z = x / scale``, so a
+    short-lengthscale direction is not under-resolved and a long one not over-stepped.
+    A step is kept only if it improves ``fn``; the step length (in lengthscales) grows
+    1.5x after a success and shrinks 0.3x after a failure, so each start converges to
+    its local optimum within float precision in a few dozen steps."""
+    value_and_grad = jax.vmap(jax.value_and_grad(fn))
+    value = jax.vmap(fn)
+
+    def step(carry, _):
+        x, f, s = carry
+        _, g = value_and_grad(x)
+        g = jnp.where(jnp.isfinite(g), g, 0.0) * scale  # the gradient in z
+        dx = g / (jnp.linalg.norm(g, axis=-1, keepdims=True) + 1e-300) * scale
+        x_new = jnp.clip(x + s[:, None] * dx, 0.0, 1.0)
+        f_new = value(x_new)
+        ok = f_new > f
+        return (
+            jnp.where(ok[:, None], x_new, x),
+            jnp.where(ok, f_new, f),
+            jnp.where(ok, s * 1.5, s * 0.3),
+        ), None
+
+    f0 = value(x0)
+    f0 = jnp.where(jnp.isfinite(f0), f0, -jnp.inf)
+    s0 = jnp.full(x0.shape[:1], step0, x0.dtype)
+    (x, _, _), _ = jax.lax.scan(step, (x0, f0, s0), None, length=steps)
+    return x
+
+
 def maximize(
     dims: Dims,
     gp: GP,
@@ -93,8 +126,13 @@ def maximize(
     n_starts: int = 16,
     steps: int = 50,
     beta: float = 2.0,
+    refine: str = "gradient",
 ):
-    """The maximiser of an acquisition (and its value) over the unit cube."""
+    """The maximiser of an acquisition (and its value) over the unit cube.
+
+    ``refine="gradient"``: ``steps`` normalised gradient steps of fixed length from each
+    start; ``"monotone"``: lengthscale-preconditioned monotone ascent (see
+    :func:`_refine_monotone`), which converges to each start's local optimum."""
     d = gp.x.shape[1]
     best = jnp.max(jnp.where(gp.mask, gp.y, -jnp.inf))
 
@@ -105,7 +143,11 @@ def maximize(
     cand = _candidates(key, gp.x, gp.y, gp.mask, n_candidates, d)
     vals = acq(cand)
     starts = cand[jnp.argsort(-vals)[:n_starts]]
-    refined = _refine(lambda x: acq(x[None])[0], starts, steps)
+    if refine == "monotone":
+        scale = jnp.clip(jnp.exp(gp.params.log_lengthscale), 1e-4, 1.0)
+        refined = _refine_monotone(lambda x: acq(x[None])[0], starts, scale, steps)
+    else:
+        refined = _refine(lambda x: acq(x[None])[0], starts, steps)
     all_x = jnp.concatenate([starts, refined])
     all_v = acq(all_x)
     i = jnp.argmax(jnp.where(jnp.isfinite(all_v), all_v, -jnp.inf))

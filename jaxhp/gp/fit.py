@@ -16,6 +16,7 @@ here runs in float64 (see :func:`x64`), without switching the process to x64.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 from typing import NamedTuple
 
@@ -118,6 +119,24 @@ def log_prior(params: KernelParams) -> jax.Array:
     return lp
 
 
+def log_prior_optuna(params: KernelParams) -> jax.Array:
+    """Optuna's GPSampler priors (v4-5, ``optuna/_gp/prior.py``), on the same parameters:
+    ``-(0.1 / lam + 0.1 lam)`` on each inverse squared lengthscale ``lam`` (mode at a
+    lengthscale of 1), Gamma(2, 1) on the signal variance and Gamma(1.1, 30) on the noise
+    variance."""
+    lam = jnp.exp(-2.0 * params.log_lengthscale)
+    var = jnp.exp(params.log_variance)
+    noise = _noise(params)
+    return (
+        -jnp.sum(0.1 / lam + 0.1 * lam)
+        + (jnp.log(var) - var)
+        + (0.1 * jnp.log(noise) - 30.0 * noise)
+    )
+
+
+PRIORS = {"default": log_prior, "optuna": log_prior_optuna}
+
+
 def fit_kernel(
     dims: Dims,
     x: jax.Array,
@@ -129,11 +148,21 @@ def fit_kernel(
     restarts: int = 4,
     steps: int = 100,
     learning_rate: float = 0.05,
+    method: str = "adam",
+    gtol: float = 1e-3,
+    prior: str = "default",
 ) -> KernelParams:
-    """MAP kernel hyperparameters from ``restarts`` starts (one is ``init``), vmapped."""
+    """MAP kernel hyperparameters from ``restarts`` starts (one is ``init``), vmapped.
+
+    ``method="adam"`` takes ``steps`` Adam steps; ``"lbfgs"`` takes ``steps`` L-BFGS
+    iterations with a zoom line search (optax), which converge to the optimum's
+    neighbourhood rather than walking towards it, and keeps a restart's last finite
+    iterate if a step goes wrong."""
+
+    lp = PRIORS[prior]
 
     def loss(p):
-        val = -(log_marginal_likelihood(dims, p, x, y, mask) + log_prior(p))
+        val = -(log_marginal_likelihood(dims, p, x, y, mask) + lp(p))
         return jnp.where(jnp.isfinite(val), val, 1e10)
 
     d = init.log_lengthscale.shape[0]
@@ -171,7 +200,52 @@ def fit_kernel(
         (p, _), _ = jax.lax.scan(step, (p0, opt.init(p0)), None, length=steps)
         return p, loss(p)
 
-    ps, vals = jax.vmap(run)(starts)
+    def run_lbfgs(p0):
+        lbfgs = optax.lbfgs()
+        value_and_grad = optax.value_and_grad_from_state(loss)
+
+        def step(carry):
+            i, p, s, _ = carry
+            val, g = value_and_grad(p, state=s)
+            g = jax.tree.map(lambda a: jnp.where(jnp.isfinite(a), a, 0.0), g)
+            upd, s_new = lbfgs.update(g, s, p, value=val, grad=g, value_fn=loss)
+            p_new = optax.apply_updates(p, upd)
+            ok = jnp.all(
+                jnp.stack([jnp.all(jnp.isfinite(a)) for a in jax.tree.leaves(p_new)])
+            )
+            keep = functools.partial(jnp.where, ok)
+            gnorm = (
+                optax.tree.norm(g) if hasattr(optax, "tree") else optax.global_norm(g)
+            )
+            return (
+                i + 1,
+                jax.tree.map(keep, p_new, p),
+                jax.tree.map(keep, s_new, s),
+                jnp.where(ok, gnorm, 0.0),
+            )
+
+        # Until the gradient is small (a line search on a converged point only burns
+        # time) or ``steps`` iterations.
+        _, p, _, _ = jax.lax.while_loop(
+            lambda c: (c[0] < steps) & (c[3] > gtol),
+            step,
+            (
+                jnp.int32(0),
+                p0,
+                lbfgs.init(p0),
+                jnp.asarray(jnp.inf, p0.log_variance.dtype),
+            ),
+        )
+        p = p._replace(
+            log_lengthscale=jnp.clip(p.log_lengthscale, -7.0, 5.0),
+            log_variance=jnp.clip(p.log_variance, -6.0, 4.0),
+            log_noise=jnp.clip(p.log_noise, -14.0, 1.0),
+        )
+        return p, loss(p)
+
+    if method not in ("adam", "lbfgs"):
+        raise ValueError(f"method must be 'adam' or 'lbfgs', got {method!r}")
+    ps, vals = jax.vmap(run_lbfgs if method == "lbfgs" else run)(starts)
     best = jnp.argmin(vals)
     return jax.tree.map(lambda a: a[best], ps)
 

@@ -84,7 +84,16 @@ def _padded(rows: np.ndarray, cap: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 @functools.cache
-def _programs(dims: Dims, acq: str, restarts: int, steps: int):
+def _programs(
+    dims: Dims,
+    acq: str,
+    restarts: int,
+    steps: int,
+    fit_method: str = "adam",
+    refine: str = "gradient",
+    refine_steps: int = 50,
+    prior: str = "default",
+):
     """Jitted GP programs for ``dims`` (shapes specialise per capacity and batch)."""
 
     @jax.jit
@@ -92,7 +101,16 @@ def _programs(dims: Dims, acq: str, restarts: int, steps: int):
         ys, _, _ = gpfit.standardize(y, mask)
         fys, _, _ = gpfit.standardize(fy, fmask)
         params = gpfit.fit_kernel(
-            dims, fx, fys, fmask, init, key, restarts=restarts, steps=steps
+            dims,
+            fx,
+            fys,
+            fmask,
+            init,
+            key,
+            restarts=restarts,
+            steps=steps,
+            method=fit_method,
+            prior=prior,
         )
         return params, gpfit.posterior(dims, params, x, ys, mask)
 
@@ -111,7 +129,9 @@ def _programs(dims: Dims, acq: str, restarts: int, steps: int):
     @functools.partial(jax.jit, static_argnums=(2,))
     def propose(gp, key, q):
         k1, k2 = jax.random.split(key)
-        first, _, _, _ = acquisition.maximize(dims, gp, k1, kind=acq)
+        first, _, _, _ = acquisition.maximize(
+            dims, gp, k1, kind=acq, refine=refine, steps=refine_steps
+        )
         if q == 1:
             return first[None], first[None]
         starts, refined = acquisition.thompson(dims, gp, k2, q - 1, exclude=first[None])
@@ -132,6 +152,10 @@ def gp_bo(
     restarts: int = 4,
     fit_steps: int = 100,
     fit_subset: int = 256,
+    fit_method: str = "adam",
+    refine: str = "gradient",
+    refine_steps: int = 50,
+    prior: str = "default",
 ) -> Strategy:
     """GP-based Bayesian optimisation over ``space`` with batch proposals.
 
@@ -146,6 +170,12 @@ def gp_bo(
         restarts: kernel-fit restarts (vmapped).
         fit_steps: Adam steps per kernel fit.
         fit_subset: at most this many observations are used to fit the kernel.
+        fit_method: ``"adam"`` or ``"lbfgs"`` (see :func:`jaxhp.gp.fit.fit_kernel`).
+        refine: how the acquisition's best starts are refined: ``"gradient"`` or
+            ``"monotone"`` (see :func:`jaxhp.gp.acquisition.maximize`).
+        refine_steps: refinement steps per start.
+        prior: kernel hyperparameter priors: ``"default"`` (see :mod:`jaxhp.gp.fit`) or
+            ``"optuna"`` (Optuna's GPSampler's, for comparisons).
 
     Example:
         >>> strategy = gp_bo(space)
@@ -161,6 +191,13 @@ def gp_bo(
             "initial_design must be 'auto', 'random' or 'sobol', "
             f"got {initial_design!r}"
         )
+    for name, value, allowed in (
+        ("fit_method", fit_method, ("adam", "lbfgs")),
+        ("refine", refine, ("gradient", "monotone")),
+        ("prior", prior, tuple(gpfit.PRIORS)),
+    ):
+        if value not in allowed:
+            raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
     dims = dims_of(space)
     d = space.dim
     n_init = default_n_initial(d) if n_initial is None else int(n_initial)
@@ -206,7 +243,14 @@ def gp_bo(
 
     def _gp_ask(state: BayesState, key: jax.Array, q: int):
         fit_prog, believe, propose = _programs(
-            dims, acquisition_function, restarts, fit_steps
+            dims,
+            acquisition_function,
+            restarts,
+            fit_steps,
+            fit_method,
+            refine,
+            refine_steps,
+            prior,
         )
         f = -state.y  # the GP maximises
         worst = np.nanmin(f)
