@@ -91,16 +91,7 @@ def main(argv=None):
     from sklearn.datasets import load_digits
 
     X, y = load_digits(return_X_y=True)
-    space = jaxhp.Space(
-        learning_rate=jaxhp.Float(3e-3, 1e-1, log=True),
-        momentum=jaxhp.Float(0.8, 0.95),
-        weight_decay=jaxhp.Float(1e-5, 1e-3, log=True),
-        optimizer=jaxhp.Fixed("sgd"),
-        n_layers=jaxhp.Fixed(tp.DEPTH),
-        width=jaxhp.Fixed(tp.WIDTH),
-        batch_size=jaxhp.Fixed(tp.BATCH),
-        epochs=jaxhp.Fixed(tp.EPOCHS),
-    )
+    space = tp.homogeneous_space()
     tasks = {}
     for dt in ("float32", "bfloat16"):
         tasks[dt] = jaxhp.tasks.MLPClassifier(

@@ -176,6 +176,20 @@ def hparams(n, seed):
     }
 
 
+def homogeneous_space():
+    """The reference MLP's space: its structure fixed, SGD's numbers per trial."""
+    return jaxhp.Space(
+        learning_rate=jaxhp.Float(3e-3, 1e-1, log=True),
+        momentum=jaxhp.Float(0.8, 0.95),
+        weight_decay=jaxhp.Float(1e-5, 1e-3, log=True),
+        optimizer=jaxhp.Fixed("sgd"),
+        n_layers=jaxhp.Fixed(DEPTH),
+        width=jaxhp.Fixed(WIDTH),
+        batch_size=jaxhp.Fixed(BATCH),
+        epochs=jaxhp.Fixed(EPOCHS),
+    )
+
+
 def useful_flops(task, hp):
     """Training FLOPs of each trial's real network: 6 x params x rows x epochs."""
     n = int(task.data.n_train[0])
@@ -219,16 +233,7 @@ def main(argv=None):
 
     X, y = load_digits(return_X_y=True)
     task = jaxhp.tasks.MLPClassifier(X, y, val_fraction=0.2, seed=0)
-    space = jaxhp.Space(
-        learning_rate=jaxhp.Float(3e-3, 1e-1, log=True),
-        momentum=jaxhp.Float(0.8, 0.95),
-        weight_decay=jaxhp.Float(1e-5, 1e-3, log=True),
-        optimizer=jaxhp.Fixed("sgd"),
-        n_layers=jaxhp.Fixed(DEPTH),
-        width=jaxhp.Fixed(WIDTH),
-        batch_size=jaxhp.Fixed(BATCH),
-        epochs=jaxhp.Fixed(EPOCHS),
-    )
+    space = homogeneous_space()
     task.check_space(space)
     task_bf16 = jaxhp.tasks.MLPClassifier(
         X, y, val_fraction=0.2, seed=0, compute_dtype="bfloat16"
