@@ -98,19 +98,13 @@ def main(argv=None):
             X, y, val_fraction=0.2, seed=0, compute_dtype=dt
         )
         tasks[dt].check_space(space)
-    d = tasks["float32"].data
-    xt = jnp.asarray(d.x_train[0][: d.n_train[0]])
-    yt = jnp.asarray(d.y_train[0][: d.n_train[0]])
-    xv = jnp.asarray(d.x_val[0][d.val_mask[0]])
-    yv = jnp.asarray(d.y_val[0][d.val_mask[0]])
+    xt, yt, xv, yv = tp.baseline_data(tasks["float32"])
     _, train_val, _, _ = tp.make_train(xt, yt, xv, yv, tasks["float32"].n_out)
     vmap_val = jax.jit(jax.vmap(train_val))
     hp_np = tp.hparams(P, P)
     hp_task = tasks["float32"].hparams(space, hp_np)
     hp_dev = {k: jnp.asarray(v) for k, v in hp_np.items()}
-    keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(0), i))(
-        jnp.arange(P, dtype=jnp.uint32)
-    )
+    keys = tp.trial_keys(P)
     ids = np.arange(P)
 
     def engine(dt):
@@ -149,9 +143,7 @@ def main(argv=None):
             except Exception as e:  # a profiler that does not run there is reported
                 summary = {"error": f"{type(e).__name__}: {e}"}
         result["arms"][name] = {"wall_s": wall, "trace": summary}
-        if args.out:
-            with open(args.out, "w") as f:
-                json.dump(result, f, indent=1)
+        tp.save_json(args.out, result)
         print(f"\n== {name}: P={P}, {wall:.3f} s per round (untraced)")
         if "error" in summary:
             print("  ", summary["error"])

@@ -176,6 +176,31 @@ def hparams(n, seed):
     }
 
 
+def baseline_data(task):
+    """The first fold's real training and validation rows, as the baselines take them."""
+    d = task.data
+    return (
+        jnp.asarray(d.x_train[0][: d.n_train[0]]),
+        jnp.asarray(d.y_train[0][: d.n_train[0]]),
+        jnp.asarray(d.x_val[0][d.val_mask[0]]),
+        jnp.asarray(d.y_val[0][d.val_mask[0]]),
+    )
+
+
+def trial_keys(n):
+    """The baselines' per-trial keys."""
+    return jax.vmap(lambda i: jax.random.fold_in(jax.random.key(0), i))(
+        jnp.arange(n, dtype=jnp.uint32)
+    )
+
+
+def save_json(path, result):
+    """Write ``result`` to ``path`` (nothing when ``path`` is None)."""
+    if path:
+        with open(path, "w") as f:
+            json.dump(result, f, indent=2)
+
+
 def homogeneous_space():
     """The reference MLP's space: its structure fixed, SGD's numbers per trial."""
     return jaxhp.Space(
@@ -239,13 +264,9 @@ def main(argv=None):
         X, y, val_fraction=0.2, seed=0, compute_dtype="bfloat16"
     )
     task_bf16.check_space(space)
-    d = task.data
-    xt = jnp.asarray(d.x_train[0][: d.n_train[0]])
-    yt = jnp.asarray(d.y_train[0][: d.n_train[0]])
-    xv = jnp.asarray(d.x_val[0][d.val_mask[0]])
-    yv = jnp.asarray(d.y_val[0][d.val_mask[0]])
+    xt, yt, xv, yv = baseline_data(task)
     train, train_val, batch_at, steps = make_train(xt, yt, xv, yv, task.n_out)
-    flops_trial = 6.0 * (64 * 64 + 2 * 64 * 64 + 64 * 10) * int(d.n_train[0]) * EPOCHS
+    flops_trial = 6.0 * (64 * 64 + 2 * 64 * 64 + 64 * 10) * xt.shape[0] * EPOCHS
 
     header = {
         "benchmark": "throughput",
@@ -257,11 +278,6 @@ def main(argv=None):
         "jax": jax.__version__,
         "model": f"MLP {DEPTH}x{WIDTH} on digits, batch {BATCH}, {EPOCHS} epochs, SGD+momentum+wd",
     }
-
-    def save(result):
-        if args.out:
-            with open(args.out, "w") as f:
-                json.dump(result, f, indent=2)
 
     rows = []
     seq_train = jax.jit(train)
@@ -278,9 +294,7 @@ def main(argv=None):
         hp_np = hparams(P, P)
         hp_task = task.hparams(space, hp_np)
         hp_dev = {k: jnp.asarray(v) for k, v in hp_np.items()}
-        keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(0), i))(
-            jnp.arange(P, dtype=jnp.uint32)
-        )
+        keys = trial_keys(P)
         ids = np.arange(P)
         row = {"population": P}
 
@@ -363,7 +377,7 @@ def main(argv=None):
         row["engine_tflops"] = row["engine"] * flops_trial / 1e12
         rows.append(row)
         # Saved after every population: a run cut short (a time cap) keeps its rows.
-        save({**header, "homogeneous": rows, "partial": True})
+        save_json(args.out, {**header, "homogeneous": rows, "partial": True})
         print(
             f"P={P}: "
             + ", ".join(f"{k}={v:.3g}" for k, v in row.items() if k != "population"),
@@ -444,9 +458,7 @@ def finish(header, rows, mixed_rows, homog_at_mixed, repeats, out, P_mixed=0):
         "homogeneous_trials_per_s_at_mixed_population": homog_at_mixed,
     }
     print(json.dumps(result, indent=2))
-    if out:
-        with open(out, "w") as f:
-            json.dump(result, f, indent=2)
+    save_json(out, result)
 
     # The equal-work ratios: engine / vmap_val (both validate every epoch) and
     # engine_eval_end / vmap (both validate at the end).

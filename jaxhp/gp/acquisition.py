@@ -83,6 +83,9 @@ def _refine(fn, x0: jax.Array, steps: int, lr: float = 0.01) -> jax.Array:
     return x
 
 
+REFINES = ("gradient", "monotone")  # see maximize
+
+
 def _refine_monotone(
     fn, x0: jax.Array, scale: jax.Array, steps: int, step0: float = 0.5
 ) -> jax.Array:
@@ -92,12 +95,12 @@ def _refine_monotone(
     A step is kept only if it improves ``fn``; the step length (in lengthscales) grows
     1.5x after a success and shrinks 0.3x after a failure, so each start converges to
     its local optimum within float precision in a few dozen steps."""
-    value_and_grad = jax.vmap(jax.value_and_grad(fn))
+    grad = jax.vmap(jax.grad(fn))
     value = jax.vmap(fn)
 
     def step(carry, _):
         x, f, s = carry
-        _, g = value_and_grad(x)
+        g = grad(x)
         g = jnp.where(jnp.isfinite(g), g, 0.0) * scale  # the gradient in z
         dx = g / (jnp.linalg.norm(g, axis=-1, keepdims=True) + 1e-300) * scale
         x_new = jnp.clip(x + s[:, None] * dx, 0.0, 1.0)

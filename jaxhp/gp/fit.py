@@ -135,6 +135,16 @@ def log_prior_optuna(params: KernelParams) -> jax.Array:
 
 
 PRIORS = {"default": log_prior, "optuna": log_prior_optuna}
+FIT_METHODS = ("adam", "lbfgs")
+
+
+def _clip(p: KernelParams) -> KernelParams:
+    """Kernel hyperparameters kept in a numerically safe box."""
+    return p._replace(
+        log_lengthscale=jnp.clip(p.log_lengthscale, -7.0, 5.0),
+        log_variance=jnp.clip(p.log_variance, -6.0, 4.0),
+        log_noise=jnp.clip(p.log_noise, -14.0, 1.0),
+    )
 
 
 def fit_kernel(
@@ -190,11 +200,7 @@ def fit_kernel(
             g = jax.tree.map(lambda a: jnp.where(jnp.isfinite(a), a, 0.0), g)
             upd, s = opt.update(g, s, p)
             p = optax.apply_updates(p, upd)
-            p = p._replace(
-                log_lengthscale=jnp.clip(p.log_lengthscale, -7.0, 5.0),
-                log_variance=jnp.clip(p.log_variance, -6.0, 4.0),
-                log_noise=jnp.clip(p.log_noise, -14.0, 1.0),
-            )
+            p = _clip(p)
             return (p, s), val
 
         (p, _), _ = jax.lax.scan(step, (p0, opt.init(p0)), None, length=steps)
@@ -236,15 +242,11 @@ def fit_kernel(
                 jnp.asarray(jnp.inf, p0.log_variance.dtype),
             ),
         )
-        p = p._replace(
-            log_lengthscale=jnp.clip(p.log_lengthscale, -7.0, 5.0),
-            log_variance=jnp.clip(p.log_variance, -6.0, 4.0),
-            log_noise=jnp.clip(p.log_noise, -14.0, 1.0),
-        )
+        p = _clip(p)
         return p, loss(p)
 
-    if method not in ("adam", "lbfgs"):
-        raise ValueError(f"method must be 'adam' or 'lbfgs', got {method!r}")
+    if method not in FIT_METHODS:
+        raise ValueError(f"method must be one of {FIT_METHODS}, got {method!r}")
     ps, vals = jax.vmap(run_lbfgs if method == "lbfgs" else run)(starts)
     best = jnp.argmin(vals)
     return jax.tree.map(lambda a: a[best], ps)

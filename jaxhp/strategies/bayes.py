@@ -192,8 +192,8 @@ def gp_bo(
             f"got {initial_design!r}"
         )
     for name, value, allowed in (
-        ("fit_method", fit_method, ("adam", "lbfgs")),
-        ("refine", refine, ("gradient", "monotone")),
+        ("fit_method", fit_method, gpfit.FIT_METHODS),
+        ("refine", refine, acquisition.REFINES),
         ("prior", prior, tuple(gpfit.PRIORS)),
     ):
         if value not in allowed:
