@@ -188,7 +188,7 @@ def synthetic(args):
             ]
             for arm in arm_list:
                 regrets, secs = [], []
-                for seed in range(args.seeds):
+                for seed in range(args.seed_start, args.seed_start + args.seeds):
                     if arm.startswith("optuna"):
                         design = (
                             bayes_design(d, seed, args.bayes_options)
@@ -308,6 +308,12 @@ def main(argv=None):
     ap.add_argument("--functions", nargs="*", default=list(FUNCTIONS))
     ap.add_argument("--budgets", type=int, nargs="*", default=[50, 100, 200])
     ap.add_argument("--seeds", type=int, default=10)
+    ap.add_argument(
+        "--seed-start",
+        type=int,
+        default=0,
+        help="first seed (runs on disjoint seed ranges can be pooled)",
+    )
     ap.add_argument("--q", type=int, nargs="*", default=[1, 8, 64])
     ap.add_argument("--no-optuna", action="store_true")
     ap.add_argument(
@@ -364,6 +370,7 @@ def main(argv=None):
             "benchmark": "strategies",
             **meta,
             "seeds": args.seeds,
+            "seed_start": args.seed_start,
             "rows": rows,
             "median_log10_regret_curves": curves,
         }

@@ -71,6 +71,32 @@ def test_frozen_trials_stay_bit_identical(clf_task):
     jax.tree.map(np.testing.assert_array_equal, finals["short"], finals["long"])
 
 
+def test_one_program_round_equals_a_round_split_in_segments(clf_task):
+    """A round that fits in one segment runs init and training as one program; split in
+    segments (init, then a program per segment) it must give the same trials."""
+    space = _fixed_space(width=16, n_layers=2, batch_size=32, optimizer="sgd", epochs=4)
+    space = Space(**space, learning_rate=Choice([0.003, 0.03, 1e6]))
+    hp = _hp(clf_task, space, [{"learning_rate": v} for v in (0.003, 0.03, 1e6)])
+    ids = np.array([0, 1, 2])
+    whole, _, best_w = run_population(clf_task, hp, ids, seed=5, segment_epochs=4)
+    split, _, best_s = run_population(clf_task, hp, ids, seed=5, segment_epochs=3)
+    for a, b in zip(whole, split, strict=True):
+        assert (a.status, a.epochs_run, a.best_epoch) == (
+            b.status,
+            b.epochs_run,
+            b.best_epoch,
+        )
+        for k in a.curves:
+            np.testing.assert_allclose(a.curves[k], b.curves[k], rtol=1e-5, atol=1e-6)
+    assert whole[2].status == "diverged"
+    assert best_w.trial_id == best_s.trial_id
+    jax.tree.map(
+        lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6),
+        best_w.state,
+        best_s.state,
+    )
+
+
 def test_diverging_trial_is_marked_and_neighbours_finish(clf_task):
     space = Space(
         learning_rate=Choice([0.1, 1e6]),

@@ -324,3 +324,29 @@ def test_monotone_refinement_never_loses_and_finds_the_local_optimum():
     np.testing.assert_allclose(
         np.asarray(x), np.tile(np.asarray(centre), (3, 1)), atol=1e-6
     )
+
+
+def test_output_warps_keep_the_order_and_are_checked():
+    from jaxhp.strategies.bayes import warp
+
+    f = -np.array([0.4, 0.401, 5.0, 30.0, 40.0, 300.0, 0.402, 20.0, 60.0])  # maximised
+    w = warp(f, "log")
+    assert np.isfinite(w).all()
+    np.testing.assert_array_equal(np.argsort(w), np.argsort(f))  # the order is kept
+    # Linear near the best value (gaps far below the median gap keep their
+    # ratios), logarithmic far from it (gaps 65x apart end up under 16x apart).
+    wgap, gap = w.max() - w, f.max() - f
+    np.testing.assert_allclose(wgap[1] / wgap[6], gap[1] / gap[6], rtol=1e-3)
+    assert wgap[5] / wgap[2] < 0.25 * gap[5] / gap[2]
+    np.testing.assert_array_equal(warp(np.ones(4), "log"), np.ones(4))  # no spread
+    np.testing.assert_array_equal(warp(f, "none"), f)
+    # A strategy with a warp proposes valid, distinct points.
+    s = make_strategy("bayes", BRANIN, n_initial=6, output_warp="log")
+    st = s.init(jax.random.key(5))
+    u, st = s.ask(st, 6)
+    st = s.tell(st, u, _branin(BRANIN.decode(u)))
+    u2, _ = s.ask(st, 4)
+    assert u2.shape == (4, 2) and ((0 <= u2) & (u2 <= 1)).all()
+    assert len({tuple(r) for r in np.round(u2, 9)}) == 4
+    with pytest.raises(ValueError, match="output_warp must be one of"):
+        make_strategy("bayes", BRANIN, output_warp="boxcox")

@@ -156,6 +156,7 @@ def gp_bo(
     refine: str = "gradient",
     refine_steps: int = 50,
     prior: str = "default",
+    output_warp: str = "none",
 ) -> Strategy:
     """GP-based Bayesian optimisation over ``space`` with batch proposals.
 
@@ -176,6 +177,8 @@ def gp_bo(
         refine_steps: refinement steps per start.
         prior: kernel hyperparameter priors: ``"default"`` (see :mod:`jaxhp.gp.fit`) or
             ``"optuna"`` (Optuna's GPSampler's, for comparisons).
+        output_warp: a monotone transform of the values before they are standardised
+            (see :func:`warp`): ``"none"`` or ``"log"``.
 
     Example:
         >>> strategy = gp_bo(space)
@@ -195,6 +198,7 @@ def gp_bo(
         ("fit_method", fit_method, gpfit.FIT_METHODS),
         ("refine", refine, acquisition.REFINES),
         ("prior", prior, tuple(gpfit.PRIORS)),
+        ("output_warp", output_warp, WARPS),
     ):
         if value not in allowed:
             raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
@@ -255,6 +259,7 @@ def gp_bo(
         f = -state.y  # the GP maximises
         worst = np.nanmin(f)
         f = np.where(np.isfinite(f), f, worst)  # failures: the worst value seen
+        f = warp(f, output_warp)
         n = len(f)
         cap = _capacity(n + len(state.pending))
         x, mask = _padded(state.x, cap)
@@ -301,6 +306,24 @@ def gp_bo(
         )
 
     return Strategy(init=init, ask=ask, tell=tell, name="bayes")
+
+
+WARPS = ("none", "log")
+
+
+def warp(f: np.ndarray, kind: str) -> np.ndarray:
+    """Values to maximise, transformed monotonically (their order is kept).
+
+    ``"log"``: ``-log1p(gap / s)`` of each value's gap to the best one, ``s`` the
+    median gap. Near the best values it is linear (their differences keep their
+    ratios); far from them logarithmic, so a few very bad values no longer set the
+    scale of the standardised targets, and the model spends its variance where the
+    optimum is (see ``benchmarks/RESULTS.md``)."""
+    if kind == "none" or len(f) < 2:
+        return f
+    gap = np.max(f) - f
+    s = np.median(gap)
+    return -np.log1p(gap / s) if s > 0 else f
 
 
 def _distinct(
