@@ -169,7 +169,11 @@ def optuna_available():
 def summarize(regrets):
     lr = np.log10(np.maximum(regrets, 1e-12))
     q25, med, q75 = np.percentile(lr, [25, 50, 75])
-    return {"median_log10_regret": float(med), "iqr": [float(q25), float(q75)]}
+    return {
+        "median_log10_regret": float(med),
+        "iqr": [float(q25), float(q75)],
+        "log10_regret_per_seed": lr.tolist(),  # to pool runs over disjoint seeds
+    }
 
 
 def synthetic(args):
