@@ -317,8 +317,9 @@ def warp(f: np.ndarray, kind: str) -> np.ndarray:
     ``"log"``: ``-log1p(gap / s)`` of each value's gap to the best one, ``s`` the
     median gap. Near the best values it is linear (their differences keep their
     ratios); far from them logarithmic, so a few very bad values no longer set the
-    scale of the standardised targets, and the model spends its variance where the
-    optimum is (see ``benchmarks/RESULTS.md``)."""
+    scale of the standardised targets. Measured in ``benchmarks/RESULTS.md``: better
+    at q = 1 with ``fit_method="lbfgs"`` and ``refine="monotone"``, worse in some
+    batches, so it is not the default."""
     if kind == "none" or len(f) < 2:
         return f
     gap = np.max(f) - f
