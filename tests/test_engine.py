@@ -71,9 +71,8 @@ def test_frozen_trials_stay_bit_identical(clf_task):
     jax.tree.map(np.testing.assert_array_equal, finals["short"], finals["long"])
 
 
-def test_one_program_round_equals_a_round_split_in_segments(clf_task):
-    """A round that fits in one segment runs init and training as one program; split in
-    segments (init, then a program per segment) it must give the same trials."""
+def test_a_round_in_one_segment_equals_it_split_in_segments(clf_task):
+    """Where the host cuts a round into segments (compiled calls) changes no trial."""
     space = _fixed_space(width=16, n_layers=2, batch_size=32, optimizer="sgd", epochs=4)
     space = Space(**space, learning_rate=Choice([0.003, 0.03, 1e6]))
     hp = _hp(clf_task, space, [{"learning_rate": v} for v in (0.003, 0.03, 1e6)])

@@ -147,6 +147,11 @@ def _clip(p: KernelParams) -> KernelParams:
     )
 
 
+def _finite(tree):
+    """``tree`` with non-finite entries set to 0 (a gradient step that cannot blow up)."""
+    return jax.tree.map(lambda a: jnp.where(jnp.isfinite(a), a, 0.0), tree)
+
+
 def fit_kernel(
     dims: Dims,
     x: jax.Array,
@@ -197,7 +202,7 @@ def fit_kernel(
         def step(carry, _):
             p, s = carry
             val, g = jax.value_and_grad(loss)(p)
-            g = jax.tree.map(lambda a: jnp.where(jnp.isfinite(a), a, 0.0), g)
+            g = _finite(g)
             upd, s = opt.update(g, s, p)
             p = optax.apply_updates(p, upd)
             p = _clip(p)
@@ -213,7 +218,7 @@ def fit_kernel(
         def step(carry):
             i, p, s, _ = carry
             val, g = value_and_grad(p, state=s)
-            g = jax.tree.map(lambda a: jnp.where(jnp.isfinite(a), a, 0.0), g)
+            g = _finite(g)
             upd, s_new = lbfgs.update(g, s, p, value=val, grad=g, value_fn=loss)
             p_new = optax.apply_updates(p, upd)
             ok = jnp.all(
