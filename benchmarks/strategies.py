@@ -278,7 +278,7 @@ def nn_track(args):
     ):
         X, y = loader(return_X_y=True)
         task = jaxhp.tasks.MLPClassifier(X, y, folds=5, seed=0)
-        for strategy in ("random", "sobol", "bayes"):
+        for strategy in [a for a in ("random", "sobol", "bayes") if a in args.arms]:
             bests = []
             t0 = time.perf_counter()
             for seed in range(args.nn_seeds):

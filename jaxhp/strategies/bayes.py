@@ -4,11 +4,17 @@ After an initial design (uniform random or scrambled Sobol points, see below), e
 ``ask`` fits the GP (``jaxhp.gp``) to every result told so far and proposes ``q`` points:
 
 - the first maximises log expected improvement (or UCB), found by a large candidate sweep
-  plus vmapped gradient refinement;
+  plus vmapped monotone refinement;
 - the other ``q - 1`` come from Thompson sampling: one pathwise posterior sample per
   point, each maximised over a shared candidate pool, taken greedily so that no two are
   the same. Sampling spreads a batch where the posterior is uncertain and costs one
   posterior update for the whole batch, so ``q`` can be in the thousands.
+
+By default the values are log-warped (see :func:`warp`) for the model behind the first
+point only; the Thompson samples condition on the plain values under the same kernel.
+Measured in ``benchmarks/RESULTS.md`` (2026-11-28): the warp brings the first point level
+with Optuna's GPSampler on Branin at q = 1, while warped Thompson samples lost on Branin
+at q = 8 (median log10 regret -4.14 against -5.41 at 192 evaluations; -6.85 split).
 
 Points asked but not yet told (pending) enter the model at their posterior mean (kriging
 believer), so a new batch avoids them. Trials that failed or diverged (NaN) are given the
@@ -89,10 +95,10 @@ def _programs(
     acq: str,
     restarts: int,
     steps: int,
-    fit_method: str = "adam",
-    refine: str = "gradient",
-    refine_steps: int = 50,
-    prior: str = "default",
+    fit_method: str,
+    refine: str,
+    refine_steps: int,
+    prior: str,
 ):
     """Jitted GP programs for ``dims`` (shapes specialise per capacity and batch)."""
 
@@ -115,6 +121,12 @@ def _programs(
         return params, gpfit.posterior(dims, params, x, ys, mask)
 
     @jax.jit
+    def condition(params, x, y, mask):
+        """The posterior of other targets under the same kernel."""
+        ys, _, _ = gpfit.standardize(y, mask)
+        return gpfit.posterior(dims, params, x, ys, mask)
+
+    @jax.jit
     def believe(gp, x, y_std, mask, px, pmask):
         """Add pending points at their posterior mean (kriging believer)."""
         mean, _ = gpfit.predict(dims, gp, px)
@@ -126,21 +138,25 @@ def _programs(
         mask = mask.at[slots].set(True, mode="drop")
         return gpfit.posterior(dims, gp.params, x, y_std, mask)
 
-    @functools.partial(jax.jit, static_argnums=(2,))
-    def propose(gp, key, q):
+    @functools.partial(jax.jit, static_argnums=(3,))
+    def propose(gp, gp_batch, key, q):
+        """The log-EI (or UCB) maximiser of ``gp``, then ``q - 1`` Thompson samples of
+        ``gp_batch``."""
         k1, k2 = jax.random.split(key)
         first, _, _, _ = acquisition.maximize(
             dims, gp, k1, kind=acq, refine=refine, steps=refine_steps
         )
         if q == 1:
             return first[None], first[None]
-        starts, refined = acquisition.thompson(dims, gp, k2, q - 1, exclude=first[None])
+        starts, refined = acquisition.thompson(
+            dims, gp_batch, k2, q - 1, exclude=first[None]
+        )
         return (
             jnp.concatenate([first[None], starts]),
             jnp.concatenate([first[None], refined]),
         )
 
-    return fit_and_condition, believe, propose
+    return fit_and_condition, condition, believe, propose
 
 
 def gp_bo(
@@ -152,11 +168,11 @@ def gp_bo(
     restarts: int = 4,
     fit_steps: int = 100,
     fit_subset: int = 256,
-    fit_method: str = "adam",
-    refine: str = "gradient",
+    fit_method: str = "lbfgs",
+    refine: str = "monotone",
     refine_steps: int = 50,
     prior: str = "default",
-    output_warp: str = "none",
+    output_warp: str = "log_first",
 ) -> Strategy:
     """GP-based Bayesian optimisation over ``space`` with batch proposals.
 
@@ -169,16 +185,19 @@ def gp_bo(
             or ``"sobol"`` (scrambled Sobol).
         acquisition_function: ``"log_ei"`` or ``"ucb"`` for the first point of a batch.
         restarts: kernel-fit restarts (vmapped).
-        fit_steps: Adam steps per kernel fit.
+        fit_steps: iterations per kernel fit (at most, for L-BFGS).
         fit_subset: at most this many observations are used to fit the kernel.
-        fit_method: ``"adam"`` or ``"lbfgs"`` (see :func:`jaxhp.gp.fit.fit_kernel`).
-        refine: how the acquisition's best starts are refined: ``"gradient"`` or
-            ``"monotone"`` (see :func:`jaxhp.gp.acquisition.maximize`).
+        fit_method: ``"lbfgs"`` (to convergence) or ``"adam"`` (``fit_steps`` steps;
+            the default until 2026-11-28); see :func:`jaxhp.gp.fit.fit_kernel`.
+        refine: how the acquisition's best starts are refined: ``"monotone"`` or
+            ``"gradient"`` (see :func:`jaxhp.gp.acquisition.maximize`).
         refine_steps: refinement steps per start.
         prior: kernel hyperparameter priors: ``"default"`` (see :mod:`jaxhp.gp.fit`) or
             ``"optuna"`` (Optuna's GPSampler's, for comparisons).
         output_warp: a monotone transform of the values before they are standardised
-            (see :func:`warp`): ``"none"`` or ``"log"``.
+            (see :func:`warp`). ``"log_first"``: the log warp for the model behind each
+            batch's first (log-EI) point, none for its Thompson samples (same kernel);
+            ``"log"``: for both; ``"none"``.
 
     Example:
         >>> strategy = gp_bo(space)
@@ -246,7 +265,7 @@ def gp_bo(
         return u, state
 
     def _gp_ask(state: BayesState, key: jax.Array, q: int):
-        fit_prog, believe, propose = _programs(
+        fit_prog, condition, believe, propose = _programs(
             dims,
             acquisition_function,
             restarts,
@@ -258,8 +277,11 @@ def gp_bo(
         )
         f = -state.y  # the GP maximises
         worst = np.nanmin(f)
-        f = np.where(np.isfinite(f), f, worst)  # failures: the worst value seen
-        f = warp(f, output_warp)
+        f_raw = np.where(np.isfinite(f), f, worst)  # failures: the worst value seen
+        f = warp(f_raw, output_warp.removesuffix("_first"))
+        # "*_first": the warp shapes the first point's model only; the batch's
+        # Thompson samples come from the unwarped values under the same kernel.
+        split = output_warp.endswith("_first")
         n = len(f)
         cap = _capacity(n + len(state.pending))
         x, mask = _padded(state.x, cap)
@@ -274,13 +296,18 @@ def gp_bo(
             params, gp = fit_prog(
                 k_fit, x, y, mask, fx, fy, fmask, jax.tree.map(jnp.asarray, init)
             )
+            split = split and q > 1
+            gp_batch = condition(params, x, _padded(f_raw, cap)[0], mask) if split else gp
             if len(state.pending):
                 px, pmask = _padded(state.pending, _capacity(len(state.pending), 1))
                 gp = believe(gp, x, gp.y, mask, px, pmask)
+                gp_batch = (
+                    believe(gp_batch, x, gp_batch.y, mask, px, pmask) if split else gp
+                )
             # Batches are proposed in power-of-two sizes (the first q kept: the best
             # log-EI point, then Thompson samples in order), so a stream of varying
             # batch sizes (slot recycling) compiles a handful of programs.
-            starts, refined = propose(gp, k_prop, next_pow2(q))
+            starts, refined = propose(gp, gp_batch, k_prop, next_pow2(q))
             starts, refined = np.asarray(starts)[:q], np.asarray(refined)[:q]
             params = jax.tree.map(np.asarray, params)
         u = _distinct(
@@ -308,7 +335,7 @@ def gp_bo(
     return Strategy(init=init, ask=ask, tell=tell, name="bayes")
 
 
-WARPS = ("none", "log")
+WARPS = ("none", "log", "log_first")
 
 
 def warp(f: np.ndarray, kind: str) -> np.ndarray:
@@ -317,9 +344,8 @@ def warp(f: np.ndarray, kind: str) -> np.ndarray:
     ``"log"``: ``-log1p(gap / s)`` of each value's gap to the best one, ``s`` the
     median gap. Near the best values it is linear (their differences keep their
     ratios); far from them logarithmic, so a few very bad values no longer set the
-    scale of the standardised targets. Measured in ``benchmarks/RESULTS.md``: better
-    at q = 1 with ``fit_method="lbfgs"`` and ``refine="monotone"``, worse in some
-    batches, so it is not the default."""
+    scale of the standardised targets. ``gp_bo`` applies it to the model behind each
+    batch's first point (``output_warp="log_first"``, see the module docstring)."""
     if kind == "none" or len(f) < 2:
         return f
     gap = np.max(f) - f
