@@ -13,8 +13,9 @@ After an initial design (uniform random or scrambled Sobol points, see below), e
 By default the values are log-warped (see :func:`warp`) for the model behind the first
 point only; the Thompson samples condition on the plain values under the same kernel.
 Measured in ``benchmarks/RESULTS.md`` (2026-11-28): the warp brings the first point level
-with Optuna's GPSampler on Branin at q = 1, while warped Thompson samples lost on Branin
-at q = 8 (median log10 regret -4.14 against -5.41 at 192 evaluations; -6.85 split).
+with Optuna's GPSampler on Branin at q = 1. At q = 8 on Branin (median log10 regret at
+192 evaluations) this split scores -6.95, the warp for the whole batch -4.14, no warp
+-5.41.
 
 Points asked but not yet told (pending) enter the model at their posterior mean (kriging
 believer), so a new batch avoids them. Trials that failed or diverged (NaN) are given the
