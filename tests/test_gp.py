@@ -363,4 +363,3 @@ def test_output_warps_keep_the_order_and_are_checked():
     assert not np.allclose(batches["log"][1:], batches["log_first"][1:])
     with pytest.raises(ValueError, match="output_warp must be one of"):
         make_strategy("bayes", BRANIN, output_warp="boxcox")
-

@@ -185,7 +185,8 @@ def gp_bo(
             points, Sobol from there: see the module docstring), ``"random"`` (uniform)
             or ``"sobol"`` (scrambled Sobol).
         acquisition_function: ``"log_ei"`` or ``"ucb"`` for the first point of a batch.
-        restarts: kernel-fit restarts (vmapped).
+        restarts: kernel-fit restarts (vmapped; for L-BFGS on a CPU, one after
+            another).
         fit_steps: iterations per kernel fit (at most, for L-BFGS).
         fit_subset: at most this many observations are used to fit the kernel.
         fit_method: ``"lbfgs"`` (to convergence) or ``"adam"`` (``fit_steps`` steps;
@@ -282,7 +283,7 @@ def gp_bo(
         f = warp(f_raw, output_warp.removesuffix("_first"))
         # "*_first": the warp shapes the first point's model only; the batch's
         # Thompson samples come from the unwarped values under the same kernel.
-        split = output_warp.endswith("_first")
+        split = output_warp.endswith("_first") and q > 1
         n = len(f)
         cap = _capacity(n + len(state.pending))
         x, mask = _padded(state.x, cap)
@@ -297,8 +298,9 @@ def gp_bo(
             params, gp = fit_prog(
                 k_fit, x, y, mask, fx, fy, fmask, jax.tree.map(jnp.asarray, init)
             )
-            split = split and q > 1
-            gp_batch = condition(params, x, _padded(f_raw, cap)[0], mask) if split else gp
+            gp_batch = gp
+            if split:
+                gp_batch = condition(params, x, _padded(f_raw, cap)[0], mask)
             if len(state.pending):
                 px, pmask = _padded(state.pending, _capacity(len(state.pending), 1))
                 gp = believe(gp, x, gp.y, mask, px, pmask)
