@@ -442,6 +442,12 @@ def build(cfg: dict[str, Any]) -> dict[str, Any]:
     except SpaceError as e:
         raise ConfigError(f"space.{e}") from None
     s = cfg["search"]
+    from jaxhp.strategies import make_strategy
+
+    try:  # the strategy's own checks of its options, before anything runs
+        make_strategy(s["strategy"], space, **(s.get("options") or {}))
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"search.options: {e}") from None
     return dict(
         task=task,
         space=space,

@@ -86,6 +86,12 @@ BAD = [
     ("search.strategy", "annealing", "search.strategy: expected one of"),
     ("search.seed", 1.5, "search.seed: expected an integer"),
     ("search.speed", 3, "search.speed: unknown key"),
+    (
+        "search.options",
+        {"output_warp": "log_last"},
+        "search.options: output_warp must be one of",
+    ),
+    ("search.options", {"restart": 4}, "search.options: "),
     ("data.dataset", "mnist", "data.dataset: expected one of digits"),
     ("data", {"path": "x.parquet"}, "data.path: expected a .csv or .npz file"),
     ("data.path", "x.csv", "data: give exactly one of data.dataset or data.path"),
