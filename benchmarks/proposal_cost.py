@@ -44,7 +44,7 @@ DEFAULTS = {
 }
 
 
-def measure(n, d, q, seed=0, options=DEFAULTS):
+def measure(n, d, q, seed=0, options=DEFAULTS, compare_restarts=False):
     space = jaxhp.Space({f"x{i}": jaxhp.Float(0.0, 1.0) for i in range(d)})
     dims = dims_of(space)
     o = options
@@ -77,7 +77,7 @@ def measure(n, d, q, seed=0, options=DEFAULTS):
     with gpfit.x64():
         init = jax.tree.map(np.asarray, init)
         fit_only = jax.jit(
-            lambda k, fx, fy, fm, p: gpfit.fit_kernel(
+            lambda k, fx, fy, fm, p, restart_map="auto": gpfit.fit_kernel(
                 dims,
                 fx,
                 gpfit.standardize(fy, fm)[0],
@@ -88,7 +88,9 @@ def measure(n, d, q, seed=0, options=DEFAULTS):
                 steps=o["fit_steps"],
                 method=o["fit_method"],
                 prior=o["prior"],
-            )
+                restart_map=restart_map,
+            ),
+            static_argnames="restart_map",
         )
         cond = jax.jit(
             lambda p, x, y, m: gpfit.posterior(
@@ -117,6 +119,11 @@ def measure(n, d, q, seed=0, options=DEFAULTS):
                 "acquisition_s": t_acq,
                 "total_s": t_all,
             }
+            if compare_restarts:  # the fit with its restarts vmapped, then mapped
+                for m in ("vmap", "map"):
+                    _, out[phase][f"fit_{m}_s"] = timed(
+                        lambda m=m: fit_only(key, fx, fy, fmask, init, m)
+                    )
     return out
 
 
@@ -125,13 +132,18 @@ def main(argv=None):
     ap.add_argument("--n", type=int, nargs="*", default=[10, 100, 1000, 2000])
     ap.add_argument("--d", type=int, nargs="*", default=[2, 6, 20])
     ap.add_argument("--q", type=int, nargs="*", default=[1, 64, 1024])
+    ap.add_argument(
+        "--compare-restarts",
+        action="store_true",
+        help="also time the kernel fit with its restarts vmapped and mapped",
+    )
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     rows = []
     for d in args.d:
         for n in args.n:
             for q in args.q:
-                rows.append(measure(n, d, q))
+                rows.append(measure(n, d, q, compare_restarts=args.compare_restarts))
                 r = rows[-1]
                 print(
                     f"n={n} d={d} q={q}: steady total {r['steady']['total_s']:.3f}s "
@@ -161,6 +173,14 @@ def main(argv=None):
             f"{r['n']:>5} {r['d']:>3} {r['q']:>5} {s['fit_s']:>8.3f} {s['posterior_s']:>8.3f} "
             f"{s['acquisition_s']:>8.3f} {s['total_s']:>8.3f} {r['first']['total_s']:>13.1f}"
         )
+    if args.compare_restarts:
+        print("\nkernel fit, steady state: restarts vmapped / mapped (s)")
+        for r in rows:
+            s = r["steady"]
+            print(
+                f"n={r['n']} d={r['d']} q={r['q']}: "
+                f"{s['fit_vmap_s']:.3f} / {s['fit_map_s']:.3f}"
+            )
     if args.out:
         with open(args.out, "w") as f:
             json.dump(result, f, indent=2)

@@ -2,6 +2,7 @@
 
 import math
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -309,6 +310,31 @@ def test_lbfgs_fit_reaches_a_higher_posterior_than_short_adam():
         assert float(objective(fits["lbfgs"])) >= float(objective(fits["adam"])) - 1e-9
         g = jax.grad(objective)(fits["lbfgs"])
         assert max(float(jnp.max(jnp.abs(a))) for a in jax.tree.leaves(g)) < 1e-2
+        # Restarts run together (vmap) or one after another (map): the same fit.
+        mapped = {
+            m: gpfit.fit_kernel(
+                dims,
+                x,
+                y,
+                mask,
+                gpfit.prior_mean(2),
+                jax.random.key(0),
+                method="lbfgs",
+                restart_map=m,
+            )
+            for m in ("vmap", "map")
+        }
+        chex.assert_trees_all_close(mapped["vmap"], mapped["map"], rtol=1e-5, atol=1e-6)
+        with pytest.raises(ValueError, match="restart_map"):
+            gpfit.fit_kernel(
+                dims,
+                x,
+                y,
+                mask,
+                gpfit.prior_mean(2),
+                jax.random.key(0),
+                restart_map="pmap",
+            )
     with pytest.raises(ValueError, match="method"):
         gpfit.fit_kernel(
             dims, x, y, mask, gpfit.prior_mean(2), jax.random.key(0), method="bfgs"

@@ -166,6 +166,7 @@ def fit_kernel(
     method: str = "adam",
     gtol: float = 1e-3,
     prior: str = "default",
+    restart_map: str = "auto",
 ) -> KernelParams:
     """MAP kernel hyperparameters from ``restarts`` starts (one is ``init``), vmapped
     (for L-BFGS on a CPU: one after another, see below).
@@ -173,7 +174,11 @@ def fit_kernel(
     ``method="adam"`` takes ``steps`` Adam steps; ``"lbfgs"`` takes ``steps`` L-BFGS
     iterations with a zoom line search (optax), which converge to the optimum's
     neighbourhood rather than walking towards it, and keeps a restart's last finite
-    iterate if a step goes wrong."""
+    iterate if a step goes wrong.
+
+    ``restart_map``: how the restarts run: ``"vmap"`` (together), ``"map"`` (one after
+    another, ``lax.map``), or ``"auto"``: ``"map"`` for L-BFGS on a CPU, else ``"vmap"``.
+    """
 
     lp = PRIORS[prior]
 
@@ -253,14 +258,23 @@ def fit_kernel(
 
     if method not in FIT_METHODS:
         raise ValueError(f"method must be one of {FIT_METHODS}, got {method!r}")
-    if method == "lbfgs" and jax.default_backend() == "cpu":
-        # One restart after another on a CPU. A vmapped while_loop iterates until the
-        # slowest restart converges (line searches included), and batched float64
+    if restart_map not in ("auto", "vmap", "map"):
+        raise ValueError(
+            f"restart_map must be 'auto', 'vmap' or 'map', got {restart_map!r}"
+        )
+    if restart_map == "auto":
+        # One L-BFGS restart after another on a CPU. A vmapped while_loop iterates until
+        # the slowest restart converges (line searches included), and batched float64
         # Cholesky gradients are slower there than one at a time: the fit of 256 points
         # in 6-D took 4.3 s vmapped, 1.3 s mapped (benchmarks/RESULTS.md, 2026-11-28).
-        ps, vals = jax.lax.map(run_lbfgs, starts)
-    else:  # vmapped (Adam: 2.9 s vmapped, 3.1 s mapped, on the same CPU)
-        ps, vals = jax.vmap(run_lbfgs if method == "lbfgs" else run)(starts)
+        # Adam stays vmapped (2.9 s vmapped, 3.1 s mapped, on the same CPU).
+        cpu = jax.default_backend() == "cpu"
+        restart_map = "map" if method == "lbfgs" and cpu else "vmap"
+    one = run_lbfgs if method == "lbfgs" else run
+    if restart_map == "map":
+        ps, vals = jax.lax.map(one, starts)
+    else:
+        ps, vals = jax.vmap(one)(starts)
     best = jnp.argmin(vals)
     return jax.tree.map(lambda a: a[best], ps)
 

@@ -293,6 +293,9 @@ def gp_bo(
         fx, fmask = _padded(state.x[sub], _capacity(len(sub)))
         fy, _ = _padded(f[sub], _capacity(len(sub)))
         init = state.params if state.params is not None else gpfit.prior_mean(d)
+        # float64 always: the prior mean is built as float32 outside the x64 context,
+        # and a first round fed float32 would compile the fit a second time.
+        init = jax.tree.map(lambda a: np.asarray(a, np.float64), init)
         k_fit, k_prop = jax.random.split(key)
         with gpfit.x64():
             params, gp = fit_prog(
