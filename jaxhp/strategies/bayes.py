@@ -298,9 +298,7 @@ def gp_bo(
         init = jax.tree.map(lambda a: np.asarray(a, np.float64), init)
         k_fit, k_prop = jax.random.split(key)
         with gpfit.x64():
-            params, gp = fit_prog(
-                k_fit, x, y, mask, fx, fy, fmask, jax.tree.map(jnp.asarray, init)
-            )
+            params, gp = fit_prog(k_fit, x, y, mask, fx, fy, fmask, init)
             gp_batch = gp
             if split:
                 gp_batch = condition(params, x, _padded(f_raw, cap)[0], mask)
