@@ -12,8 +12,9 @@ How each hyperparameter runs batched:
 - numbers (learning rate, weight decay, dropout, ...) are per-trial traced arrays;
 - batch size ``b`` is honoured exactly: each epoch a trial takes ``ceil(n/b)`` steps on
   batches of ``b`` rows of its own shuffle (the last one short; the shuffled rows are
-  copied once per epoch while the copies fit ``PRESHUFFLE_BYTES``, so a step slices its
-  batch instead of gathering it), padded to the bucket's
+  shuffled without a sort and, on accelerators, copied once per epoch while the copies
+  fit ``PRESHUFFLE_BYTES``, so a step slices its batch instead of gathering it), padded
+  to the bucket's
   ``B`` rows with a row mask; a trial with fewer steps than the bucket's ``S`` idles;
 - epochs are a per-trial budget; a trial past it, early-stopped or diverged is frozen by
   mask (``where(active, new, old)`` at each epoch's end: its state stays bit for bit; a
@@ -96,8 +97,12 @@ class SegmentSpec:
 
 #: Bytes the per-epoch shuffled copies of the training data may take (all trials and
 #: folds of a bucket) before the engine gathers each batch through the permutation
-#: instead. Both give the same batches bit for bit; the copies save kernels per step.
-PRESHUFFLE_BYTES = 256 * 2**20
+#: instead, per backend. Both give the same batches bit for bit. On an accelerator the
+#: copies save kernels per step (a step slices its batch). On a CPU they cost time:
+#: XLA's CPU gather copies element by element either way, and the slice is one more
+#: copy per step, so a CPU gathers each batch (P = 1: 0.97x against 1.0x the
+#: hand-written ``vmap_val``; P = 64: 1.06x against 1.12x; benchmarks/RESULTS.md).
+PRESHUFFLE_BYTES = {"cpu": 0, "default": 256 * 2**20}
 
 
 def _fold_data(n_folds: int, arrays: tuple) -> tuple[tuple, int | None]:
@@ -109,10 +114,46 @@ def _fold_data(n_folds: int, arrays: tuple) -> tuple[tuple, int | None]:
     return jax.tree.map(lambda v: v[0], arrays), None
 
 
+def _mix32(h: jax.Array) -> jax.Array:
+    """MurmurHash3's 32-bit finaliser: a fast bijective mix of a ``uint32`` array."""
+    h = h ^ (h >> 16)
+    h = h * jnp.uint32(0x85EBCA6B)
+    h = h ^ (h >> 13)
+    h = h * jnp.uint32(0xC2B2AE35)
+    return h ^ (h >> 16)
+
+
+def shuffle_rounds(size: int) -> int:
+    """Rounds of :func:`_member_perm`'s swap-or-not shuffle for ``size`` rows."""
+    return max(24, 2 * math.ceil(math.log2(max(size, 2))) + 8)
+
+
 def _member_perm(key: jax.Array, n: jax.Array, size: int) -> jax.Array:
-    """A shuffle of ``range(size)`` whose first ``n`` entries are the real rows."""
-    r = jax.random.uniform(key, (size,))
-    return jnp.argsort(jnp.where(jnp.arange(size) < n, r, 2.0))
+    """A shuffle of ``range(size)`` whose first ``n`` entries are the real rows (in a
+    random order) and the rest the padding rows, in place.
+
+    A swap-or-not shuffle (Hoang, Morris and Rogaway, 2012): each round draws ``k`` in
+    ``[0, n)`` and a hash bit per pair ``{x, (k - x) mod n}``, and swaps the pairs whose
+    bit is set. Every round is an involution of ``[0, n)``, so the result is a
+    permutation for any (traced) ``n``, with no sort and no data-dependent loop: a fixed
+    number of elementwise rounds that XLA fuses. On the 2-core CPU it takes ~9 us for
+    1437 rows, where ``argsort`` of random keys (what ``jax.random.permutation`` does)
+    takes ~290 us, ~10% of a lone trial's epoch (benchmarks/RESULTS.md). With
+    :func:`shuffle_rounds` rounds (45 for 1437 rows) the permutations of 3 and 5 rows
+    come out uniform (chi-squared, ``tests/test_engine.py``).
+    """
+    rounds = shuffle_rounds(size)
+    bits = jax.random.bits(key, (rounds, 2), jnp.uint32)
+    x = jnp.arange(size, dtype=jnp.uint32)
+    n = jnp.asarray(n).astype(jnp.uint32)
+    ks = bits[:, 0] % n  # each round's k, computed once (not per row)
+    real = x < n
+    for r in range(rounds):
+        k = ks[r]
+        partner = jnp.where(x <= k, k - x, k + n - x)  # (k - x) mod n, for x < n
+        flip = (_mix32(jnp.maximum(x, partner) ^ bits[r, 1]) & 1) == 1
+        x = jnp.where(real & flip, partner, x)
+    return x.astype(jnp.int32)
 
 
 def _segment(
@@ -148,6 +189,8 @@ def _segment(
         perms = jax.vmap(jax.vmap(lambda k, n: _member_perm(k, n, n_rows)), (0, None))(
             perm_keys, data.n_train
         )  # [P, F, N]
+        # Computed once per epoch and kept: not re-derived inside each consumer fusion.
+        perms = jax.lax.optimization_barrier(perms)
 
         train, fa = _fold_data(
             n_folds, (data.x_train, data.y_train, data.n_train, data.aux)
@@ -162,7 +205,10 @@ def _segment(
             math.prod(a.shape[2:]) * a.dtype.itemsize
             for a in (data.x_train, data.y_train)
         )
-        shuffled = n_pop * n_folds * span * row_bytes <= PRESHUFFLE_BYTES
+        budget = PRESHUFFLE_BYTES.get(
+            jax.default_backend(), PRESHUFFLE_BYTES["default"]
+        )
+        shuffled = n_pop * n_folds * span * row_bytes <= budget
         if shuffled:
             ext = jnp.minimum(jnp.arange(span), n_rows - 1)
             rows_of = jax.vmap(

@@ -312,12 +312,44 @@ def test_eval_every_refuses_a_stopper(clf_task):
         )
 
 
+def test_the_shuffle_is_a_permutation_of_the_real_rows_and_uniform():
+    """The engine's sort-free shuffle: for any (traced) row count ``n`` the first ``n``
+    entries are a permutation of ``range(n)`` and the padding rows stay in place; over
+    many keys, every ordering of 3 and of 5 rows is about equally likely, and a row's
+    position is spread evenly over 1437 rows."""
+    import collections
+    import itertools
+
+    from jaxhp.engine import _member_perm
+
+    perm = jax.jit(jax.vmap(_member_perm, (0, 0, None)), static_argnums=2)
+    keys = jax.random.split(jax.random.key(0), 4)
+    ns = np.array([1, 2, 97, 100])
+    for p, n in zip(np.asarray(perm(keys, ns, 100)), ns, strict=True):
+        assert sorted(p[:n]) == list(range(n))
+        np.testing.assert_array_equal(p[n:], np.arange(n, 100))
+    for n, df_bound in ((3, 20.5), (5, 172.0)):  # chi-squared 99.9% points, df 5 / 119
+        keys = jax.random.split(jax.random.key(n), 60_000)
+        ps = np.asarray(perm(keys, np.full(len(keys), n), n))
+        counts = collections.Counter(map(tuple, ps.tolist()))
+        expect = len(keys) / math.factorial(n)
+        chi2 = sum(
+            (counts[q] - expect) ** 2 / expect for q in itertools.permutations(range(n))
+        )
+        assert chi2 < df_bound, (n, chi2)
+    ps = np.asarray(perm(jax.random.split(jax.random.key(9), 2000), np.full(2000, 1437), 1437))
+    where0 = np.argmax(ps == 0, axis=1)
+    deciles = np.histogram(where0, bins=10, range=(0, 1437))[0]
+    assert deciles.min() > 140 and deciles.max() < 260, deciles  # 200 expected
+
+
 @pytest.mark.parametrize("folds", [None, 2])
 def test_shuffled_copies_and_gathered_batches_train_the_same(
     small_digits, monkeypatch, folds
 ):
-    """Batches sliced from per-epoch shuffled copies of the data (the default while they
-    fit ``PRESHUFFLE_BYTES``) equal batches gathered through the permutation, bit for
+    """Batches sliced from per-epoch shuffled copies of the data (the default on
+    accelerators while they fit ``PRESHUFFLE_BYTES``) equal batches gathered through
+    the permutation (the CPU's default), bit for
     bit, with mixed batch sizes (sizes below the bucket's, idle steps) and folds."""
     from jaxhp import engine
 
@@ -331,8 +363,8 @@ def test_shuffled_copies_and_gathered_batches_train_the_same(
     task.check_space(space)
     hp = _hp(task, space, [{"batch_size": 24}, {"batch_size": 64}])
     runs = []
-    for budget in (engine.PRESHUFFLE_BYTES, 0):
-        monkeypatch.setattr(engine, "PRESHUFFLE_BYTES", budget)
+    for budget in (256 * 2**20, 0):
+        monkeypatch.setattr(engine, "PRESHUFFLE_BYTES", {"default": budget, "cpu": budget})
         monkeypatch.setattr(engine, "_CACHE", {})  # trace again under the new budget
         runs.append(run_population(task, hp, np.arange(2), seed=5, bucketing="none")[0])
     for a, b in zip(*runs, strict=True):
