@@ -323,10 +323,11 @@ def _segment(
         )
         ok = ran & ~blew_up
         # Trials that did not train this epoch (inactive) or blew up keep their state
-        # from the start of the epoch, bit for bit (no select when every trial is fine).
-        ts = jax.lax.cond(
-            jnp.all(ok), lambda: ts, lambda: tree_where(ok, ts, run.tstate)
-        )
+        # from the start of the epoch, bit for bit. Plain selects, not a `cond` that
+        # skips them when every trial is fine: a branch costs more than the select
+        # (P = 1 on a CPU: 1.0x against 0.98x `vmap_val`), and on a GPU each branch
+        # reads its predicate back to the host.
+        ts = tree_where(ok, ts, run.tstate)
         improved = ok & due & (oriented > run.best_value)
         if spec.stopper is not None:
             report = Report(oriented, value, ok & due, e)
@@ -336,15 +337,7 @@ def _segment(
             stop_state, stop = run.stop_state, jnp.zeros_like(ok)
         new_run = RunState(
             tstate=ts,
-            # No trial improved (e.g. no validation this epoch): keep; all did: take.
-            best=jax.lax.switch(
-                jnp.where(jnp.all(improved), 2, jnp.where(jnp.any(improved), 1, 0)),
-                [
-                    lambda: run.best,
-                    lambda: tree_where(improved, ts, run.best),
-                    lambda: ts,
-                ],
-            ),
+            best=tree_where(improved, ts, run.best),  # a select, as above
             active=ran & ~blew_up & ~stop & (e + 1 < hp["epochs"]),
             diverged=run.diverged | (ran & blew_up),
             stopped=run.stopped | stop,
