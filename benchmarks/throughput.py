@@ -15,6 +15,9 @@ own data order):
   vmap        a plain ``jit(vmap(train))`` written here, validation only at the end
   vmap_val    the same, validating after every epoch and keeping the best epoch's
               accuracy and weights (the engine's default work, written by hand)
+  vmap_val_sof  vmap_val shuffling with the engine's own sort-free (swap-or-not)
+              shuffle instead of ``jax.random.permutation`` (a sort): how much of the
+              engine's ratio to vmap_val is its cheaper shuffle, not its loop
   scan        one ``jit(lax.scan)`` training per trial, trials one after another
   pyloop      a Python loop over steps calling a jitted step (a typical tutorial loop)
   vmap_highest  (accelerators only) the vmap arm traced under
@@ -89,7 +92,8 @@ def sgd_step(params, mom, x, y, mask, hp):
     return params, mom
 
 
-def make_train(xt, yt, xv, yv, n_out):
+def make_train(xt, yt, xv, yv, n_out, permutation=jax.random.permutation):
+    """The hand-written baselines; ``permutation(key, n)`` shuffles each epoch."""
     n = xt.shape[0]
     steps = -(-n // BATCH)
 
@@ -104,7 +108,7 @@ def make_train(xt, yt, xv, yv, n_out):
 
     def train_epoch(params, mom, key, e, hp):
         """One epoch of SGD steps over a fresh shuffle of the training rows."""
-        perm = jax.random.permutation(jax.random.fold_in(key, e), n)
+        perm = permutation(jax.random.fold_in(key, e), n)
 
         def step(c, t):
             return sgd_step(*c, *batch_at(perm, t), hp), None
@@ -266,6 +270,11 @@ def main(argv=None):
     task_bf16.check_space(space)
     xt, yt, xv, yv = baseline_data(task)
     train, train_val, batch_at, steps = make_train(xt, yt, xv, yv, task.n_out)
+    from jaxhp.engine import _member_perm
+
+    _, train_val_sof, _, _ = make_train(
+        xt, yt, xv, yv, task.n_out, lambda k, n: _member_perm(k, n, n)
+    )
     flops_trial = 6.0 * (64 * 64 + 2 * 64 * 64 + 64 * 10) * xt.shape[0] * EPOCHS
 
     header = {
@@ -284,6 +293,7 @@ def main(argv=None):
     step_jit = jax.jit(sgd_step)
     vmap_train = jax.jit(jax.vmap(train))
     vmap_train_val = jax.jit(jax.vmap(train_val))
+    vmap_train_val_sof = jax.jit(jax.vmap(train_val_sof))
     vmap_train_highest = jax.jit(jax.vmap(train))
 
     def highest(k, h):
@@ -318,6 +328,7 @@ def main(argv=None):
             "engine_bf16": lambda: engine_round(task=task_bf16),
             "vmap": lambda k=keys, h=hp_dev: vmap_train(k, h),
             "vmap_val": lambda k=keys, h=hp_dev: vmap_train_val(k, h),
+            "vmap_val_sof": lambda k=keys, h=hp_dev: vmap_train_val_sof(k, h),
         }
         if backend != "cpu":
             arms["vmap_highest"] = lambda k=keys, h=hp_dev: highest(k, h)
@@ -371,6 +382,7 @@ def main(argv=None):
         row["engine_vs_vmap"] = row["engine"] / row["vmap"]
         row["engine_eval_end_vs_vmap"] = row["engine_eval_end"] / row["vmap"]
         row["engine_vs_vmap_val"] = row["engine"] / row["vmap_val"]
+        row["engine_vs_vmap_val_sof"] = row["engine"] / row["vmap_val_sof"]
         row["engine_bf16_vs_vmap_val"] = row["engine_bf16"] / row["vmap_val"]
         row["engine_bf16_tflops"] = row["engine_bf16"] * flops_trial / 1e12
         row["engine_vs_scan"] = row["engine"] / row["scan"]
@@ -471,6 +483,7 @@ def finish(header, rows, mixed_rows, homog_at_mixed, repeats, out, P_mixed=0):
         "scan",
         "pyloop",
         "engine/vmapval",
+        "engine/vv_sof",
         "evalend/vmap",
         "engine/vmap",
         "engine/scan",
@@ -481,7 +494,8 @@ def finish(header, rows, mixed_rows, homog_at_mixed, repeats, out, P_mixed=0):
     ]
     print(
         f"\ntrials/s (steady state, best of >= {repeats} runs, arms interleaved; "
-        "equal work: engine/vmapval and evalend/vmap)"
+        "equal work: engine/vmapval and evalend/vmap; engine/vv_sof: against vmap_val "
+        "with the engine's shuffle)"
     )
     print("  ".join(f"{h:>14}" for h in head))
     # (the vmap_highest arm, accelerators only, is in the JSON)
@@ -495,6 +509,7 @@ def finish(header, rows, mixed_rows, homog_at_mixed, repeats, out, P_mixed=0):
             r_["scan"],
             r_["pyloop"],
             r_["engine_vs_vmap_val"],
+            r_["engine_vs_vmap_val_sof"],
             r_["engine_eval_end_vs_vmap"],
             r_["engine_vs_vmap"],
             r_["engine_vs_scan"],
