@@ -5,7 +5,7 @@ under ``jax.profiler.trace`` and summarises the trace's device events by kernel 
 time, count and share, so that the kernels worth fusing or replacing can be read off later
 without a device. Writes JSON (``--out``) and prints the top kernels of each arm.
 
-    python benchmarks/gpu_profile.py --population 4096 --out profile.json
+    python benchmarks/gpu_profile.py --population 4096 1 --out profile.json
 
 On a CPU the "device" events are XLA's host thunks; the script runs there too (a smoke
 run), but it is meant for a lent GPU (``gpu_check.sh`` calls it).
@@ -82,11 +82,16 @@ def summarise(trace_dir: str, top: int) -> dict:
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--population", type=int, default=4096)
+    ap.add_argument(
+        "--population",
+        type=int,
+        nargs="+",
+        default=[4096],
+        help="one or more population sizes, each profiled in turn",
+    )
     ap.add_argument("--top", type=int, default=25)
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
-    P = args.population
 
     from sklearn.datasets import load_digits
 
@@ -101,6 +106,21 @@ def main(argv=None):
     xt, yt, xv, yv = tp.baseline_data(tasks["float32"])
     _, train_val, _, _ = tp.make_train(xt, yt, xv, yv, tasks["float32"].n_out)
     vmap_val = jax.jit(jax.vmap(train_val))
+    result = {
+        "benchmark": "gpu_profile",
+        "backend": jax.default_backend(),
+        "device": str(jax.devices()[0].device_kind),
+        "jax": jax.__version__,
+        "runs": [],
+    }
+    for P in args.population:
+        result["runs"].append(profile_population(P, tasks, space, vmap_val, args.top))
+        tp.save_json(args.out, result)
+    return result
+
+
+def profile_population(P, tasks, space, vmap_val, top) -> dict:
+    """Profile one round of each arm at population ``P`` and print the top kernels."""
     hp_np = tp.hparams(P, P)
     hp_task = tasks["float32"].hparams(space, hp_np)
     hp_dev = {k: jnp.asarray(v) for k, v in hp_np.items()}
@@ -122,14 +142,7 @@ def main(argv=None):
         "engine_bf16": engine("bfloat16"),
         "vmap_val": lambda: vmap_val(keys, hp_dev),
     }
-    result = {
-        "benchmark": "gpu_profile",
-        "backend": jax.default_backend(),
-        "device": str(jax.devices()[0].device_kind),
-        "jax": jax.__version__,
-        "population": P,
-        "arms": {},
-    }
+    run = {"population": P, "arms": {}}
     for name, fn in arms.items():
         jax.block_until_ready(fn())  # compile outside the trace
         t0 = time.perf_counter()
@@ -139,12 +152,11 @@ def main(argv=None):
             try:
                 with jax.profiler.trace(tmp, create_perfetto_trace=True):
                     jax.block_until_ready(fn())
-                summary = summarise(tmp, args.top)
+                summary = summarise(tmp, top)
             except Exception as e:  # a profiler that does not run there is reported
                 summary = {"error": f"{type(e).__name__}: {e}"}
-        result["arms"][name] = {"wall_s": wall, "trace": summary}
-        tp.save_json(args.out, result)
-        print(f"\n== {name}: P={P}, {wall:.3f} s per round (untraced)")
+        run["arms"][name] = {"wall_s": wall, "trace": summary}
+        print(f"\n== {name}: P={P}, {wall:.4f} s per round (untraced)")
         if "error" in summary:
             print("  ", summary["error"])
             continue
@@ -157,7 +169,7 @@ def main(argv=None):
                     f"    {k['share']:6.1%} {k['us'] / 1e3:9.2f} ms x{k['count']:<6} "
                     f"{k['name'][:90]}"
                 )
-    return result
+    return run
 
 
 if __name__ == "__main__":
