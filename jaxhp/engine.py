@@ -104,6 +104,10 @@ class SegmentSpec:
 #: hand-written ``vmap_val``; P = 64: 1.06x against 1.12x; benchmarks/RESULTS.md).
 PRESHUFFLE_BYTES = {"cpu": 0, "default": 256 * 2**20}
 
+#: Backends whose programs take a round's hyperparameters as NumPy arrays; elsewhere
+#: they are put on the device once per round (see ``_run_chunk``).
+HOST_HP_BACKENDS = ("cpu",)
+
 
 def _fold_data(n_folds: int, arrays: tuple) -> tuple[tuple, int | None]:
     """Per-fold data arrays and the fold vmap's axis for them. With one fold the data
@@ -957,8 +961,12 @@ def _run_chunk(
     t_start = time.perf_counter()
     ids = np.concatenate([trial_ids[idx], np.zeros(padded - size, trial_ids.dtype)])
     ids, live = np.asarray(ids, np.uint32), np.arange(padded) < size
-    if sharding is None:
-        hp_dev = sub  # NumPy: jit transfers it (faster than a device_put per leaf)
+    if sharding is None and jax.default_backend() in HOST_HP_BACKENDS:
+        hp_dev = sub  # NumPy: jit takes it as it is (faster there than a device_put)
+    elif sharding is None:
+        # One transfer of the whole dict, which the initial-state program and every
+        # segment then share, rather than each call copying every leaf from the host.
+        hp_dev = jax.device_put(sub, next(iter(data.x_train.devices())))
     else:  # the population axis split over the devices
         hp_dev, ids, live = jax.device_put((sub, ids, live), sharding)
     start_args = (np.uint32(seed % 2**32), ids, hp_dev, live)

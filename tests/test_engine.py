@@ -50,6 +50,26 @@ def test_same_seed_same_results_whatever_the_population(clf_task, population):
         np.testing.assert_allclose(a.value, b.value, atol=1e-6)
 
 
+def test_hyperparameters_put_on_the_device_train_the_same(clf_task, monkeypatch):
+    """Accelerators put a round's hyperparameters on the device once, shared by the
+    initial-state program and every segment; the CPU passes NumPy. Forced on the CPU,
+    both give the same trials bit for bit, over several segments."""
+    from jaxhp import engine
+
+    space = tiny_space(epochs=Fixed(3))
+    u = np.random.default_rng(0).random((3, space.dim))
+    task_hp = clf_task.hparams(space, space.decode(u))
+    runs = []
+    for backends in (("cpu",), ()):
+        monkeypatch.setattr(engine, "HOST_HP_BACKENDS", backends)
+        runs.append(
+            run_population(clf_task, task_hp, np.arange(3), seed=2, segment_epochs=1)[0]
+        )
+    for a, b in zip(*runs, strict=True):
+        np.testing.assert_array_equal(a.curves["train_loss"], b.curves["train_loss"])
+        assert a.value == b.value and a.epochs_run == b.epochs_run
+
+
 def test_frozen_trials_stay_bit_identical(clf_task):
     """A trial that finished its epochs keeps its state bit for bit while others train."""
     space = _fixed_space(width=16, n_layers=2, batch_size=32, learning_rate=0.01)
