@@ -2,8 +2,8 @@
 
 Every trial's state carries leading axes ``[P, F]`` (population, folds). One *segment* is a
 compiled program: a ``lax.while_loop`` over up to ``segment_epochs`` epochs, each a
-``lax.scan`` over ``S`` optimizer steps of the ``vmap``-ed (over ``F``, then ``P``)
-``Trainable.step``, followed by the vmapped ``evaluate`` on each fold's validation rows
+``lax.scan`` over ``S`` optimizer steps of ``Trainable.step`` ``vmap``-ed once over the
+``P * F`` members (trial, fold), followed by the vmapped ``evaluate`` on each fold's validation rows
 (every epoch, or every ``eval_every`` epochs and at each trial's last). What the host
 reads after a segment comes back packed into one vector (one transfer).
 
@@ -11,11 +11,10 @@ How each hyperparameter runs batched:
 
 - numbers (learning rate, weight decay, dropout, ...) are per-trial traced arrays;
 - batch size ``b`` is honoured exactly: each epoch a trial takes ``ceil(n/b)`` steps on
-  batches of ``b`` rows of its own shuffle (the last one short; the shuffled rows are
-  shuffled without a sort and, on accelerators, copied once per epoch while the copies
-  fit ``PRESHUFFLE_BYTES``, so a step slices its batch instead of gathering it), padded
-  to the bucket's
-  ``B`` rows with a row mask; a trial with fewer steps than the bucket's ``S`` idles;
+  batches of ``b`` rows of its own shuffle (the last one short; the shuffle needs no
+  sort, and on accelerators the shuffled rows are copied once per epoch while the
+  copies fit ``PRESHUFFLE_BYTES``, so a step slices its batch instead of gathering it),
+  padded to the bucket's ``B`` rows with a row mask; a trial with fewer steps than the bucket's ``S`` idles;
 - epochs are a per-trial budget; a trial past it, early-stopped or diverged is frozen by
   mask (``where(active, new, old)`` at each epoch's end: its state stays bit for bit; a
   diverged trial keeps the state of its last finite epoch);
@@ -100,8 +99,9 @@ class SegmentSpec:
 #: instead, per backend. Both give the same batches bit for bit. On an accelerator the
 #: copies save kernels per step (a step slices its batch). On a CPU they cost time:
 #: XLA's CPU gather copies element by element either way, and the slice is one more
-#: copy per step, so a CPU gathers each batch (P = 1: 0.97x against 1.0x the
-#: hand-written ``vmap_val``; P = 64: 1.06x against 1.12x; benchmarks/RESULTS.md).
+#: copy per step, so a CPU gathers each batch (the engine over the hand-written
+#: ``vmap_val``, copies against gathers: 0.97x against 0.995x at P = 1, 1.06x against
+#: 1.12x at P = 64; benchmarks/RESULTS.md).
 PRESHUFFLE_BYTES = {"cpu": 0, "default": 256 * 2**20}
 
 #: Backends whose programs take a round's hyperparameters as NumPy arrays; elsewhere
@@ -140,11 +140,11 @@ def _member_perm(key: jax.Array, n: jax.Array, size: int) -> jax.Array:
     ``[0, n)`` and a hash bit per pair ``{x, (k - x) mod n}``, and swaps the pairs whose
     bit is set. Every round is an involution of ``[0, n)``, so the result is a
     permutation for any (traced) ``n``, with no sort and no data-dependent loop: a fixed
-    number of elementwise rounds that XLA fuses. On the 2-core CPU it takes ~9 us for
-    1437 rows, where ``argsort`` of random keys (what ``jax.random.permutation`` does)
-    takes ~290 us, ~10% of a lone trial's epoch (benchmarks/RESULTS.md). With
-    :func:`shuffle_rounds` rounds (45 for 1437 rows) the permutations of 3 and 5 rows
-    come out uniform (chi-squared, ``tests/test_engine.py``).
+    number of elementwise rounds that XLA fuses. On the 2-core CPU it takes ~50 us for
+    1437 rows (30 rounds), where ``argsort`` of random keys (what
+    ``jax.random.permutation`` does) takes ~290 us, ~10% of a lone trial's epoch
+    (benchmarks/RESULTS.md). With :func:`shuffle_rounds` rounds the orderings of 3 and
+    5 rows come out uniform (chi-squared, ``tests/test_engine.py``).
     """
     rounds = shuffle_rounds(size)
     bits = jax.random.bits(key, (rounds, 2), jnp.uint32)

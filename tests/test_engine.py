@@ -348,7 +348,7 @@ def test_the_shuffle_is_a_permutation_of_the_real_rows_and_uniform():
     for p, n in zip(np.asarray(perm(keys, ns, 100)), ns, strict=True):
         assert sorted(p[:n]) == list(range(n))
         np.testing.assert_array_equal(p[n:], np.arange(n, 100))
-    for n, df_bound in ((3, 20.5), (5, 172.0)):  # chi-squared 99.9% points, df 5 / 119
+    for n, bound in ((3, 20.5), (5, 172.0)):  # chi-squared 99.9% points, df 5 / 119
         keys = jax.random.split(jax.random.key(n), 60_000)
         ps = np.asarray(perm(keys, np.full(len(keys), n), n))
         counts = collections.Counter(map(tuple, ps.tolist()))
@@ -356,8 +356,9 @@ def test_the_shuffle_is_a_permutation_of_the_real_rows_and_uniform():
         chi2 = sum(
             (counts[q] - expect) ** 2 / expect for q in itertools.permutations(range(n))
         )
-        assert chi2 < df_bound, (n, chi2)
-    ps = np.asarray(perm(jax.random.split(jax.random.key(9), 2000), np.full(2000, 1437), 1437))
+        assert chi2 < bound, (n, chi2)
+    keys = jax.random.split(jax.random.key(9), 2000)
+    ps = np.asarray(perm(keys, np.full(len(keys), 1437), 1437))
     where0 = np.argmax(ps == 0, axis=1)
     deciles = np.histogram(where0, bins=10, range=(0, 1437))[0]
     assert deciles.min() > 140 and deciles.max() < 260, deciles  # 200 expected
@@ -369,8 +370,8 @@ def test_shuffled_copies_and_gathered_batches_train_the_same(
 ):
     """Batches sliced from per-epoch shuffled copies of the data (the default on
     accelerators while they fit ``PRESHUFFLE_BYTES``) equal batches gathered through
-    the permutation (the CPU's default), bit for
-    bit, with mixed batch sizes (sizes below the bucket's, idle steps) and folds."""
+    the permutation (the CPU's default), bit for bit, with mixed batch sizes (sizes
+    below the bucket's, idle steps) and folds."""
     from jaxhp import engine
 
     X, y = small_digits
@@ -384,7 +385,8 @@ def test_shuffled_copies_and_gathered_batches_train_the_same(
     hp = _hp(task, space, [{"batch_size": 24}, {"batch_size": 64}])
     runs = []
     for budget in (256 * 2**20, 0):
-        monkeypatch.setattr(engine, "PRESHUFFLE_BYTES", {"default": budget, "cpu": budget})
+        budgets = {"default": budget, "cpu": budget}
+        monkeypatch.setattr(engine, "PRESHUFFLE_BYTES", budgets)
         monkeypatch.setattr(engine, "_CACHE", {})  # trace again under the new budget
         runs.append(run_population(task, hp, np.arange(2), seed=5, bucketing="none")[0])
     for a, b in zip(*runs, strict=True):
