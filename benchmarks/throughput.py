@@ -56,7 +56,7 @@ from sklearn.datasets import load_digits
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 import jaxhp  # noqa: E402
-from jaxhp.engine import run_population  # noqa: E402
+from jaxhp.engine import _member_perm, run_population  # noqa: E402
 
 WIDTH, DEPTH, BATCH, EPOCHS = 64, 3, 64, 10
 
@@ -270,8 +270,6 @@ def main(argv=None):
     task_bf16.check_space(space)
     xt, yt, xv, yv = baseline_data(task)
     train, train_val, batch_at, steps = make_train(xt, yt, xv, yv, task.n_out)
-    from jaxhp.engine import _member_perm
-
     _, train_val_sof, _, _ = make_train(
         xt, yt, xv, yv, task.n_out, lambda k, n: _member_perm(k, n, n)
     )
