@@ -132,9 +132,21 @@ def shuffle_rounds(size: int) -> int:
     return max(24, 2 * math.ceil(math.log2(max(size, 2))) + 8)
 
 
+def _shuffle_bits(key: jax.Array, size: int) -> jax.Array:
+    """The random words :func:`_perm_from_bits` draws for a shuffle of ``size`` rows."""
+    return jax.random.bits(key, (shuffle_rounds(size), 2), jnp.uint32)
+
+
 def _member_perm(key: jax.Array, n: jax.Array, size: int) -> jax.Array:
     """A shuffle of ``range(size)`` whose first ``n`` entries are the real rows (in a
-    random order) and the rest the padding rows, in place.
+    random order) and the rest the padding rows, in place (see :func:`_perm_from_bits`).
+    """
+    return _perm_from_bits(_shuffle_bits(key, size), n, size)
+
+
+def _perm_from_bits(bits: jax.Array, n: jax.Array, size: int) -> jax.Array:
+    """:func:`_member_perm` from its random words (``_shuffle_bits``), which the engine
+    draws for a whole segment's epochs at once.
 
     A swap-or-not shuffle (Hoang, Morris and Rogaway, 2012): each round draws ``k`` in
     ``[0, n)`` and a hash bit per pair ``{x, (k - x) mod n}``, and swaps the pairs whose
@@ -146,8 +158,7 @@ def _member_perm(key: jax.Array, n: jax.Array, size: int) -> jax.Array:
     (benchmarks/RESULTS.md). With :func:`shuffle_rounds` rounds the orderings of 3 and
     5 rows come out uniform (chi-squared, ``tests/test_engine.py``).
     """
-    rounds = shuffle_rounds(size)
-    bits = jax.random.bits(key, (rounds, 2), jnp.uint32)
+    rounds = bits.shape[0]
     x = jnp.arange(size, dtype=jnp.uint32)
     n = jnp.asarray(n).astype(jnp.uint32)
     ks = bits[:, 0] % n  # each round's k, computed once (not per row)
@@ -180,19 +191,29 @@ def _segment(
         lambda k: jax.vmap(lambda f: jax.random.fold_in(k, f))(fold_ids)
     )(keys)
     eval_key = jax.random.key(0)
+    # The randomness of the segment's epochs, drawn once before its epoch loop: the
+    # key of member (p, f) in its epoch e is fold_in(member_key, e), its shuffle's words
+    # come from fold_in(that key, 0). A trial that trains in epoch i of the segment
+    # trains its epoch epochs_run + i (one that stops never resumes within a segment).
+    # One batch of threefry hashes per segment rather than three per epoch (on a CPU
+    # each is a rolled loop of ~80 small kernels).
+    e_all = run.epochs_run[None, :] + jnp.arange(spec.seg_epochs)[:, None]  # [E, P]
+    ekeys_all = jax.vmap(  # over the epochs, then the trials and the folds
+        jax.vmap(lambda ks, ep: jax.vmap(lambda k: jax.random.fold_in(k, ep))(ks))
+    )(jnp.broadcast_to(member_keys, (spec.seg_epochs, *member_keys.shape)), e_all)
+    bits_all = jax.vmap(
+        jax.vmap(jax.vmap(lambda k: _shuffle_bits(jax.random.fold_in(k, 0), n_rows)))
+    )(ekeys_all)  # [E, P, F, rounds, 2]: 2.4 kB per member for 10 epochs
 
-    def epoch(run: RunState):
+    def epoch(i, run: RunState):
         ran = run.active  # [P]
         # Each trial's own epoch index: its epochs trained so far (an active trial has
         # trained every epoch since it started, whenever its slot was filled).
         e = run.epochs_run  # [P]
-        ekeys = jax.vmap(
-            lambda ks, ep: jax.vmap(lambda k: jax.random.fold_in(k, ep))(ks)
-        )(member_keys, e)  # [P, F]
-        perm_keys = jax.vmap(jax.vmap(lambda k: jax.random.fold_in(k, 0)))(ekeys)
-        perms = jax.vmap(jax.vmap(lambda k, n: _member_perm(k, n, n_rows)), (0, None))(
-            perm_keys, data.n_train
-        )  # [P, F, N]
+        ekeys = ekeys_all[i]  # [P, F]
+        perms = jax.vmap(
+            jax.vmap(lambda b, n: _perm_from_bits(b, n, n_rows)), (0, None)
+        )(bits_all[i], data.n_train)  # [P, F, N]
         # Computed once per epoch and kept: not re-derived inside each consumer fusion.
         perms = jax.lax.optimization_barrier(perms)
 
@@ -364,7 +385,7 @@ def _segment(
         return new_run, row
 
     def run_epochs(run: RunState):
-        row_shapes = jax.eval_shape(lambda r: epoch(r)[1], run)
+        row_shapes = jax.eval_shape(lambda r: epoch(0, r)[1], run)
         bufs = jax.tree.map(
             lambda s: jnp.full((spec.seg_epochs, *s.shape), jnp.nan, s.dtype),
             row_shapes,
@@ -376,7 +397,7 @@ def _segment(
 
         def body(c):
             i, r, b = c
-            r, row = epoch(r)
+            r, row = epoch(i, r)
             b = jax.tree.map(lambda buf, x: buf.at[i].set(x), b, row)
             return i + 1, r, b
 
