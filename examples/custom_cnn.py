@@ -73,7 +73,10 @@ class CNNTrainable:
             "loss": self._loss(state.params, data),
         }
 
-    def predict(self, state, x, hp):
+    def keep(self, state):  # optional: the best epoch's copy needs no optimizer state
+        return State(state.params, None)
+
+    def predict(self, state, x, hp):  # given keep(state)
         return CNN(self.channels).apply({"params": state.params}, x)
 
 

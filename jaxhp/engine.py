@@ -58,7 +58,7 @@ TRACE_COUNTS: Counter = Counter()
 
 class RunState(NamedTuple):
     tstate: Any  # [P, F, ...] the Trainable's state
-    best: Any  # [P, F, ...] state at each trial's best epoch
+    best: Any  # [P, F, ...] what the Trainable keeps (``keep``) of its best epoch
     active: jax.Array  # [P] bool: still training
     diverged: jax.Array  # [P] bool
     stopped: jax.Array  # [P] bool: stopped early
@@ -92,6 +92,7 @@ class SegmentSpec:
     uniform_steps: bool = False  # every trial and fold takes exactly `steps` steps
     uniform_batch: bool = False  # every trial's batch size is `batch`
     eval_every: int = 1  # validate every this many epochs (and at each trial's last)
+    platform: str = "cpu"  # the platform of the devices it runs on ("cpu", "gpu", ...)
 
 
 #: Bytes the per-epoch shuffled copies of the training data may take (all trials and
@@ -230,9 +231,7 @@ def _segment(
             math.prod(a.shape[2:]) * a.dtype.itemsize
             for a in (data.x_train, data.y_train)
         )
-        budget = PRESHUFFLE_BYTES.get(
-            jax.default_backend(), PRESHUFFLE_BYTES["default"]
-        )
+        budget = PRESHUFFLE_BYTES.get(spec.platform, PRESHUFFLE_BYTES["default"])
         shuffled = n_pop * n_folds * span * row_bytes <= budget
         if shuffled:
             ext = jnp.minimum(jnp.arange(span), n_rows - 1)
@@ -362,7 +361,7 @@ def _segment(
             stop_state, stop = run.stop_state, jnp.zeros_like(ok)
         new_run = RunState(
             tstate=ts,
-            best=tree_where(improved, ts, run.best),  # a select, as above
+            best=tree_where(improved, _keep(tr, ts), run.best),  # a select, as above
             active=ran & ~blew_up & ~stop & (e + 1 < hp["epochs"]),
             diverged=run.diverged | (ran & blew_up),
             stopped=run.stopped | stop,
@@ -544,8 +543,10 @@ def _bucket_spec(
     segment_epochs: int,
     stopper: Any,
     eval_every: int = 1,
+    platform: str | None = None,
 ) -> tuple[BucketShape, SegmentSpec]:
-    """The shape and compiled-segment spec of a bucket holding the trials ``hp``."""
+    """The shape and compiled-segment spec of a bucket holding the trials ``hp``, to run
+    on ``platform`` (default: JAX's default backend)."""
     shape = _bucket_shape(task, hp, int(task.data.n_train.max()))
     spec = SegmentSpec(
         trainable=shape.trainable,
@@ -563,6 +564,7 @@ def _bucket_spec(
         ),
         uniform_batch=bool(np.all(hp["batch_size"] == shape.batch)),
         eval_every=eval_every,
+        platform=platform or jax.default_backend(),
     )
     return shape, spec
 
@@ -585,10 +587,16 @@ COST_MODEL = {
 
 
 def _bucket_cost(
-    task: Task, hp: Mapping[str, np.ndarray], idx: np.ndarray, n_rows: int, n_folds: int
+    task: Task,
+    hp: Mapping[str, np.ndarray],
+    idx: np.ndarray,
+    n_rows: int,
+    n_folds: int,
+    platform: str,
 ) -> float:
-    """Estimated seconds to compile (unless seen) and run the trials ``idx`` as one bucket."""
-    c = COST_MODEL.get(jax.default_backend(), COST_MODEL["gpu"])
+    """Estimated seconds to compile (unless seen) and run the trials ``idx`` as one
+    bucket on ``platform``."""
+    c = COST_MODEL.get(platform, COST_MODEL["gpu"])
     sub = {k: np.asarray(v)[idx] for k, v in hp.items()}
     shape = _bucket_shape(task, sub, n_rows)
     padded = next_pow2(len(idx))
@@ -603,7 +611,12 @@ def _bucket_cost(
 
 
 def plan_buckets(
-    task: Task, hp: Mapping[str, np.ndarray], *, bucketing: str, n_rows: int
+    task: Task,
+    hp: Mapping[str, np.ndarray],
+    *,
+    bucketing: str,
+    n_rows: int,
+    platform: str | None = None,
 ) -> list[np.ndarray]:
     """Group a round's trials into buckets, each trained by one compiled program.
 
@@ -625,14 +638,17 @@ def plan_buckets(
     if bucketing == "pow2" or len(out) == 1:
         return out
     n_folds = task.data.n_folds
-    cost = [_bucket_cost(task, hp, g, n_rows, n_folds) for g in out]
+    platform = platform or jax.default_backend()
+    cost = [_bucket_cost(task, hp, g, n_rows, n_folds, platform) for g in out]
     while len(out) > 1:
         best_gain, best_pair = 0.0, None
         for i in range(len(out)):
             for j in range(i + 1, len(out)):
                 merged = np.sort(np.concatenate([out[i], out[j]]))
                 gain = (
-                    cost[i] + cost[j] - _bucket_cost(task, hp, merged, n_rows, n_folds)
+                    cost[i]
+                    + cost[j]
+                    - _bucket_cost(task, hp, merged, n_rows, n_folds, platform)
                 )
                 if gain > best_gain:
                     best_gain, best_pair = gain, (i, j, merged)
@@ -641,7 +657,7 @@ def plan_buckets(
         i, j, merged = best_pair
         out = [g for k, g in enumerate(out) if k not in (i, j)] + [merged]
         cost = [c for k, c in enumerate(cost) if k not in (i, j)]
-        cost.append(_bucket_cost(task, hp, merged, n_rows, n_folds))
+        cost.append(_bucket_cost(task, hp, merged, n_rows, n_folds, platform))
     return sorted(out, key=lambda g: int(g[0]))
 
 
@@ -675,6 +691,14 @@ def _device_data(task: Task, sharding: Any = None) -> FoldArrays:
     return cache[key]
 
 
+def _keep(trainable, state: Any) -> Any:
+    """What the engine keeps of a trial's best epoch: ``trainable.keep(state)`` when the
+    Trainable defines it (for the built-in tasks: the weights, not the optimizer
+    state), else the whole state."""
+    keep = getattr(trainable, "keep", None)
+    return state if keep is None else keep(state)
+
+
 def _init_members(trainable, keys: jax.Array, hp: dict, n_folds: int):
     def member(k, f, hpm):
         return trainable.init(
@@ -699,7 +723,7 @@ def _start(
     n = ids.shape[0]
     return keys, RunState(
         tstate=tstate,
-        best=jax.tree.map(jnp.copy, tstate),
+        best=jax.tree.map(jnp.copy, _keep(spec.trainable, tstate)),
         active=live,
         diverged=jnp.zeros(n, bool),
         stopped=jnp.zeros(n, bool),
@@ -742,7 +766,7 @@ def _programs(spec: SegmentSpec, n_folds: int) -> _Compiled:
     hit = _CACHE.get(key)
     if hit is None:
         # Donating the run state lets XLA update it in place (not supported on the CPU).
-        donate = () if jax.default_backend() == "cpu" else (0,)
+        donate = () if spec.platform == "cpu" else (0,)
         hit = _Compiled(
             init=jax.jit(functools.partial(_start, spec, n_folds)),
             segment=jax.jit(functools.partial(_segment, spec), donate_argnums=donate),
@@ -815,14 +839,21 @@ def run_population(
     n_folds = task.data.n_folds
     n_rows = int(task.data.n_train.max())
 
-    groups = plan_buckets(task, hp, bucketing=bucketing, n_rows=n_rows)
+    # The platform of the devices given (not JAX's default backend) picks the CPU or
+    # accelerator paths: a CPU run on a GPU machine takes the CPU's.
+    platform = devices[0].platform
+    groups = plan_buckets(
+        task, hp, bucketing=bucketing, n_rows=n_rows, platform=platform
+    )
 
     outcomes: list[TrialOutcome] = []
     reports: list[BucketReport] = []
     best: BestState | None = None
     for group in groups:
         gsub = {k: np.asarray(v)[group] for k, v in hp.items()}
-        shape, spec = _bucket_spec(task, gsub, segment_epochs, stopper, eval_every)
+        shape, spec = _bucket_spec(
+            task, gsub, segment_epochs, stopper, eval_every, platform
+        )
         trainable = shape.trainable
         comp = _programs(spec, n_folds)
         chunk = (
@@ -982,7 +1013,7 @@ def _run_chunk(
     t_start = time.perf_counter()
     ids = np.concatenate([trial_ids[idx], np.zeros(padded - size, trial_ids.dtype)])
     ids, live = np.asarray(ids, np.uint32), np.arange(padded) < size
-    if sharding is None and jax.default_backend() in HOST_HP_BACKENDS:
+    if sharding is None and spec.platform in HOST_HP_BACKENDS:
         hp_dev = sub  # NumPy: jit takes it as it is (faster there than a device_put)
     elif sharding is None:
         # One transfer of the whole dict, which the initial-state program and every

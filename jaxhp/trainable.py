@@ -13,7 +13,13 @@ serves every value).
 - ``evaluate(state, data, hp) -> metrics``: metrics on the validation rows of ``data``
   (again honouring ``data.mask``); it must return the task's objective metric.
 
-Optionally ``predict(state, x, hp) -> outputs`` lets a trained trial predict new rows.
+Optionally ``predict(state, x, hp) -> outputs`` lets a trained trial predict new rows,
+and ``keep(state) -> state`` names the part of a state the engine keeps from each
+trial's best epoch (what ``predict`` needs: the weights, not the optimizer state; by
+default all of it). The engine holds that copy for every trial and selects into it after
+each validated epoch, so with Adam keeping only the weights saves a third of a trial's
+state memory and two thirds of that per-epoch select; the best model stored with a study
+shrinks alike. ``predict`` is then given ``keep(state)``.
 A non-finite ``loss`` marks the trial ``diverged``: the engine discards that step, freezes
 the trial and carries on with the others.
 """

@@ -116,6 +116,42 @@ def test_a_round_in_one_segment_equals_it_split_in_segments(clf_task):
     )
 
 
+def test_the_best_state_is_the_best_epochs_weights(clf_task):
+    """The engine keeps what ``keep`` names of the best epoch: for the MLP its weights,
+    equal to those of the same trial trained for just that many epochs, and no optimizer
+    state."""
+    space = _fixed_space(width=16, n_layers=2, batch_size=32, learning_rate=0.3)
+    space = Space(**space, epochs=Choice(list(range(1, 9))))
+    ids = np.array([4, 5])
+    (a, b), _, best = run_population(
+        clf_task, _hp(clf_task, space, [{"epochs": 8}] * 2), ids, seed=1
+    )
+    assert best.state.opt is None
+    top = a if best.trial_id == a.trial_id else b
+    assert 0 <= top.best_epoch < 7  # a best epoch before the last: the test can fail
+    short = {}
+
+    def grab(idx, run):
+        short["params"] = jax.device_get(
+            jax.tree.map(lambda v: v[0], run.tstate.params)
+        )
+
+    run_population(
+        clf_task,
+        _hp(clf_task, space, [{"epochs": top.best_epoch + 1}]),
+        np.array([top.trial_id]),
+        seed=1,
+        inspect=grab,
+    )
+    # Equal up to float rounding (a population of two against one trial alone); another
+    # epoch's weights differ by orders of magnitude more at this learning rate.
+    jax.tree.map(
+        lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5),
+        best.state.params,
+        short["params"],
+    )
+
+
 def test_diverging_trial_is_marked_and_neighbours_finish(clf_task):
     space = Space(
         learning_rate=Choice([0.1, 1e6]),
@@ -392,6 +428,22 @@ def test_shuffled_copies_and_gathered_batches_train_the_same(
     for a, b in zip(*runs, strict=True):
         np.testing.assert_array_equal(a.curves["train_loss"], b.curves["train_loss"])
         np.testing.assert_array_equal(a.curves["value_folds"], b.curves["value_folds"])
+
+
+def test_the_devices_given_choose_the_platform_paths(clf_task, monkeypatch):
+    """The CPU-or-accelerator choices (gathered batches, NumPy hyperparameters, no
+    donation, the cost model) follow the platform of ``devices=``, not JAX's default
+    backend: a CPU run on a GPU machine takes the CPU's paths."""
+    from jaxhp import engine
+
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    monkeypatch.setattr(engine, "_CACHE", {})
+    space = _fixed_space(width=8, n_layers=1, batch_size=32, epochs=1)
+    hp = _hp(clf_task, space, [{}])
+    run_population(clf_task, hp, np.arange(1), seed=0, devices=jax.devices("cpu"))
+    assert [spec.platform for spec, _ in engine._CACHE] == ["cpu"]
+    # Without devices=, the default backend's paths (here the pretended GPU's).
+    assert engine._bucket_spec(clf_task, hp, 1, None)[1].platform == "gpu"
 
 
 def test_bfloat16_compute_keeps_float32_weights_and_learns(small_digits):

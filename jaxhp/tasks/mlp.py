@@ -230,6 +230,10 @@ class MLPTrainable:
         r2 = 1.0 - jnp.sum(err) / jnp.maximum(sst, 1e-12)
         return {"mse": mse, "r2": r2, "loss": loss}
 
+    def keep(self, state: MLPState) -> MLPState:
+        """The best epoch's weights without the optimizer state (see ``Trainable``)."""
+        return MLPState(state.params, None)
+
     def predict(self, state: MLPState, x: jax.Array, hp) -> jax.Array:
         return self.apply(state.params, x, hp)
 
