@@ -16,8 +16,14 @@ Tables (one database can hold several studies, by name):
 - ``rounds(study_id, round, started, wall_time, compile_time, committed, strategy_state)``.
 - ``trials(study_id, trial_id, round, status, value, epochs_run, best_epoch, wall_time,
   params, fold_values)``: ``params`` and ``fold_values`` are JSON.
-- ``curves(study_id, trial_id, epoch, name, value)``: one row per trial, epoch and series
-  (``train_loss``, ``value`` (the metric), ``value_fold<k>``, other metrics).
+- ``series(study_id, trial_id, name, data)``: one row per trial and per-epoch series
+  (``train_loss``, ``value`` (the metric), ``value_fold<k>``, other metrics); ``data``
+  holds the series as little-endian float32 (``np.frombuffer(data, "<f4")``, NaN where
+  a trial was not validated). One row per series, not per epoch: a round of 4,096
+  trials stores 4,096 x 4 rows rather than x 40 (10 epochs), and no value passes
+  through Python one by one (``benchmarks/RESULTS.md``). Databases written before kept
+  a row per epoch in ``curves(study_id, trial_id, epoch, name, value)``; they are still
+  read, and resuming one writes its new rounds to ``series``.
 - ``models(study_id, trial_id, value, blob)``: the best trial's weights.
 
 The strategy state and the model are Python pickles (of NumPy arrays and jaxhp's own
@@ -77,13 +83,12 @@ CREATE TABLE IF NOT EXISTS trials (
     fold_values TEXT NOT NULL,
     PRIMARY KEY (study_id, trial_id)
 );
-CREATE TABLE IF NOT EXISTS curves (
+CREATE TABLE IF NOT EXISTS series (
     study_id INTEGER NOT NULL,
     trial_id INTEGER NOT NULL,
-    epoch INTEGER NOT NULL,
     name TEXT NOT NULL,
-    value REAL,
-    PRIMARY KEY (study_id, trial_id, name, epoch)
+    data BLOB NOT NULL,
+    PRIMARY KEY (study_id, trial_id, name)
 );
 CREATE TABLE IF NOT EXISTS models (
     study_id INTEGER PRIMARY KEY,
@@ -234,17 +239,29 @@ class Study:
                 "ORDER BY trial_id",
                 (sid,),
             ).fetchall()
-            curve_rows = self._db.execute(
-                "SELECT trial_id, name, epoch, value FROM curves WHERE study_id = ? "
-                "ORDER BY trial_id, name, epoch",
-                (sid,),
+            series_rows = self._db.execute(
+                "SELECT trial_id, name, data FROM series WHERE study_id = ?", (sid,)
             ).fetchall()
+            legacy = self._db.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'curves'"
+            ).fetchone()
+            legacy_rows = (
+                self._db.execute(
+                    "SELECT trial_id, name, epoch, value FROM curves "
+                    "WHERE study_id = ? ORDER BY trial_id, name, epoch",
+                    (sid,),
+                ).fetchall()
+                if legacy
+                else []
+            )
             model_row = self._db.execute(
                 "SELECT value, blob FROM models WHERE study_id = ?", (sid,)
             ).fetchone()
-        curves: dict[int, dict[str, list[float]]] = {}
-        for tid, name, _, value in curve_rows:
+        curves: dict[int, dict[str, Any]] = {}
+        for tid, name, _, value in legacy_rows:
             curves.setdefault(tid, {}).setdefault(name, []).append(_nan(value))
+        for tid, name, data in series_rows:
+            curves.setdefault(tid, {})[name] = np.frombuffer(data, "<f4").copy()
         trials = [_trial_from_row(r, curves.get(r[0], {})) for r in trial_rows]
         return StoredRound(
             trials=trials,
@@ -297,19 +314,16 @@ class Study:
             )
             for t in trials
         ]
-        curve_rows = [
-            (sid, t.trial_id, e, name, _num(float(v)))
+        series_rows = [
+            (sid, t.trial_id, name, np.asarray(series, "<f4").tobytes())
             for t in trials
             for name, series in _flat_curves(t.curves).items()
-            for e, v in enumerate(series)
         ]
         with self._transaction():
             self._db.executemany(
                 "INSERT INTO trials VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", trial_rows
             )
-            self._db.executemany(
-                "INSERT INTO curves VALUES (?, ?, ?, ?, ?)", curve_rows
-            )
+            self._db.executemany("INSERT INTO series VALUES (?, ?, ?, ?)", series_rows)
             # Only the newest strategy state is needed to resume.
             self._db.execute(
                 "UPDATE rounds SET strategy_state = NULL WHERE study_id = ?", (sid,)
@@ -358,7 +372,7 @@ def _flat_curves(curves: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return out
 
 
-def _unflat_curves(flat: dict[str, list[float]]) -> dict[str, np.ndarray]:
+def _unflat_curves(flat: dict[str, Any]) -> dict[str, np.ndarray]:
     out: dict[str, np.ndarray] = {}
     folds: dict[str, dict[int, list[float]]] = {}
     for k, v in flat.items():
@@ -372,7 +386,7 @@ def _unflat_curves(flat: dict[str, list[float]]) -> dict[str, np.ndarray]:
     return out
 
 
-def _trial_from_row(row: tuple, flat: dict[str, list[float]]) -> Trial:
+def _trial_from_row(row: tuple, flat: dict[str, Any]) -> Trial:
     tid, rnd, status, value, epochs_run, best_epoch, wall, params, folds = row
     return Trial(
         trial_id=int(tid),

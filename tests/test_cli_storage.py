@@ -173,7 +173,7 @@ def _snapshot(db):
         n_trials = con.execute("SELECT COUNT(*) FROM trials").fetchone()[0]
         no_curve = con.execute(
             "SELECT COUNT(*) FROM trials t WHERE NOT EXISTS "
-            "(SELECT 1 FROM curves c WHERE c.trial_id = t.trial_id)"
+            "(SELECT 1 FROM series c WHERE c.trial_id = t.trial_id)"
         ).fetchone()[0]
         con.execute("COMMIT")
     finally:
@@ -300,6 +300,44 @@ def test_library_storage_resumes_and_refuses_a_different_study(tmp_path, clf_tas
     assert len(other) == 2 and len(load(db, "default")) == 8
     with pytest.raises(jaxhp.storage.StorageError, match="name one"):
         load(db)
+
+
+def test_a_database_with_per_epoch_curve_rows_still_loads_and_resumes(
+    tmp_path, clf_task
+):
+    """Databases written before the ``series`` table kept one ``curves`` row per trial,
+    series and epoch; they load the same, and resuming one adds rounds to ``series``."""
+    space = jaxhp.Space(
+        learning_rate=jaxhp.Float(1e-3, 0.1, log=True),
+        width=jaxhp.Fixed(8),
+        epochs=jaxhp.Fixed(3),
+        dropout=jaxhp.Float(0.0, 0.2),
+    )
+    db = str(tmp_path / "legacy.db")
+    first = jaxhp.tune(clf_task, space, "random", n_trials=3, population=3, storage=db)
+    con = sqlite3.connect(db)
+    with con:  # rewrite the stored series into the old per-epoch layout
+        con.execute(
+            "CREATE TABLE curves (study_id INTEGER NOT NULL, trial_id INTEGER NOT "
+            "NULL, epoch INTEGER NOT NULL, name TEXT NOT NULL, value REAL, "
+            "PRIMARY KEY (study_id, trial_id, name, epoch))"
+        )
+        rows = con.execute("SELECT study_id, trial_id, name, data FROM series")
+        con.executemany(
+            "INSERT INTO curves VALUES (?, ?, ?, ?, ?)",
+            [
+                (sid, tid, e, name, None if np.isnan(v) else float(v))
+                for sid, tid, name, data in rows.fetchall()
+                for e, v in enumerate(np.frombuffer(data, "<f4"))
+            ],
+        )
+        con.execute("DELETE FROM series")
+    con.close()
+    assert _comparable(load(db)) == _comparable(first)
+    more = jaxhp.tune(clf_task, space, "random", n_trials=6, population=3, storage=db)
+    assert more.stats["resumed_trials"] == 3
+    whole = jaxhp.tune(clf_task, space, "random", n_trials=6, population=3)
+    assert _comparable(load(db)) == _comparable(whole)
 
 
 def test_show_export_and_report(tmp_path, capsys):
