@@ -1080,6 +1080,10 @@ def _run_chunk(
     status = np.where(
         diverged[:size], "diverged", np.where(stopped[:size], "stopped", "complete")
     ).tolist()
+    # Each trial's curves: its rows of every series (views made in one pass per series,
+    # cut short only for a trial that trained fewer epochs than the chunk ran).
+    names, n_rows_total = list(by_trial), len(cat["train_loss"])
+    rows = zip(*(list(v[:size]) for v in by_trial.values()), strict=True)
     outcomes = [
         TrialOutcome(
             trial_id=tid,
@@ -1087,21 +1091,23 @@ def _run_chunk(
             value=val,
             best_epoch=b,
             epochs_run=er,
-            curves={k: v[j, :n] for k, v in by_trial.items()},
-            fold_values=fold_values[j],
+            curves=dict(zip(names, r, strict=True))
+            if n == n_rows_total
+            else {k: x[:n] for k, x in zip(names, r, strict=True)},
+            fold_values=fv,
             wall_time=wall,
             bucket=gkey,
         )
-        for j, (tid, st, val, b, er, n) in enumerate(
-            zip(
-                trial_ids[idx].tolist(),
-                status,
-                values.tolist(),
-                be.tolist(),
-                epochs_run[:size].tolist(),
-                n_ep,
-                strict=True,
-            )
+        for tid, st, val, b, er, n, r, fv in zip(
+            trial_ids[idx].tolist(),
+            status,
+            values.tolist(),
+            be.tolist(),
+            epochs_run[:size].tolist(),
+            n_ep,
+            rows,
+            fold_values,
+            strict=True,
         )
     ]
     cand = np.where(

@@ -110,12 +110,13 @@ def optimize(
         if y.shape != (n,):
             raise ValueError(f"fn returned {y.shape[0]} values for a population of {n}")
         state = strat.tell(state, u, np.where(np.isfinite(y), sign * y, np.nan))
+        params = space.to_python_all(values)
         for i in range(n):
             ok = math.isfinite(y[i])
             trials.append(
                 Trial(
                     trial_id=done + i,
-                    params=space.to_python(values, i),
+                    params=params[i],
                     value=float(y[i]) if ok else math.nan,
                     status="complete" if ok else "failed",
                     epochs_run=0,

@@ -189,6 +189,7 @@ def pbt(
     cat = {k: np.concatenate([c[k] for c in curves], 0) for k in curves[0]}
     wall = time.perf_counter() - t0
     trials = []
+    params = space.to_python_all(values)
     for j in range(population):
         last = cat["value"][:, j]
         finite = np.isfinite(last)
@@ -197,7 +198,7 @@ def pbt(
         trials.append(
             Trial(
                 trial_id=j,
-                params=space.to_python(values, j),
+                params=params[j],
                 value=float(last[-1]) if finite[-1] else math.nan,
                 status="diverged" if not finite[-1] else "complete",
                 epochs_run=int(epochs_run[j]),

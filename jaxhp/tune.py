@@ -252,17 +252,18 @@ def tune(
             if cand is not None:
                 model = new_model = Model(task, cand)
                 model_value = cand.value
+            params = space.to_python_all(values)
             new = [
                 Trial(
                     trial_id=o.trial_id,
-                    params=space.to_python(values, o.trial_id - started),
+                    params=params[o.trial_id - started],
                     value=o.value,
                     status=o.status,
                     epochs_run=o.epochs_run,
                     best_epoch=o.best_epoch,
                     wall_time=o.wall_time,
                     round=rnd,
-                    fold_values=tuple(float(v) for v in o.fold_values),
+                    fold_values=tuple(np.asarray(o.fold_values, float).tolist()),
                     curves=o.curves,
                 )
                 for o in outcomes
@@ -420,7 +421,7 @@ def _tune_recycled(
                     best_epoch=o.best_epoch,
                     wall_time=o.wall_time,
                     round=boundary,
-                    fold_values=tuple(float(v) for v in o.fold_values),
+                    fold_values=tuple(np.asarray(o.fold_values, float).tolist()),
                     curves=o.curves,
                 )
             )

@@ -72,6 +72,14 @@ def test_decode_encode_round_trip_and_bounds():
     cfg = space.to_python(v, 0)
     assert isinstance(cfg["n"], int) and isinstance(cfg["lr"], float)
     assert cfg["opt"] in ("adam", "sgd") and isinstance(cfg["b"], int) and cfg["f"] == 3
+    # The whole population at once gives the same values, of the same types.
+    each = [space.to_python(v, i) for i in range(len(u))]
+    assert [
+        [(k, type(x), x) for k, x in c.items()] for c in space.to_python_all(v)
+    ] == [[(k, type(x), x) for k, x in c.items()] for c in each]
+    mixed = Space(m=Choice([0.5, 2.0]), s=Fixed("sgd"), i=Choice([1, 2]))
+    vm = mixed.decode(u[:50, :2])
+    assert mixed.to_python_all(vm) == [mixed.to_python(vm, i) for i in range(50)]
 
 
 def test_log_uniform_is_uniform_in_log_space():
