@@ -692,11 +692,12 @@ def _device_data(task: Task, sharding: Any = None) -> FoldArrays:
 
 
 def _keep(trainable, state: Any) -> Any:
-    """What the engine keeps of a trial's best epoch: ``trainable.keep(state)`` when the
-    Trainable defines it (for the built-in tasks: the weights, not the optimizer
-    state), else the whole state."""
+    """What the engine keeps of the best epoch of ``state`` (``[P, F, ...]``):
+    ``trainable.keep`` of each member's state (a function of one trial, like the rest
+    of the protocol; for the built-in tasks the weights, not the optimizer state) when
+    the Trainable defines it, else the whole state."""
     keep = getattr(trainable, "keep", None)
-    return state if keep is None else keep(state)
+    return state if keep is None else jax.vmap(jax.vmap(keep))(state)
 
 
 def _init_members(trainable, keys: jax.Array, hp: dict, n_folds: int):
