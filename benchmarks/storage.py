@@ -57,17 +57,9 @@ def commit(path, trials, layout):
     study = storage.Study(path, "bench")
     study.create(metric="accuracy", direction="maximize", config={})
     t0 = time.perf_counter()
-    if layout == "series":
-        study.commit_round(
-            0,
-            trials,
-            started=len(trials),
-            strategy_state={},
-            wall_time=0,
-            compile_time=0,
-        )
-    else:
-        stripped = [jaxhp.results.Trial(**{**t.__dict__, "curves": {}}) for t in trials]
+    stored = trials
+    if layout != "series":  # the trials without curves, and maybe the old curve rows
+        stored = [jaxhp.results.Trial(**{**t.__dict__, "curves": {}}) for t in trials]
         with study._transaction() as db:
             # The previous store's curve rows, built as it built them.
             if layout == "per_epoch":
@@ -80,14 +72,9 @@ def commit(path, trials, layout):
                         for e, v in enumerate(s)
                     ],
                 )
-        study.commit_round(
-            0,
-            stripped,
-            started=len(trials),
-            strategy_state={},
-            wall_time=0,
-            compile_time=0,
-        )
+    study.commit_round(
+        0, stored, started=len(trials), strategy_state={}, wall_time=0, compile_time=0
+    )
     seconds = time.perf_counter() - t0
     study.close()
     return seconds
