@@ -16,10 +16,11 @@ Tables (one database can hold several studies, by name):
 - ``rounds(study_id, round, started, wall_time, compile_time, committed, strategy_state)``.
 - ``trials(study_id, trial_id, round, status, value, epochs_run, best_epoch, wall_time,
   params, fold_values)``: ``params`` and ``fold_values`` are JSON.
-- ``series(study_id, trial_id, name, data)``: one row per trial and per-epoch series
-  (``train_loss``, ``value`` (the metric), ``value_fold<k>``, other metrics); ``data``
-  holds the series as little-endian float32 (``np.frombuffer(data, "<f4")``, NaN where
-  a trial was not validated). One row per series, not per epoch: a round of 4,096
+- ``series(study_id, trial_id, name, dtype, data)``: one row per trial and per-epoch
+  series (``train_loss``, ``value`` (the metric), ``value_fold<k>``, other metrics);
+  ``data`` holds the series as raw little-endian numbers of ``dtype`` (``"<f4"`` for
+  the engine's float32 curves, ``"<f8"`` for float64 ones): ``np.frombuffer(data,
+  dtype)``, NaN where a trial was not validated. One row per series, not per epoch: a round of 4,096
   trials stores 4,096 x 4 rows rather than x 40 (10 epochs), and no value passes
   through Python one by one (``benchmarks/RESULTS.md``). Databases written before kept
   a row per epoch in ``curves(study_id, trial_id, epoch, name, value)``; they are still
@@ -87,6 +88,7 @@ CREATE TABLE IF NOT EXISTS series (
     study_id INTEGER NOT NULL,
     trial_id INTEGER NOT NULL,
     name TEXT NOT NULL,
+    dtype TEXT NOT NULL,
     data BLOB NOT NULL,
     PRIMARY KEY (study_id, trial_id, name)
 );
@@ -240,7 +242,8 @@ class Study:
                 (sid,),
             ).fetchall()
             series_rows = self._db.execute(
-                "SELECT trial_id, name, data FROM series WHERE study_id = ?", (sid,)
+                "SELECT trial_id, name, dtype, data FROM series WHERE study_id = ?",
+                (sid,),
             ).fetchall()
             legacy = self._db.execute(
                 "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'curves'"
@@ -260,8 +263,8 @@ class Study:
         curves: dict[int, dict[str, Any]] = {}
         for tid, name, _, value in legacy_rows:
             curves.setdefault(tid, {}).setdefault(name, []).append(_nan(value))
-        for tid, name, data in series_rows:
-            curves.setdefault(tid, {})[name] = np.frombuffer(data, "<f4").copy()
+        for tid, name, dtype, data in series_rows:
+            curves.setdefault(tid, {})[name] = np.frombuffer(data, dtype).copy()
         trials = [_trial_from_row(r, curves.get(r[0], {})) for r in trial_rows]
         return StoredRound(
             trials=trials,
@@ -315,15 +318,18 @@ class Study:
             for t in trials
         ]
         series_rows = [
-            (sid, t.trial_id, name, np.asarray(series, "<f4").tobytes())
+            (sid, t.trial_id, name, dt, np.asarray(series, dt).tobytes())
             for t in trials
             for name, series in _flat_curves(t.curves).items()
+            for dt in [_series_dtype(series)]
         ]
         with self._transaction():
             self._db.executemany(
                 "INSERT INTO trials VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", trial_rows
             )
-            self._db.executemany("INSERT INTO series VALUES (?, ?, ?, ?)", series_rows)
+            self._db.executemany(
+                "INSERT INTO series VALUES (?, ?, ?, ?, ?)", series_rows
+            )
             # Only the newest strategy state is needed to resume.
             self._db.execute(
                 "UPDATE rounds SET strategy_state = NULL WHERE study_id = ?", (sid,)
@@ -372,17 +378,27 @@ def _flat_curves(curves: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return out
 
 
+def _series_dtype(series: np.ndarray) -> str:
+    """How a curve is stored: float64 kept as float64, anything else as float32."""
+    return "<f8" if np.asarray(series).dtype == np.float64 else "<f4"
+
+
+def _as_curve(v: Any) -> np.ndarray:
+    """A loaded series: a stored array as it was stored, a legacy list as float32."""
+    return v if isinstance(v, np.ndarray) else np.asarray(v, np.float32)
+
+
 def _unflat_curves(flat: dict[str, Any]) -> dict[str, np.ndarray]:
     out: dict[str, np.ndarray] = {}
-    folds: dict[str, dict[int, list[float]]] = {}
+    folds: dict[str, dict[int, Any]] = {}
     for k, v in flat.items():
         base, sep, f = k.rpartition("_fold")
         if sep and f.isdigit():
             folds.setdefault(base, {})[int(f)] = v
         else:
-            out[k] = np.asarray(v, np.float32)
+            out[k] = _as_curve(v)
     for base, d in folds.items():
-        out[base] = np.stack([np.asarray(d[f], np.float32) for f in sorted(d)], axis=1)
+        out[base] = np.stack([_as_curve(d[f]) for f in sorted(d)], axis=1)
     return out
 
 

@@ -340,6 +340,39 @@ def test_a_database_with_per_epoch_curve_rows_still_loads_and_resumes(
     assert _comparable(load(db)) == _comparable(whole)
 
 
+def test_stored_series_keep_their_values_and_precision(tmp_path):
+    """Curves come back from the store exactly: float32 as float32 (NaN included),
+    float64 as float64, per-fold series as a [epochs, folds] array."""
+    curves = {
+        "train_loss": np.asarray([0.5, 0.25, np.nan], np.float32),
+        "value_folds": np.asarray([[0.1, 0.2], [0.3, 0.4], [0.5, 0.6]], np.float32),
+        "learning_rate": np.asarray([0.1, 0.1 / 3, 1e-9 / 7]),  # float64
+    }
+    trial = jaxhp.results.Trial(
+        trial_id=0,
+        params={"learning_rate": 0.1},
+        value=0.5,
+        status="complete",
+        epochs_run=3,
+        best_epoch=2,
+        wall_time=1.0,
+        round=0,
+        fold_values=(0.5, 0.6),
+        curves=curves,
+    )
+    study = jaxhp.storage.Study(tmp_path / "s.db")
+    study.create(metric="accuracy", direction="maximize", config={})
+    study.commit_round(
+        0, [trial], started=1, strategy_state={}, wall_time=1.0, compile_time=0.0
+    )
+    (back,) = study.load().trials
+    study.close()
+    assert set(back.curves) == set(curves)
+    for k, v in curves.items():
+        assert back.curves[k].dtype == v.dtype and back.curves[k].shape == v.shape
+        np.testing.assert_array_equal(back.curves[k], v)
+
+
 def test_show_export_and_report(tmp_path, capsys):
     db = tmp_path / "r.db"
     cfg = with_storage(_set(SWEEP, "search.n_trials", 8), db)
