@@ -7,7 +7,7 @@ population and epochs), then times committing those trials, arms interleaved, ea
 a fresh database:
 
   series      the store's layout: one row per trial and series, the values as a
-              float32 blob (``Study.commit_round``)
+              blob of raw float32 numbers (``Study.commit_round``)
   per_epoch   the layout before it, one ``curves`` row per trial, series and epoch,
               each value converted in Python (written here as the store wrote it)
   no_curves   trials, strategy state and round only: the floor under both
