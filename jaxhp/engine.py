@@ -1083,7 +1083,7 @@ def _run_chunk(
     ).tolist()
     # Each trial's curves: its rows of every series (views made in one pass per series,
     # cut short only for a trial that trained fewer epochs than the chunk ran).
-    names, n_rows_total = list(by_trial), len(cat["train_loss"])
+    names, epochs_done = list(by_trial), len(cat["train_loss"])
     rows = zip(*(list(v[:size]) for v in by_trial.values()), strict=True)
     outcomes = [
         TrialOutcome(
@@ -1093,7 +1093,7 @@ def _run_chunk(
             best_epoch=b,
             epochs_run=er,
             curves=dict(zip(names, r, strict=True))
-            if n == n_rows_total
+            if n == epochs_done
             else {k: x[:n] for k, x in zip(names, r, strict=True)},
             fold_values=fv,
             wall_time=wall,

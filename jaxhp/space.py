@@ -321,29 +321,15 @@ class Space(Mapping):
 
     def to_python(self, values: Mapping[str, np.ndarray], i: int) -> dict[str, Any]:
         """Configuration ``i`` of decoded ``values`` as plain Python values."""
-        out: dict[str, Any] = {}
-        for name, p in self._params.items():
-            v = np.asarray(values[name])[i]
-            if isinstance(p, Fixed):
-                out[name] = p.value
-            elif isinstance(p, Choice) and not p.numeric:
-                out[name] = p.values[int(v)]
-            elif isinstance(p, Choice):
-                out[name] = (
-                    type(p.values[0])(v.item())
-                    if isinstance(p.values[0], int)
-                    else v.item()
-                )
-            elif isinstance(p, Int):
-                out[name] = int(v)
-            else:
-                out[name] = float(v)
-        return out
+        (row,) = self.to_python_all(
+            {n: np.asarray(values[n])[[i]] for n in self._params}
+        )
+        return row
 
     def to_python_all(self, values: Mapping[str, np.ndarray]) -> list[dict[str, Any]]:
-        """Every configuration of decoded ``values`` as plain Python values: the same as
-        ``to_python(values, i)`` for each ``i``, a column at a time (7x faster for a
-        population of thousands, where the host's share of a GPU round counts)."""
+        """Every configuration of decoded ``values`` as plain Python values, converted a
+        column at a time (7x faster than a loop of per-row conversions for a population
+        of thousands, where the host's share of a GPU round counts)."""
         cols: dict[str, list] = {}
         for name, p in self._params.items():
             col = np.atleast_1d(np.asarray(values[name]))

@@ -20,11 +20,11 @@ Tables (one database can hold several studies, by name):
   series (``train_loss``, ``value`` (the metric), ``value_fold<k>``, other metrics);
   ``data`` holds the series as raw little-endian numbers of ``dtype`` (``"<f4"`` for
   the engine's float32 curves, ``"<f8"`` for float64 ones): ``np.frombuffer(data,
-  dtype)``, NaN where a trial was not validated. One row per series, not per epoch: a round of 4,096
-  trials stores 4,096 x 4 rows rather than x 40 (10 epochs), and no value passes
-  through Python one by one (``benchmarks/RESULTS.md``). Databases written before kept
-  a row per epoch in ``curves(study_id, trial_id, epoch, name, value)``; they are still
-  read, and resuming one writes its new rounds to ``series``.
+  dtype)``, NaN where a trial was not validated. One row per series, not per epoch: a
+  round of 4,096 trials stores 4,096 x 4 rows rather than x 40 (10 epochs), and no
+  value passes through Python one by one (``benchmarks/RESULTS.md``). Databases
+  written before kept a row per epoch in ``curves(study_id, trial_id, epoch, name,
+  value)``; they are still read, and resuming one writes its new rounds to ``series``.
 - ``models(study_id, trial_id, value, blob)``: the best trial's weights.
 
 The strategy state and the model are Python pickles (of NumPy arrays and jaxhp's own
