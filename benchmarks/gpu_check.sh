@@ -3,21 +3,24 @@
 #
 #   OUT=/some/dir bash benchmarks/gpu_check.sh
 #
-# The most wanted figures first, each step under its own time cap (9.25 minutes in all at
-# most; the first run on an H200 took 6), so that a step that fails or overruns leaves
-# the others' JSON:
+# The most wanted figures first, each step under its own time cap (8.2 minutes in all at
+# most; the first run on an H200 took 6 with longer steps), so that a step that fails or
+# overruns leaves the others' JSON:
 # 1. ceilings: the device's measured copy bandwidth and matmul rates (fp32 default,
 #    fp32 highest, bf16), the yardsticks for the fraction-of-peak figures.
-# 2. throughput: benchmarks/throughput.py at P = 1 ... 16384 (engine, engine in bf16,
-#    plain vmap and vmap_val, achieved TFLOP/s, bf16 accuracy effect; mixed
-#    architectures at P = 256: at 1024 they did not finish in the cap), capped at 270 s.
+# 2. throughput: benchmarks/throughput.py at P = 1, 64, 1024 and 16384 (engine, engine
+#    in bf16, plain vmap and vmap_val, achieved TFLOP/s, bf16 accuracy effect; mixed
+#    architectures at P = 256: at 1024 they did not finish in the cap), capped at 210 s.
+# 2b. fused: benchmarks/fused_mlp.py at P = 4096 and 16384, the whole training fused
+#    into one Pallas (Triton) kernel per trial with the weights on chip, against the
+#    plain vmap: whether that pays (issue 6). Each kernel variant first checks its
+#    weights against the baseline's step; a variant that fails to compile is recorded.
 # 3. profile: benchmarks/gpu_profile.py, the device time of one round by kernel, for
 #    the engine (float32 and bf16) and vmap_val at P = 4096, and at P = 1 (where the
 #    engine was at 0.70x: the events show the device's idle gaps and the kernels
 #    outside the step loop).
-# 4. proposal cost: benchmarks/proposal_cost.py at n = 1000, d = 6, q = 64 and 1024,
-#    with the kernel fit timed with its restarts vmapped and mapped (on a CPU mapped
-#    L-BFGS restarts were 3x faster; the default keeps the vmap elsewhere).
+# 4. proposal cost: benchmarks/proposal_cost.py at n = 1000, d = 6, q = 64 and 1024
+#    (the restarts' vmapped-against-mapped comparison was measured on the first lease).
 # 5. smoke: the backend is a GPU; a small sweep (every strategy, k-fold, early stopping,
 #    a diverging trial, several buckets) runs and gives sane results on it; a run
 #    sharded over every local GPU equals a one-GPU run when there are several.
@@ -32,7 +35,7 @@ status=0
 export PYTHONUNBUFFERED=1
 PY=$(command -v python3 || command -v python)
 
-timeout 45 "$PY" - > "$OUT/ceilings.json" <<'PY' || status=1
+timeout 40 "$PY" - > "$OUT/ceilings.json" <<'PY' || status=1
 import json, os, subprocess, time
 import jax, jax.numpy as jnp
 
@@ -66,14 +69,16 @@ for name, dt, prec in [("fp32_default", jnp.float32, None), ("fp32_highest", jnp
 print(json.dumps(out, indent=1))
 PY
 
-timeout 270 "$PY" benchmarks/throughput.py --populations 1 64 1024 4096 16384 \
+timeout 210 "$PY" benchmarks/throughput.py --populations 1 64 1024 16384 \
     --repeats 3 --min-seconds 1 --mixed-population 256 --out "$OUT/throughput.json" \
     > "$OUT/throughput.txt" 2>&1 || status=1
-timeout 90 "$PY" benchmarks/gpu_profile.py --population 4096 1 --out "$OUT/profile.json" \
+timeout 75 "$PY" benchmarks/fused_mlp.py --populations 4096 16384 --repeats 2 \
+    --out "$OUT/fused.json" > "$OUT/fused.txt" 2>&1 || status=1
+timeout 60 "$PY" benchmarks/gpu_profile.py --population 4096 1 --out "$OUT/profile.json" \
     > "$OUT/profile.txt" 2>&1 || status=1
-timeout 75 "$PY" benchmarks/proposal_cost.py --n 1000 --d 6 --q 64 1024 --compare-restarts \
+timeout 45 "$PY" benchmarks/proposal_cost.py --n 1000 --d 6 --q 64 1024 \
     --out "$OUT/proposal_cost.json" > "$OUT/proposal_cost.txt" 2>&1 || status=1
-timeout 75 "$PY" - > "$OUT/smoke.json" <<'PY' || status=1
+timeout 60 "$PY" - > "$OUT/smoke.json" <<'PY' || status=1
 import json, time
 import jax, numpy as np
 import jaxhp
@@ -107,5 +112,5 @@ print(json.dumps(out, indent=1))
 PY
 
 cat "$OUT/ceilings.json"
-tail -n 25 "$OUT/throughput.txt" "$OUT/profile.txt" "$OUT/proposal_cost.txt" 2>/dev/null
+tail -n 25 "$OUT/throughput.txt" "$OUT/fused.txt" "$OUT/profile.txt" "$OUT/proposal_cost.txt" 2>/dev/null
 exit $status
