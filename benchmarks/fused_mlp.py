@@ -17,6 +17,9 @@ throughput.py's ``vmap`` arm (validation after the last epoch):
   fused_w4, _w8   the fused kernel with 4 or 8 warps per program (the register budget
                   per trial is the open question: ~27k float32 of weights and momentum)
   fused_w4_bf16   4 warps, the matmuls fed bf16 (float32 weights and accumulation)
+  fused_w8_memory 8 warps, weights and momentum in the kernel's output buffers, loaded
+                  and stored every step instead of held in registers: one program's
+                  ~106 kB should stay in L1/L2, with no register spills
 
 Also checks, before timing, that the kernel's trained weights equal the baseline's step
 applied by ``lax.scan`` (same batches) within float tolerance (TF32 matmuls on a GPU).
@@ -24,8 +27,10 @@ applied by ``lax.scan`` (same batches) within float tolerance (TF32 matmuls on a
 The kernel is Triton-only (NVIDIA GPUs). On a CPU the script runs the check in Pallas's
 interpreter (the kernel's arithmetic, not its speed) and skips the timing:
 
-    python benchmarks/fused_mlp.py --check-only        # CPU: interpreter check
+    python benchmarks/fused_mlp.py                     # CPU: interpreter check
     python benchmarks/fused_mlp.py --populations 1024 4096 16384   # GPU
+    python benchmarks/fused_mlp.py --time-interpreted --populations 4  # CPU: the
+                                     # GPU path end to end, interpreted (slow, no speed)
 
 Not wired into the engine: it is a measurement of whether that work would pay, for the
 next session lent a GPU (benchmarks/gpu_check.sh runs it).
@@ -71,80 +76,118 @@ def _dot(a, b, contract, dtype):
     )
 
 
-def _kernel(n, steps, n_out, dot_dtype, x_ref, y_ref, perm_ref, hp_ref, *refs):
+def _grads(x, y, mask, params, n_out, dot_dtype):
+    """The masked mean cross-entropy's gradient for every weight, written out."""
+    w1, b1, w2, b2, w3, b3, w4, b4 = params
+
+    def mm(a, b):
+        return _dot(a, b, (1, 0), dot_dtype)
+
+    def mm_nt(a, b):  # a @ b.T
+        return _dot(a, b, (1, 1), dot_dtype)
+
+    def mm_tn(a, b):  # a.T @ b
+        return _dot(a, b, (0, 0), dot_dtype)
+
+    cols = jnp.arange(OUT_PAD)
+    h1 = jnp.maximum(mm(x, w1) + b1[None, :], 0.0)
+    h2 = jnp.maximum(mm(h1, w2) + b2[None, :], 0.0)
+    h3 = jnp.maximum(mm(h2, w3) + b3[None, :], 0.0)
+    logits = mm(h3, w4) + b4[None, :]
+    logits = jnp.where(cols[None, :] < n_out, logits, -jnp.inf)
+    z = logits - jnp.max(logits, axis=1)[:, None]
+    ez = jnp.exp(z)
+    prob = ez / jnp.sum(ez, axis=1)[:, None]
+    onehot = (y[:, None] == cols[None, :]).astype(jnp.float32)
+    # d(mean masked cross-entropy) / d logits
+    scale = mask / jnp.maximum(jnp.sum(mask), 1.0)
+    g4 = (prob - onehot) * scale[:, None]
+    g3 = mm_nt(g4, w4) * (h3 > 0).astype(jnp.float32)
+    g2 = mm_nt(g3, w3) * (h2 > 0).astype(jnp.float32)
+    g1 = mm_nt(g2, w2) * (h1 > 0).astype(jnp.float32)
+    return (
+        mm_tn(x, g1),
+        jnp.sum(g1, axis=0),
+        mm_tn(h1, g2),
+        jnp.sum(g2, axis=0),
+        mm_tn(h2, g3),
+        jnp.sum(g3, axis=0),
+        mm_tn(h3, g4),
+        jnp.sum(g4, axis=0),
+    )
+
+
+def _sgd(params, mom, grads, lr, mu, wd):
+    """SGD with momentum and weight decay, as throughput.sgd_step."""
+    mom = tuple(
+        mu * m + (g + wd * w) for m, g, w in zip(mom, grads, params, strict=True)
+    )
+    return tuple(w - lr * m for w, m in zip(params, mom, strict=True)), mom
+
+
+def _kernel(
+    n, steps, n_out, dot_dtype, carry, barrier, x_ref, y_ref, perm_ref, hp_ref, *refs
+):
     """One program trains one trial through every step of every epoch.
 
-    refs: the trial's initial (w1, b1, w2, b2, w3, b3, w4, b4), then the same as outputs.
-    ``perm_ref[p]`` is the trial's batches' row indices, epoch after epoch (each epoch's
-    permutation clamped and padded to ``steps * BATCH`` as the baseline's ``batch_at``).
+    refs: the trial's initial (w1, b1, w2, b2, w3, b3, w4, b4), then the same as outputs,
+    then (``carry="memory"``) the momentum's buffers. ``perm_ref[p]`` is the trial's
+    batches' row indices, epoch after epoch (each epoch's permutation clamped and padded
+    to ``steps * BATCH`` as the baseline's ``batch_at``).
+
+    ``carry="registers"``: weights and momentum are loop carries, in registers (spilled
+    to local memory where they do not fit). ``carry="memory"``: they live in the output
+    buffers, loaded and stored every step; one program's ~106 kB stays in L1/L2.
     """
-    ins, outs = refs[:8], refs[8:]
+    ins, outs, mom_refs = refs[:8], refs[8:16], refs[16:]
     p = pl.program_id(0)
     lr, mu, wd = hp_ref[p, 0], hp_ref[p, 1], hp_ref[p, 2]
-    params = tuple(r[...] for r in ins)
-    mom = tuple(jnp.zeros_like(a) for a in params)
     B = tp.BATCH
     rows = jnp.arange(B)
-    cols = jnp.arange(OUT_PAD)
 
-    def step(s, carry):
-        (w1, b1, w2, b2, w3, b3, w4, b4), mom, e = carry
+    def batch(e, s):
         idx = perm_ref[p, pl.ds((e * steps + s) * B, B)]
-        x = x_ref[idx, :]
-        y = y_ref[idx]
-        mask = (s * B + rows < n).astype(jnp.float32)
-
-        # forward
-        def mm(a, b):
-            return _dot(a, b, (1, 0), dot_dtype)
-
-        def mm_nt(a, b):  # a @ b.T
-            return _dot(a, b, (1, 1), dot_dtype)
-
-        def mm_tn(a, b):  # a.T @ b
-            return _dot(a, b, (0, 0), dot_dtype)
-
-        h1 = jnp.maximum(mm(x, w1) + b1[None, :], 0.0)
-        h2 = jnp.maximum(mm(h1, w2) + b2[None, :], 0.0)
-        h3 = jnp.maximum(mm(h2, w3) + b3[None, :], 0.0)
-        logits = mm(h3, w4) + b4[None, :]
-        logits = jnp.where(cols[None, :] < n_out, logits, -jnp.inf)
-        z = logits - jnp.max(logits, axis=1)[:, None]
-        ez = jnp.exp(z)
-        prob = ez / jnp.sum(ez, axis=1)[:, None]
-        onehot = (y[:, None] == cols[None, :]).astype(jnp.float32)
-        # d(mean masked cross-entropy) / d logits
-        scale = mask / jnp.maximum(jnp.sum(mask), 1.0)
-        g4 = (prob - onehot) * scale[:, None]
-        # backward
-        g3 = mm_nt(g4, w4) * (h3 > 0).astype(jnp.float32)
-        g2 = mm_nt(g3, w3) * (h2 > 0).astype(jnp.float32)
-        g1 = mm_nt(g2, w2) * (h1 > 0).astype(jnp.float32)
-        grads = (
-            mm_tn(x, g1),
-            jnp.sum(g1, axis=0),
-            mm_tn(h1, g2),
-            jnp.sum(g2, axis=0),
-            mm_tn(h2, g3),
-            jnp.sum(g3, axis=0),
-            mm_tn(h3, g4),
-            jnp.sum(g4, axis=0),
-        )
-        params = (w1, b1, w2, b2, w3, b3, w4, b4)
-        # SGD with momentum and weight decay, as throughput.sgd_step
-        mom = tuple(
-            mu * m + (g + wd * w) for m, g, w in zip(mom, grads, params, strict=True)
-        )
-        params = tuple(w - lr * m for w, m in zip(params, mom, strict=True))
-        return params, mom, e
-
-    def epoch(e, carry):
-        return jax.lax.fori_loop(0, steps, step, (*carry, e))[:2]
+        return x_ref[idx, :], y_ref[idx], (s * B + rows < n).astype(jnp.float32)
 
     epochs = perm_ref.shape[1] // (steps * B)
-    params, _ = jax.lax.fori_loop(0, epochs, epoch, (params, mom))
-    for r, a in zip(outs, params, strict=True):
-        r[...] = a
+    if carry == "registers":
+
+        def step(s, c):
+            params, mom, e = c
+            grads = _grads(*batch(e, s), params, n_out, dot_dtype)
+            return (*_sgd(params, mom, grads, lr, mu, wd), e)
+
+        def epoch(e, c):
+            return jax.lax.fori_loop(0, steps, step, (*c, e))[:2]
+
+        params = tuple(r[...] for r in ins)
+        mom = tuple(jnp.zeros_like(a) for a in params)
+        params, _ = jax.lax.fori_loop(0, epochs, epoch, (params, mom))
+        for r, a in zip(outs, params, strict=True):
+            r[...] = a
+        return
+
+    def store(refs, values):
+        for r, a in zip(refs, values, strict=True):
+            r[...] = a
+        barrier()  # the next step's loads see this step's stores, whichever thread
+
+    def step_mem(s, e):
+        params = tuple(r[...] for r in outs)
+        grads = _grads(*batch(e, s), params, n_out, dot_dtype)
+        mom = tuple(r[...] for r in mom_refs)
+        params, mom = _sgd(params, mom, grads, lr, mu, wd)
+        store(outs, params)
+        store(mom_refs, mom)
+        return e
+
+    def epoch_mem(e, c):
+        jax.lax.fori_loop(0, steps, step_mem, e)
+        return c
+
+    store(outs, [r[...] for r in ins])
+    store(mom_refs, [jnp.zeros(r.shape, r.dtype) for r in mom_refs])
+    jax.lax.fori_loop(0, epochs, epoch_mem, 0)
 
 
 def pad_params(params, n_out):
@@ -165,12 +208,34 @@ def unpad_params(flat, n_out):
     return pairs
 
 
+def barrier(interpret):
+    """A barrier across the program's threads (Triton's); the interpreter runs a
+    program as one thread and needs none."""
+    if interpret:
+        return lambda: None
+    from jax.experimental.pallas import triton as pltriton
+
+    return pltriton.debug_barrier
+
+
 def make_fused(
-    xt, yt, xv, yv, n_out, *, num_warps=4, dot_dtype=jnp.float32, interpret=False
+    xt,
+    yt,
+    xv,
+    yv,
+    n_out,
+    *,
+    num_warps=4,
+    dot_dtype=jnp.float32,
+    carry="registers",
+    interpret=False,
 ):
     """``train(keys, hp) -> (accuracy [P], params)``: the vmap arm's work, one kernel.
     ``dot_dtype=jnp.bfloat16`` feeds the matmuls bf16 (weights, momentum, activations'
-    arithmetic and accumulation stay float32), like the engine's ``compute_dtype``."""
+    arithmetic and accumulation stay float32), like the engine's ``compute_dtype``.
+    ``carry``: where weights and momentum live between steps (see ``_kernel``)."""
+    if carry not in ("registers", "memory"):
+        raise ValueError(f"carry is 'registers' or 'memory', not {carry!r}")
     n, d = xt.shape
     steps = -(-n // tp.BATCH)
     if d & (d - 1) or d < 16:
@@ -199,16 +264,20 @@ def make_fused(
 
         whole = pl.BlockSpec()  # the whole array: rows are gathered in the kernel
         kwargs = {} if interpret else {"compiler_params": _compiler_params(num_warps)}
+        # carry="memory": the momentum gets buffers too (outputs, then dropped)
+        outs = init * (2 if carry == "memory" else 1)
         out = pl.pallas_call(
-            functools.partial(_kernel, n, steps, n_out, dot_dtype),
+            functools.partial(
+                _kernel, n, steps, n_out, dot_dtype, carry, barrier(interpret)
+            ),
             grid=(P,),
             in_specs=[whole, whole, whole, whole] + [spec(a) for a in init],
-            out_specs=[spec(a) for a in init],
-            out_shape=[jax.ShapeDtypeStruct(a.shape, a.dtype) for a in init],
+            out_specs=[spec(a) for a in outs],
+            out_shape=[jax.ShapeDtypeStruct(a.shape, a.dtype) for a in outs],
             interpret=interpret,
             **kwargs,
         )(xt, yt.astype(jnp.int32), perm, hpm, *init)
-        params = unpad_params(out, n_out)
+        params = unpad_params(out[: len(init)], n_out)
         acc = jax.vmap(lambda ps: jnp.mean(jnp.argmax(tp.forward(ps, xv), -1) == yv))(
             params
         )
@@ -244,6 +313,7 @@ VARIANTS = {  # name -> make_fused keywords
     "w4": {"num_warps": 4},
     "w8": {"num_warps": 8},
     "w4_bf16": {"num_warps": 4, "dot_dtype": jnp.bfloat16},
+    "w8_memory": {"num_warps": 8, "carry": "memory"},
 }
 
 

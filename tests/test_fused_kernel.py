@@ -37,7 +37,10 @@ def data(fused_mlp, digits):
     return (*fused_mlp.tp.baseline_data(task), task.n_out)
 
 
-def test_the_fused_kernel_trains_as_the_baselines_step(fused_mlp, data, monkeypatch):
+@pytest.mark.parametrize("carry", ["registers", "memory"])
+def test_the_fused_kernel_trains_as_the_baselines_step(
+    fused_mlp, data, monkeypatch, carry
+):
     # Two epochs of 4 batches (the last one partial, 240 rows): every masked-row and
     # epoch-boundary path. Longer runs drift apart chaotically at high learning rates,
     # as any two summation orders do.
@@ -46,7 +49,8 @@ def test_the_fused_kernel_trains_as_the_baselines_step(fused_mlp, data, monkeypa
     P = 3
     keys = fused_mlp.tp.trial_keys(P)
     hp = {k: jnp.asarray(v) for k, v in fused_mlp.tp.hparams(P, 3).items()}
-    acc, fused = fused_mlp.make_fused(xt, yt, xv, yv, n_out, interpret=True)(keys, hp)
+    train = fused_mlp.make_fused(xt, yt, xv, yv, n_out, carry=carry, interpret=True)
+    acc, fused = train(keys, hp)
     ref = fused_mlp.reference(xt, yt, n_out)(keys, hp)
     assert len(fused) == len(ref) == 4
     for (w, b), (w_ref, b_ref) in zip(fused, ref, strict=True):
