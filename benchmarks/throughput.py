@@ -18,6 +18,9 @@ own data order):
   vmap_val_sof  vmap_val shuffling with the engine's own sort-free (swap-or-not)
               shuffle instead of ``jax.random.permutation`` (a sort): how much of the
               engine's ratio to vmap_val is its cheaper shuffle, not its loop
+  vmap_val_chunked  (CPU, when the engine splits the population into cache-sized
+              chunks, ``engine.CPU_CHUNK_BYTES_PER_CORE``) vmap_val run over the same
+              chunks one after another: how much of the engine's ratio is its chunking
   scan        one ``jit(lax.scan)`` training per trial, trials one after another
   pyloop      a Python loop over steps calling a jitted step (a typical tutorial loop)
   vmap_highest  (accelerators only) the vmap arm traced under
@@ -310,7 +313,7 @@ def main(argv=None):
         # the baseline does (equal work); (b) plain jit(vmap(train)). Each compiled
         # first, then all timed interleaved.
         def engine_round(eval_every=1, hp_task=hp_task, ids=ids, task=task):
-            return run_population(
+            outcomes, reports, _ = run_population(
                 task,
                 hp_task,
                 ids,
@@ -318,8 +321,11 @@ def main(argv=None):
                 bucketing="none",
                 segment_epochs=EPOCHS,
                 eval_every=eval_every,
-            )[0]
+            )
+            engine_reports[:] = reports
+            return outcomes
 
+        engine_reports = []
         arms = {
             "engine": engine_round,
             "engine_eval_end": lambda: engine_round(EPOCHS),
@@ -331,9 +337,27 @@ def main(argv=None):
         if backend != "cpu":
             arms["vmap_highest"] = lambda k=keys, h=hp_dev: highest(k, h)
         first, outs = {}, {}
-        for name, fn in arms.items():
+        for name, fn in list(arms.items()):
             t0 = time.perf_counter()
             outs[name] = jax.block_until_ready(fn())
+            first[name] = time.perf_counter() - t0
+            if name == "engine" and engine_reports[0].chunk:
+                # The engine split the population into chunks (on a CPU, cache-sized):
+                # the same chunks for vmap_val, one after another.
+                chunk = row["engine_chunk"] = engine_reports[0].chunk
+                parts = [
+                    (
+                        keys[i : i + chunk],
+                        {k: v[i : i + chunk] for k, v in hp_dev.items()},
+                    )
+                    for i in range(0, P, chunk)
+                ]
+                arms["vmap_val_chunked"] = lambda parts=parts: [
+                    vmap_train_val(k, h) for k, h in parts
+                ]
+        for name in arms.keys() - first.keys():
+            t0 = time.perf_counter()
+            outs[name] = jax.block_until_ready(arms[name]())
             first[name] = time.perf_counter() - t0
         # The accuracy effect of bf16: mean best validation accuracy of the population
         row["accuracy_fp32"] = float(np.nanmean([o.value for o in outs["engine"]]))
@@ -381,6 +405,8 @@ def main(argv=None):
         row["engine_eval_end_vs_vmap"] = row["engine_eval_end"] / row["vmap"]
         row["engine_vs_vmap_val"] = row["engine"] / row["vmap_val"]
         row["engine_vs_vmap_val_sof"] = row["engine"] / row["vmap_val_sof"]
+        if "vmap_val_chunked" in arms:
+            row["engine_vs_vmap_val_chunked"] = row["engine"] / row["vmap_val_chunked"]
         row["engine_bf16_vs_vmap_val"] = row["engine_bf16"] / row["vmap_val"]
         row["engine_bf16_tflops"] = row["engine_bf16"] * flops_trial / 1e12
         row["engine_vs_scan"] = row["engine"] / row["scan"]
@@ -517,6 +543,15 @@ def finish(header, rows, mixed_rows, homog_at_mixed, repeats, out, P_mixed=0):
             r_["accuracy_bf16"],
         ]
         print("  ".join(f"{v:>14.3g}" for v in vals))
+    chunked = [r_ for r_ in rows if r_.get("engine_chunk")]
+    if chunked:
+        print("\nCPU chunks: the engine against vmap_val run over the same chunks")
+        for r_ in chunked:
+            print(
+                f"P={r_['population']}: chunks of {r_['engine_chunk']}, vmap_val "
+                f"chunked {r_['vmap_val_chunked']:.3g} trials/s, engine / it "
+                f"{r_['engine_vs_vmap_val_chunked']:.3g}"
+            )
     if not mixed_rows:
         return result
     print(f"\nmixed architectures, P={P_mixed} (depth 1-4, width 16-256, batch 32-128)")

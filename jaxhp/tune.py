@@ -298,7 +298,7 @@ def tune(
         "wall_time": wall0 + elapsed,
         "compile_time": compile0 + sum(r.compile_time for r in buckets),
         "programs_compiled": sum(r.compile_time > 0 for r in buckets),
-        "buckets": len(buckets),
+        "buckets": sum(r.part == 0 for r in buckets),  # a bucket's chunks count once
         "trials_per_second": sum(r.trials for r in buckets) / elapsed
         if elapsed > 0
         else math.inf,

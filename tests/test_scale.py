@@ -54,6 +54,27 @@ def test_chunked_equals_unchunked(clf_task):
         raise AssertionError("expected a MemoryError")
 
 
+def test_a_cpu_trains_a_large_bucket_in_cache_sized_chunks(clf_task, monkeypatch):
+    from jaxhp import engine
+
+    space = tiny_space(width=jaxhp.Fixed(16), batch_size=jaxhp.Fixed(32))
+    clf_task.check_space(space)
+    hp = _hp(clf_task, space, 16, seed=2)
+    ids = np.arange(16)
+    monkeypatch.setattr(engine, "CPU_CHUNK_BYTES_PER_CORE", 1 << 40)  # all fit
+    whole, rep_whole, best_whole = run_population(clf_task, hp, ids, seed=2)
+    assert [(r.padded, r.chunk) for r in rep_whole] == [(16, None)]
+    # A cache too small for one trial's state: chunks of the floor, CPU_MIN_CHUNK.
+    monkeypatch.setattr(engine, "CPU_CHUNK_BYTES_PER_CORE", 1)
+    parts, rep, best = run_population(clf_task, hp, ids, seed=2)
+    assert [(r.trials, r.padded, r.chunk) for r in rep] == [(4, 4, 4)] * 4
+    _same(whole, parts)
+    assert best.trial_id == best_whole.trial_id
+    # The per-trial state the chunk was sized from (weights, optimizer state, best
+    # copy, curves of a width-16 MLP): kilobytes.
+    assert all(1e3 < b < 1e6 for b in engine._STATE_BYTES.values())
+
+
 def test_population_far_larger_than_the_budget_completes(clf_task):
     space = tiny_space(width=jaxhp.Fixed(8), batch_size=jaxhp.Fixed(64))
     from jaxhp import engine
