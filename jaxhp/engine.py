@@ -25,7 +25,9 @@ Trials are grouped into *buckets* of similar shape (power-of-two width and batch
 each bucket's population is padded to a power of two, so a program compiles once per
 bucket shape and population size and later rounds reuse it. A bucket's segment stops as
 soon as all of its trials are inactive, so early stopping saves real time once a whole
-bucket has stopped; a mask alone saves no FLOPs inside a running segment.
+bucket has stopped; a mask alone saves no FLOPs inside a running segment. A bucket too
+large for a ``memory_budget``, or on a CPU for the caches (``CPU_CHUNK_BYTES_PER_CORE``),
+trains in chunks of trials, one after another through the same program.
 
 Trial ``i``'s randomness derives from ``fold_in(key(seed), trial_id)`` only, so its result
 does not depend on the population size, its bucket-mates or the number of rounds.
@@ -1043,13 +1045,14 @@ def _run_chunk(
     chunk: int | None,
     on_segment: Callable[[BucketReport, int], None] | None,
 ) -> _Chunk:
-    """Train the trials ``idx`` (rows of ``hp``) as one padded population."""
+    """Train the trials ``idx`` (rows of ``hp``) as one padded population (of the
+    bucket's ``chunk`` size when it is split: a short last chunk reuses the program)."""
     n_folds = task.data.n_folds
     sign = spec.sign
     trainable = spec.trainable
     segment_epochs = spec.seg_epochs
     size = len(idx)
-    padded = _pop_size(size, n_dev)
+    padded = _pop_size(max(size, chunk or 0), n_dev)
     rows = np.concatenate([idx, np.full(padded - size, idx[0])])
     sub = {k: np.asarray(v)[rows] for k, v in hp.items()}
     gkey = (

@@ -96,7 +96,8 @@ def tune(
             (``segment_epochs`` defaults to 1 here: a freed slot waits at most that).
         memory_budget: bytes of device memory a bucket may use (per device); a bucket
             that needs more is trained in chunks sized from the compiled program's
-            memory analysis (same results, reported in ``stats["chunks"]``).
+            memory analysis (same results, reported in ``stats["chunks"]``; on a CPU
+            buckets are chunked for the caches too, ``engine.CPU_CHUNK_BYTES_PER_CORE``).
         eval_every: validate every this many epochs, and always at a trial's last epoch
             (default 1: every epoch). Validation costs a forward pass over the validation
             rows; a sweep without early stopping that only needs final scores can set it

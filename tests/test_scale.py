@@ -59,15 +59,18 @@ def test_a_cpu_trains_a_large_bucket_in_cache_sized_chunks(clf_task, monkeypatch
 
     space = tiny_space(width=jaxhp.Fixed(16), batch_size=jaxhp.Fixed(32))
     clf_task.check_space(space)
-    hp = _hp(clf_task, space, 16, seed=2)
-    ids = np.arange(16)
+    hp = _hp(clf_task, space, 14, seed=2)
+    ids = np.arange(14)
     monkeypatch.setattr(engine, "CPU_CHUNK_BYTES_PER_CORE", 1 << 40)  # all fit
     whole, rep_whole, best_whole = run_population(clf_task, hp, ids, seed=2)
     assert [(r.padded, r.chunk) for r in rep_whole] == [(16, None)]
-    # A cache too small for one trial's state: chunks of the floor, CPU_MIN_CHUNK.
+    # A cache too small for one trial's state: chunks of the floor, CPU_MIN_CHUNK; the
+    # short last chunk is padded to the chunk and reuses its program.
     monkeypatch.setattr(engine, "CPU_CHUNK_BYTES_PER_CORE", 1)
     parts, rep, best = run_population(clf_task, hp, ids, seed=2)
-    assert [(r.trials, r.padded, r.chunk) for r in rep] == [(4, 4, 4)] * 4
+    assert [(r.trials, r.padded, r.chunk) for r in rep] == [(4, 4, 4)] * 3 + [(2, 4, 4)]
+    assert [r.part for r in rep] == [0, 1, 2, 3]
+    assert sum(r.compile_time > 0 for r in rep) <= 1
     _same(whole, parts)
     assert best.trial_id == best_whole.trial_id
     # The per-trial state the chunk was sized from (weights, optimizer state, best
