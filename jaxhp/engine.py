@@ -866,7 +866,9 @@ def run_population(
             if memory_budget is not None
             else len(group)
         )
-        if platform == "cpu" and chunk > n_dev:
+        if platform == "cpu" and chunk > n_dev and jax.process_count() == 1:
+            # (across processes every one must pick the same chunks: the cache rule
+            # reads this host's cores, so multi-process runs keep whole buckets)
             chunk = min(chunk, _cpu_chunk(comp, gsub, seed, n_dev))
         for part, i in enumerate(range(0, len(group), chunk)):
             idx = group[i : i + chunk]
