@@ -68,10 +68,14 @@ def _compiler_params(num_warps):
 def _dot(a, b, contract, dtype):
     """A matmul contracting ``contract`` = (a's dim, b's dim), its inputs cast to
     ``dtype`` (float32: the backend's default precision, TF32 on a GPU), float32 out."""
+    # bf16 inputs name their algorithm: Pallas's Triton lowering would otherwise tag
+    # the dot TF32, which is meant for float32 inputs.
+    bf16 = jnp.dtype(dtype) == jnp.bfloat16
     return jax.lax.dot_general(
         a.astype(dtype),
         b.astype(dtype),
         (((contract[0],), (contract[1],)), ((), ())),
+        precision=jax.lax.DotAlgorithmPreset.BF16_BF16_F32 if bf16 else None,
         preferred_element_type=jnp.float32,
     )
 
