@@ -60,7 +60,7 @@ OUT_PAD = 16  # the 10 classes padded to a tensor-core tile
 def _compiler_params(num_warps):
     from jax.experimental.pallas import triton as pltriton
 
-    # CompilerParams since JAX 0.6; TritonCompilerParams before
+    # (named TritonCompilerParams in older JAX releases)
     cls = getattr(pltriton, "CompilerParams", None) or pltriton.TritonCompilerParams
     return cls(num_warps=num_warps, num_stages=1)
 
