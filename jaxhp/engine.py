@@ -869,7 +869,7 @@ def run_population(
         if platform == "cpu" and chunk > n_dev and jax.process_count() == 1:
             # (across processes every one must pick the same chunks: the cache rule
             # reads this host's cores, so multi-process runs keep whole buckets)
-            chunk = min(chunk, _cpu_chunk(comp, gsub, seed, n_dev))
+            chunk = min(chunk, _cpu_chunk(comp, gsub, seed, n_dev, n_folds))
         for part, i in enumerate(range(0, len(group), chunk)):
             idx = group[i : i + chunk]
             bucket = _run_chunk(
@@ -954,16 +954,18 @@ def _memory_model(comp: _Compiled, spec: SegmentSpec, gsub, data, seed) -> tuple
 
 
 #: On a CPU a bucket trains in chunks of trials, one after another through the same
-#: compiled program, whose run state (weights, optimizer state, best-epoch copy) totals
-#: about ``CPU_CHUNK_BYTES_PER_CORE`` per core the process may use (two cores' worth at
-#: least), and at least ``CPU_MIN_CHUNK`` trials (a few trials per op still amortise its
-#: overhead). One large vmapped population streams every trial's weights through memory
-#: at every step; a chunk's stay in the caches. On the 2-core CPU here, 256 reference
-#: MLPs (158 kB of state each) trained 1.7x faster in chunks of 8 than as one
-#: population, and 32 of width 256 (1.8 MB each) 1.5x faster in chunks of 4
-#: (benchmarks/RESULTS.md). Accelerators want the whole population at once.
+#: compiled program, whose run state (weights, optimizer state, best-epoch copy, every
+#: fold's) totals about ``CPU_CHUNK_BYTES_PER_CORE`` per core the process may use (two
+#: cores' worth at least), and that hold at least ``CPU_MIN_MEMBERS`` members (trial x
+#: fold; a few per op still amortise its overhead). One large vmapped population
+#: streams every trial's weights through memory at every step; a chunk's stay in the
+#: caches. On the 2-core CPU here, against one program for the whole population: 256
+#: reference MLPs (158 kB of state each) trained 1.7x faster in chunks of 8, 32 of width
+#: 256 (1.8 MB each) 1.5x faster in chunks of 4, and 64 with 5 folds (788 kB) 1.6x
+#: faster in chunks of 2 (benchmarks/RESULTS.md). Accelerators want the whole
+#: population at once.
 CPU_CHUNK_BYTES_PER_CORE = 1 << 20
-CPU_MIN_CHUNK = 4
+CPU_MIN_MEMBERS = 4
 
 
 _STATE_BYTES: dict[Hashable, float] = {}
@@ -984,8 +986,8 @@ def _state_bytes(comp: _Compiled, gsub: Mapping[str, np.ndarray], seed: int) -> 
     return _STATE_BYTES[key]
 
 
-def _cpu_chunk(comp: _Compiled, gsub, seed: int, n_dev: int) -> int:
-    """Trials per chunk on a CPU (``CPU_CHUNK_BYTES_PER_CORE``, ``CPU_MIN_CHUNK``): a
+def _cpu_chunk(comp: _Compiled, gsub, seed: int, n_dev: int, n_folds: int) -> int:
+    """Trials per chunk on a CPU (``CPU_CHUNK_BYTES_PER_CORE``, ``CPU_MIN_MEMBERS``): a
     power of two per device."""
     cores = (
         len(os.sched_getaffinity(0))
@@ -993,7 +995,8 @@ def _cpu_chunk(comp: _Compiled, gsub, seed: int, n_dev: int) -> int:
         else os.cpu_count() or 1
     )
     fit = max(cores, 2) * CPU_CHUNK_BYTES_PER_CORE / _state_bytes(comp, gsub, seed)
-    return n_dev * max(CPU_MIN_CHUNK, 2 ** int(math.log2(max(fit / n_dev, 1.0))))
+    least = 2 ** int(math.log2(max(CPU_MIN_MEMBERS / n_folds, 1.0)))
+    return n_dev * max(least, 2 ** int(math.log2(max(fit / n_dev, 1.0))))
 
 
 def _chunk_size(comp, spec, gsub, data, seed, budget: int, n_dev: int) -> int:

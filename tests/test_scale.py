@@ -64,7 +64,7 @@ def test_a_cpu_trains_a_large_bucket_in_cache_sized_chunks(clf_task, monkeypatch
     monkeypatch.setattr(engine, "CPU_CHUNK_BYTES_PER_CORE", 1 << 40)  # all fit
     whole, rep_whole, best_whole = run_population(clf_task, hp, ids, seed=2)
     assert [(r.padded, r.chunk) for r in rep_whole] == [(16, None)]
-    # A cache too small for one trial's state: chunks of the floor, CPU_MIN_CHUNK; the
+    # A cache too small for one trial's state: chunks of the floor, CPU_MIN_MEMBERS; the
     # short last chunk is padded to the chunk and reuses its program.
     monkeypatch.setattr(engine, "CPU_CHUNK_BYTES_PER_CORE", 1)
     parts, rep, best = run_population(clf_task, hp, ids, seed=2)
@@ -76,6 +76,26 @@ def test_a_cpu_trains_a_large_bucket_in_cache_sized_chunks(clf_task, monkeypatch
     # The per-trial state the chunk was sized from (weights, optimizer state, best
     # copy, curves of a width-16 MLP): kilobytes.
     assert all(1e3 < b < 1e6 for b in engine._STATE_BYTES.values())
+
+
+def test_the_cpu_chunk_rule(monkeypatch):
+    from jaxhp import engine
+
+    monkeypatch.setattr(engine.os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    state = {"bytes": 64 << 10}
+    monkeypatch.setattr(engine, "_state_bytes", lambda *a: state["bytes"])
+
+    def chunk(n_dev=1, n_folds=1):
+        return engine._cpu_chunk(None, {}, 0, n_dev, n_folds)
+
+    # Two cores' worth at least (one usable here): 2 MiB of 64 kB trials.
+    assert chunk() == 32
+    assert chunk(n_dev=4) == 32  # 8 per device
+    state["bytes"] = 600 << 10  # 3.4 fit: a power of two below
+    assert chunk() == 4 and chunk(n_folds=2) == 2
+    state["bytes"] = 1 << 40  # none fits: the floor of 4 members (trial x fold)
+    assert [chunk(n_folds=f) for f in (1, 2, 3, 5)] == [4, 2, 1, 1]
+    assert chunk(n_dev=2) == 8  # per device
 
 
 def test_population_far_larger_than_the_budget_completes(clf_task):
