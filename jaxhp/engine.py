@@ -866,9 +866,15 @@ def run_population(
             if memory_budget is not None
             else len(group)
         )
-        if platform == "cpu" and chunk > n_dev and jax.process_count() == 1:
-            # (across processes every one must pick the same chunks: the cache rule
-            # reads this host's cores, so multi-process runs keep whole buckets)
+        if (
+            platform == "cpu"
+            and chunk > n_dev
+            and jax.process_count() == 1
+            and stopping.is_per_trial(stopper)
+        ):
+            # Not across processes (every one must pick the same chunks, and the rule
+            # reads this host's cores), nor under a stopper that compares the trials
+            # of a population with each other: a chunk would be its comparison set.
             chunk = min(chunk, _cpu_chunk(comp, gsub, seed, n_dev, n_folds))
         for part, i in enumerate(range(0, len(group), chunk)):
             idx = group[i : i + chunk]
@@ -963,7 +969,8 @@ def _memory_model(comp: _Compiled, spec: SegmentSpec, gsub, data, seed) -> tuple
 #: reference MLPs (158 kB of state each) trained 1.7x faster in chunks of 8, 32 of width
 #: 256 (1.8 MB each) 1.5x faster in chunks of 4, and 64 with 5 folds (788 kB) 1.6x
 #: faster in chunks of 2 (benchmarks/RESULTS.md). Accelerators want the whole
-#: population at once.
+#: population at once, and so does a stopper that compares a population's trials with
+#: each other (``stopping.is_per_trial``): a chunk would be its comparison set.
 CPU_CHUNK_BYTES_PER_CORE = 1 << 20
 CPU_MIN_MEMBERS = 4
 

@@ -8,15 +8,17 @@ stays bit for bit), keeps the weights of its best epoch and records it as ``stop
 
 Stoppers compose: ``Patience(5) | Median(warmup=3)`` stops a trial when either would.
 
-The comparison set of ``Median``, ``Percentile``, ``SuccessiveHalving`` and ``Hyperband``
-is the trials of the same compiled population that reach the same epoch together (they
-train in lockstep), and for successive halving and Hyperband also every earlier result
-recorded at the same rung: each rung keeps a history in the stopper's state, so with
-slot recycling (``tune(recycle=True)``), where trials reach a rung at different times, a
+The comparison set of ``Median``, ``Percentile``, ``SuccessiveHalving`` and
+``Hyperband`` is the trials of the same compiled population (a bucket, or a chunk of one
+split for a ``memory_budget``) that reach the same epoch together (they train in
+lockstep), and for successive halving and Hyperband also every earlier result recorded
+at the same rung: each rung keeps a history in the stopper's state, so with slot
+recycling (``tune(recycle=True)``), where trials reach a rung at different times, a
 trial is ranked against everything that reached the rung before it, as in ASHA.
 ``Median`` and ``Percentile`` compare the trials reporting at the same boundary; under
-recycling those may be at different epochs. A mask saves no FLOPs inside a compiled segment: compute is saved
-when every trial of a bucket has stopped, which ends its program early.
+recycling those may be at different epochs. A mask saves no FLOPs inside a compiled
+segment: compute is saved when every trial of a bucket has stopped, which ends its
+program early.
 
 Semantics, matched to the papers and to Optuna:
 
@@ -91,6 +93,12 @@ class Stopper(Protocol):
 
 
 class _Composable:
+    #: Whether each trial's decision depends on that trial alone (``Patience``,
+    #: ``Threshold``) rather than on the other trials of its compiled population
+    #: (``Median``, ``Percentile``, successive halving, Hyperband). The engine only
+    #: splits a population for speed (CPU chunks) under a per-trial stopper.
+    per_trial = False
+
     def __or__(self, other: Any) -> AnyOf:
         mine = self.stoppers if isinstance(self, AnyOf) else (self,)
         theirs = other.stoppers if isinstance(other, AnyOf) else (other,)
@@ -102,6 +110,10 @@ class AnyOf(_Composable):
     """Stop a trial when any of ``stoppers`` would (``a | b`` builds one)."""
 
     stoppers: tuple
+
+    @property
+    def per_trial(self) -> bool:
+        return all(is_per_trial(s) for s in self.stoppers)
 
     def init(self, n: int):
         return tuple(s.init(n) for s in self.stoppers)
@@ -140,6 +152,7 @@ class Patience(_Composable):
 
     patience: int
     min_delta: float = 0.0
+    per_trial = True
 
     def __post_init__(self):
         if not isinstance(self.patience, int) or self.patience < 1:
@@ -165,6 +178,12 @@ class Patience(_Composable):
 
 
 patience = Patience
+
+
+def is_per_trial(stopper: Any) -> bool:
+    """True when no stopper, or one whose decisions for a trial read that trial alone
+    (a user's stopper without ``per_trial = True`` counts as population-wide)."""
+    return stopper is None or bool(getattr(stopper, "per_trial", False))
 
 
 def _check_int(name: str, v: Any, low: int) -> None:
@@ -219,6 +238,7 @@ class Threshold(_Composable):
     lower: float | None = None
     upper: float | None = None
     warmup: int = 0
+    per_trial = True
 
     def __post_init__(self):
         if self.lower is None and self.upper is None:

@@ -76,6 +76,17 @@ def test_a_cpu_trains_a_large_bucket_in_cache_sized_chunks(clf_task, monkeypatch
     # The per-trial state the chunk was sized from (weights, optimizer state, best
     # copy, curves of a width-16 MLP): kilobytes.
     assert all(1e3 < b < 1e6 for b in engine._STATE_BYTES.values())
+    # A per-trial stopper keeps the chunks; one that compares the trials of a
+    # population with each other keeps the whole bucket (its comparison set).
+    per_trial = jaxhp.stopping.Patience(2) | jaxhp.stopping.Threshold(lower=0.0)
+    _, rep, _ = run_population(clf_task, hp, ids, seed=2, stopper=per_trial)
+    assert [r.chunk for r in rep] == [4] * 4
+    for stopper in (
+        jaxhp.stopping.Median(),
+        jaxhp.stopping.Patience(2) | jaxhp.stopping.ASHA(1, 2),
+    ):
+        _, rep, _ = run_population(clf_task, hp, ids, seed=2, stopper=stopper)
+        assert [(r.padded, r.chunk) for r in rep] == [(16, None)]
 
 
 def test_the_cpu_chunk_rule(monkeypatch):
