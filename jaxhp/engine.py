@@ -942,7 +942,9 @@ def _memory_model(comp: _Compiled, spec: SegmentSpec, gsub, data, seed) -> tuple
             hp_p = {k: jax.ShapeDtypeStruct((p,), v.dtype) for k, v in gsub.items()}
             ids = jax.ShapeDtypeStruct((p,), np.uint32)
             live = jax.ShapeDtypeStruct((p,), np.bool_)
-            keys, run = jax.eval_shape(comp.init, np.uint32(seed), ids, hp_p, live)
+            keys, run = jax.eval_shape(
+                comp.init, np.uint32(seed % 2**32), ids, hp_p, live
+            )
             m = (
                 comp.segment.lower(run, hp_p, keys, data, np.int32(1))
                 .compile()
@@ -987,7 +989,7 @@ def _state_bytes(comp: _Compiled, gsub: Mapping[str, np.ndarray], seed: int) -> 
         hp_p = {k: jax.ShapeDtypeStruct((p,), v.dtype) for k, v in gsub.items()}
         ids = jax.ShapeDtypeStruct((p,), np.uint32)
         live = jax.ShapeDtypeStruct((p,), np.bool_)
-        _, run = jax.eval_shape(comp.init, np.uint32(seed), ids, hp_p, live)
+        _, run = jax.eval_shape(comp.init, np.uint32(seed % 2**32), ids, hp_p, live)
         leaves = jax.tree.leaves(run)
         _STATE_BYTES[key] = sum(a.size * a.dtype.itemsize for a in leaves) / p
     return _STATE_BYTES[key]

@@ -76,6 +76,10 @@ def test_a_cpu_trains_a_large_bucket_in_cache_sized_chunks(clf_task, monkeypatch
     # The per-trial state the chunk was sized from (weights, optimizer state, best
     # copy, curves of a width-16 MLP): kilobytes.
     assert all(1e3 < b < 1e6 for b in engine._STATE_BYTES.values())
+    # Sized afresh under a seed past 32 bits (the engine's keys take it modulo 2**32).
+    monkeypatch.setattr(engine, "_STATE_BYTES", {})
+    _, rep, _ = run_population(clf_task, hp, ids, seed=2**40 + 2)
+    assert [r.chunk for r in rep] == [4] * 4 and len(engine._STATE_BYTES) == 1
     # A per-trial stopper keeps the chunks; one that compares the trials of a
     # population with each other keeps the whole bucket (its comparison set).
     per_trial = jaxhp.stopping.Patience(2) | jaxhp.stopping.Threshold(lower=0.0)
