@@ -106,7 +106,7 @@ def test_the_cpu_chunk_rule(monkeypatch):
     # Two cores' worth at least (one usable here): 2 MiB of 64 kB trials.
     assert chunk() == 32
     assert chunk(n_dev=4) == 32  # 8 per device
-    state["bytes"] = 600 << 10  # 3.4 fit: a power of two below
+    state["bytes"] = 600 << 10  # 3.4 fit, so 2; the floor of 4 members raises one fold
     assert chunk() == 4 and chunk(n_folds=2) == 2
     state["bytes"] = 1 << 40  # none fits: the floor of 4 members (trial x fold)
     assert [chunk(n_folds=f) for f in (1, 2, 3, 5)] == [4, 2, 1, 1]
