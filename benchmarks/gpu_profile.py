@@ -104,7 +104,7 @@ def main(argv=None):
         )
         tasks[dt].check_space(space)
     xt, yt, xv, yv = tp.baseline_data(tasks["float32"])
-    _, train_val, _, _ = tp.make_train(xt, yt, xv, yv, tasks["float32"].n_out)
+    train_val = tp.make_train(xt, yt, xv, yv, tasks["float32"].n_out).train_val
     vmap_val = jax.jit(jax.vmap(train_val))
     result = {
         "benchmark": "gpu_profile",

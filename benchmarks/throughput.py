@@ -50,6 +50,8 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -95,6 +97,16 @@ def sgd_step(params, mom, x, y, mask, hp):
     return params, mom
 
 
+class Baseline(NamedTuple):
+    """The hand-written trainings of one trial (``vmap`` them for a population)."""
+
+    train: Callable  # (key, hp) -> validation accuracy after the last epoch
+    train_val: Callable  # (key, hp) -> (best epoch's accuracy, its weights)
+    batch_at: Callable  # (perm, t) -> step t's batch (rows, labels, row mask)
+    steps: int  # steps per epoch
+    train_params: Callable  # (key, hp) -> the weights after the last epoch
+
+
 def make_train(xt, yt, xv, yv, n_out, permutation=jax.random.permutation):
     """The hand-written baselines; ``permutation(key, n)`` shuffles each epoch."""
     n = xt.shape[0]
@@ -121,12 +133,15 @@ def make_train(xt, yt, xv, yv, n_out, permutation=jax.random.permutation):
     def accuracy(params):
         return jnp.mean(jnp.argmax(forward(params, xv), -1) == yv)
 
-    def train(key, hp):
+    def train_params(key, hp):
         def epoch(carry, e):
             return train_epoch(*carry, key, e, hp), None
 
         (params, _), _ = jax.lax.scan(epoch, start(key), jnp.arange(EPOCHS))
-        return accuracy(params)
+        return params
+
+    def train(key, hp):
+        return accuracy(train_params(key, hp))
 
     def train_val(key, hp):
         """``train`` validating after every epoch and keeping the best epoch's accuracy
@@ -150,7 +165,7 @@ def make_train(xt, yt, xv, yv, n_out, permutation=jax.random.permutation):
         )
         return best_acc, best_params
 
-    return train, train_val, batch_at, steps
+    return Baseline(train, train_val, batch_at, steps, train_params)
 
 
 # --------------------------------------------------------------------------- timing
@@ -272,10 +287,10 @@ def main(argv=None):
     )
     task_bf16.check_space(space)
     xt, yt, xv, yv = baseline_data(task)
-    train, train_val, batch_at, steps = make_train(xt, yt, xv, yv, task.n_out)
-    _, train_val_sof, _, _ = make_train(
+    train, train_val, batch_at, steps, _ = make_train(xt, yt, xv, yv, task.n_out)
+    train_val_sof = make_train(
         xt, yt, xv, yv, task.n_out, lambda k, n: _member_perm(k, n, n)
-    )
+    ).train_val
     flops_trial = 6.0 * (64 * 64 + 2 * 64 * 64 + 64 * 10) * xt.shape[0] * EPOCHS
 
     header = {

@@ -929,6 +929,21 @@ class _Chunk:
         return _fetch(_take(self.run.best, j))
 
 
+def _init_shapes(comp: _Compiled, gsub: Mapping[str, np.ndarray], seed: int, p: int):
+    """A population of ``p`` of the bucket's hyperparameters as shapes, and the shapes
+    of the initial-state program's (keys, run state) for it: traced, not run."""
+    hp_p = {k: jax.ShapeDtypeStruct((p,), v.dtype) for k, v in gsub.items()}
+    ids = jax.ShapeDtypeStruct((p,), np.uint32)
+    live = jax.ShapeDtypeStruct((p,), np.bool_)
+    keys, run = jax.eval_shape(comp.init, np.uint32(seed % 2**32), ids, hp_p, live)
+    return hp_p, keys, run
+
+
+def _pow2_floor(x: float) -> int:
+    """The largest power of two not above ``x`` (1 below 2)."""
+    return 2 ** int(math.log2(max(x, 1.0)))
+
+
 _MEMORY: dict[Hashable, tuple[float, float]] = {}
 
 
@@ -939,12 +954,7 @@ def _memory_model(comp: _Compiled, spec: SegmentSpec, gsub, data, seed) -> tuple
     if key not in _MEMORY:
         sizes = []
         for p in (8, 16):
-            hp_p = {k: jax.ShapeDtypeStruct((p,), v.dtype) for k, v in gsub.items()}
-            ids = jax.ShapeDtypeStruct((p,), np.uint32)
-            live = jax.ShapeDtypeStruct((p,), np.bool_)
-            keys, run = jax.eval_shape(
-                comp.init, np.uint32(seed % 2**32), ids, hp_p, live
-            )
+            hp_p, keys, run = _init_shapes(comp, gsub, seed, p)
             m = (
                 comp.segment.lower(run, hp_p, keys, data, np.int32(1))
                 .compile()
@@ -986,10 +996,7 @@ def _state_bytes(comp: _Compiled, gsub: Mapping[str, np.ndarray], seed: int) -> 
     key = (id(comp), tuple((k, v.dtype.str) for k, v in gsub.items()))
     if key not in _STATE_BYTES:
         p = 8
-        hp_p = {k: jax.ShapeDtypeStruct((p,), v.dtype) for k, v in gsub.items()}
-        ids = jax.ShapeDtypeStruct((p,), np.uint32)
-        live = jax.ShapeDtypeStruct((p,), np.bool_)
-        _, run = jax.eval_shape(comp.init, np.uint32(seed % 2**32), ids, hp_p, live)
+        _, _, run = _init_shapes(comp, gsub, seed, p)
         leaves = jax.tree.leaves(run)
         _STATE_BYTES[key] = sum(a.size * a.dtype.itemsize for a in leaves) / p
     return _STATE_BYTES[key]
@@ -1004,8 +1011,8 @@ def _cpu_chunk(comp: _Compiled, gsub, seed: int, n_dev: int, n_folds: int) -> in
         else os.cpu_count() or 1
     )
     fit = max(cores, 2) * CPU_CHUNK_BYTES_PER_CORE / _state_bytes(comp, gsub, seed)
-    least = 2 ** int(math.log2(max(CPU_MIN_MEMBERS / n_folds, 1.0)))
-    return n_dev * max(least, 2 ** int(math.log2(max(fit / n_dev, 1.0))))
+    least = _pow2_floor(CPU_MIN_MEMBERS / n_folds)
+    return n_dev * max(least, _pow2_floor(fit / n_dev))
 
 
 def _chunk_size(comp, spec, gsub, data, seed, budget: int, n_dev: int) -> int:
@@ -1018,7 +1025,7 @@ def _chunk_size(comp, spec, gsub, data, seed, budget: int, n_dev: int) -> int:
             f"{spec.trainable} (about {fixed:.3g} bytes fixed + {per_trial:.3g} per trial)"
         )
     n = len(next(iter(gsub.values())))
-    return n if fit >= n else max(n_dev, 2 ** int(math.log2(fit)))
+    return n if fit >= n else max(n_dev, _pow2_floor(fit))
 
 
 def _fetch(tree: Any) -> Any:
