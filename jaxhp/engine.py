@@ -58,6 +58,11 @@ __all__ = ["BucketReport", "TrialOutcome", "run_population", "TRACE_COUNTS"]
 #: How often each compiled program was traced (tests assert no recompiles).
 TRACE_COUNTS: Counter = Counter()
 
+#: Names a round's host phases in a profile (``jax.profiler.trace``): ``jaxhp.plan``,
+#: ``.hp_to_device``, ``.init``, ``.segment``, ``.fetch``, ``.outcomes``
+#: (benchmarks/gpu_profile.py sums them). About a microsecond each when not tracing.
+_phase = jax.profiler.TraceAnnotation
+
 
 class RunState(NamedTuple):
     tstate: Any  # [P, F, ...] the Trainable's state
@@ -96,6 +101,7 @@ class SegmentSpec:
     uniform_batch: bool = False  # every trial's batch size is `batch`
     eval_every: int = 1  # validate every this many epochs (and at each trial's last)
     platform: str = "cpu"  # the platform of the devices it runs on ("cpu", "gpu", ...)
+    static_epochs: bool = False  # a fixed-count epoch loop (see STATIC_EPOCH_LOOP)
 
 
 #: Bytes the per-epoch shuffled copies of the training data may take (all trials and
@@ -108,9 +114,23 @@ class SegmentSpec:
 #: 1.12x at P = 64; benchmarks/RESULTS.md).
 PRESHUFFLE_BYTES = {"cpu": 0, "default": 256 * 2**20}
 
-#: Backends whose programs take a round's hyperparameters as NumPy arrays; elsewhere
-#: they are put on the device once per round (see ``_run_chunk``).
-HOST_HP_BACKENDS = ("cpu",)
+#: Per backend: whether a segment without a stopper runs its epochs as a loop of a fixed
+#: count (``SegmentSpec.static_epochs``) rather than a ``while_loop`` that ends as soon as
+#: every trial is inactive. On a GPU the while loop's condition is read back to the host
+#: after every epoch, so the segment's call holds the host until the device is done; a
+#: fixed count lets the host queue the whole segment and return. Without a stopper
+#: nothing ends a bucket early but its trials' epoch budgets (which bound the segment
+#: anyway) or all of them diverging. On an H200 the fixed count ran 1.00-1.03x the while
+#: loop (P = 1 to 4096, benchmarks/round_overhead.py); on a CPU there is nothing to gain.
+STATIC_EPOCH_LOOP = {"cpu": False, "default": True}
+
+#: Whether a round's hyperparameters go to the device in one ``device_put``, shared by
+#: the initial-state program and every segment (True), or as NumPy arrays that each
+#: program call takes as they are (False). The call's own transfer is cheaper than a
+#: ``device_put`` of the dict: 1.08x the engine's trials/s at P = 1 on an H200, the same
+#: at P = 1024 and 4096 (benchmarks/round_overhead.py), and faster on a CPU. A
+#: population sharded over several devices is always put, with its sharding.
+HP_DEVICE_PUT = False
 
 
 def _fold_data(n_folds: int, arrays: tuple) -> tuple[tuple, int | None]:
@@ -393,6 +413,26 @@ def _segment(
             row_shapes,
         )
 
+        if spec.static_epochs:
+            # A loop of exactly seg_epochs epochs (a static trip count): an accelerator
+            # runs it without reading a condition back to the host after every epoch.
+            # Epochs past n_epochs run with every trial masked out: exact no-ops (no
+            # stopper here, and a trial that did not train keeps its state bit for bit),
+            # which cost their steps' time; without a stopper the segment's n_epochs is
+            # its trials' remaining budget, so only a whole bucket diverging wastes any.
+            def body_static(i, c):
+                done, r, b = c
+                go = i < n_epochs
+                live = go & jnp.any(r.active)
+                r2, row = epoch(i, r._replace(active=r.active & go))
+                r2 = r2._replace(active=jnp.where(go, r2.active, r.active))
+                b = jax.tree.map(lambda buf, x: buf.at[i].set(x), b, row)
+                return done + live.astype(jnp.int32), r2, b
+
+            return jax.lax.fori_loop(
+                0, spec.seg_epochs, body_static, (jnp.int32(0), run, bufs)
+            )
+
         def cond(c):
             i, r, _ = c
             return (i < n_epochs) & jnp.any(r.active)
@@ -551,6 +591,7 @@ def _bucket_spec(
 ) -> tuple[BucketShape, SegmentSpec]:
     """The shape and compiled-segment spec of a bucket holding the trials ``hp``, to run
     on ``platform`` (default: JAX's default backend)."""
+    platform = platform or jax.default_backend()
     shape = _bucket_shape(task, hp, int(task.data.n_train.max()))
     spec = SegmentSpec(
         trainable=shape.trainable,
@@ -568,7 +609,9 @@ def _bucket_spec(
         ),
         uniform_batch=bool(np.all(hp["batch_size"] == shape.batch)),
         eval_every=eval_every,
-        platform=platform or jax.default_backend(),
+        platform=platform,
+        static_epochs=stopper is None
+        and STATIC_EPOCH_LOOP.get(platform, STATIC_EPOCH_LOOP["default"]),
     )
     return shape, spec
 
@@ -847,9 +890,10 @@ def run_population(
     # The platform of the devices given (not JAX's default backend) picks the CPU or
     # accelerator paths: a CPU run on a GPU machine takes the CPU's.
     platform = devices[0].platform
-    groups = plan_buckets(
-        task, hp, bucketing=bucketing, n_rows=n_rows, platform=platform
-    )
+    with _phase("jaxhp.plan"):
+        groups = plan_buckets(
+            task, hp, bucketing=bucketing, n_rows=n_rows, platform=platform
+        )
 
     outcomes: list[TrialOutcome] = []
     reports: list[BucketReport] = []
@@ -1069,7 +1113,6 @@ def _run_chunk(
     """Train the trials ``idx`` (rows of ``hp``) as one padded population (of the
     bucket's ``chunk`` size when it is split: a short last chunk reuses the program)."""
     n_folds = task.data.n_folds
-    sign = spec.sign
     trainable = spec.trainable
     segment_epochs = spec.seg_epochs
     size = len(idx)
@@ -1087,19 +1130,19 @@ def _run_chunk(
     t_start = time.perf_counter()
     ids = np.concatenate([trial_ids[idx], np.zeros(padded - size, trial_ids.dtype)])
     ids, live = np.asarray(ids, np.uint32), np.arange(padded) < size
-    if sharding is None and spec.platform in HOST_HP_BACKENDS:
-        hp_dev = sub  # NumPy: jit takes it as it is (faster there than a device_put)
-    elif sharding is None:
-        # One transfer of the whole dict, which the initial-state program and every
-        # segment then share, rather than each call copying every leaf from the host.
-        hp_dev = jax.device_put(sub, next(iter(data.x_train.devices())))
-    else:  # the population axis split over the devices
-        hp_dev, ids, live = jax.device_put((sub, ids, live), sharding)
+    with _phase("jaxhp.hp_to_device"):
+        if sharding is None and not HP_DEVICE_PUT:
+            hp_dev = sub  # NumPy: each call takes it as it is (see HP_DEVICE_PUT)
+        elif sharding is None:
+            hp_dev = jax.device_put(sub, next(iter(data.x_train.devices())))
+        else:  # the population axis split over the devices
+            hp_dev, ids, live = jax.device_put((sub, ids, live), sharding)
     start_args = (np.uint32(seed % 2**32), ids, hp_dev, live)
     compiled_before = _compile_seconds[0]
     _SEEN.add(shape.key + (padded,))
     t_run = time.perf_counter()
-    keys, run = comp.init(*start_args)
+    with _phase("jaxhp.init"):
+        keys, run = comp.init(*start_args)
     max_epochs = int(sub["epochs"][:size].max())
     curves: list[dict] = []
     epoch0 = 0
@@ -1110,8 +1153,10 @@ def _run_chunk(
     flags = best1 = None
     while epoch0 < max_epochs:
         n_ep = min(segment_epochs, max_epochs - epoch0)
-        run, packed = comp.segment(run, hp_dev, keys, data, np.int32(n_ep))
-        out = _segment_out(spec, n_folds, padded, packed)
+        with _phase("jaxhp.segment"):
+            run, packed = comp.segment(run, hp_dev, keys, data, np.int32(n_ep))
+        with _phase("jaxhp.fetch"):
+            out = _segment_out(spec, n_folds, padded, packed)
         done, bufs, flags, best1 = int(out.done), out.bufs, out.flags, out.best1
         curves.append({k: v[:done] for k, v in bufs.items()})
         epoch0 += done
@@ -1128,6 +1173,34 @@ def _run_chunk(
     wall = time.perf_counter() - t_start
     if flags is None:  # no epoch to run (every trial has epochs == 0)
         flags = _fetch(_flags(run))
+    with _phase("jaxhp.outcomes"):
+        outcomes, best_candidate = _outcomes(
+            spec, flags, curves, trial_ids[idx].tolist(), wall, gkey
+        )
+    return _Chunk(
+        outcomes=outcomes,
+        report=report,
+        best_candidate=best_candidate,
+        run=run,
+        hp=sub,
+        best1=best1 if padded == 1 else None,
+    )
+
+
+def _outcomes(
+    spec: SegmentSpec,
+    flags: tuple,
+    curves: list[dict],
+    ids: list[int],
+    wall: float,
+    gkey: str,
+) -> tuple[list[TrialOutcome], tuple[float, int] | None]:
+    """Each trial's outcome from a chunk's flags and per-segment rows (``ids``: the
+    chunk's real trials, the rows before its padding), and its best trial's (oriented
+    value, row), if any. Computed for the whole chunk at once: a loop of NumPy calls per
+    trial cost ~9 us each (0.15 s at P = 16384 on a 2-core CPU), against a GPU round of
+    ~1 s at that size; what is left per trial is building the record."""
+    sign, size = spec.sign, len(ids)
     diverged, stopped, epochs_run, best_value, best_epoch = (
         np.asarray(a) for a in flags
     )
@@ -1136,9 +1209,6 @@ def _run_chunk(
         if curves
         else {}
     )
-    # Per-trial results, computed for the whole chunk at once: a loop of NumPy calls per
-    # trial cost ~9 us each (0.15 s at P = 16384 on a 2-core CPU), against a GPU round
-    # of ~1 s at that size; what is left per trial is building the record.
     # A trial trains from epoch 0 until it goes inactive: its rows are a prefix, and
     # train_loss is non-NaN exactly where it trained.
     n_ep = (~np.isnan(cat["train_loss"][:, :size])).sum(0).tolist()
@@ -1173,7 +1243,7 @@ def _run_chunk(
             bucket=gkey,
         )
         for tid, st, val, b, er, n, r, fv in zip(
-            trial_ids[idx].tolist(),
+            ids,
             status,
             values.tolist(),
             be.tolist(),
@@ -1188,14 +1258,7 @@ def _run_chunk(
         ~diverged[:size] & (best_epoch[:size] >= 0), best_value[:size], -np.inf
     )
     j = int(np.argmax(cand))
-    return _Chunk(
-        outcomes=outcomes,
-        report=report,
-        best_candidate=(float(cand[j]), j) if np.isfinite(cand[j]) else None,
-        run=run,
-        hp=sub,
-        best1=best1 if padded == 1 else None,
-    )
+    return outcomes, ((float(cand[j]), j) if np.isfinite(cand[j]) else None)
 
 
 # ----------------------------------------------------------------------------- recycling

@@ -51,23 +51,89 @@ def test_same_seed_same_results_whatever_the_population(clf_task, population):
 
 
 def test_hyperparameters_put_on_the_device_train_the_same(clf_task, monkeypatch):
-    """Accelerators put a round's hyperparameters on the device once, shared by the
-    initial-state program and every segment; the CPU passes NumPy. Forced on the CPU,
-    both give the same trials bit for bit, over several segments."""
+    """A round's hyperparameters put on the device once (``HP_DEVICE_PUT``), shared by
+    the initial-state program and every segment, or passed as NumPy to each call (the
+    default): the same trials bit for bit, over several segments."""
     from jaxhp import engine
 
     space = tiny_space(epochs=Fixed(3))
     u = np.random.default_rng(0).random((3, space.dim))
     task_hp = clf_task.hparams(space, space.decode(u))
     runs = []
-    for backends in (("cpu",), ()):
-        monkeypatch.setattr(engine, "HOST_HP_BACKENDS", backends)
+    for put in (False, True):
+        monkeypatch.setattr(engine, "HP_DEVICE_PUT", put)
         runs.append(
             run_population(clf_task, task_hp, np.arange(3), seed=2, segment_epochs=1)[0]
         )
     for a, b in zip(*runs, strict=True):
         np.testing.assert_array_equal(a.curves["train_loss"], b.curves["train_loss"])
         assert a.value == b.value and a.epochs_run == b.epochs_run
+
+
+@pytest.mark.parametrize("eval_every", [1, 2])
+def test_the_fixed_count_epoch_loop_trains_as_the_while_loop(
+    clf_task, monkeypatch, eval_every
+):
+    """Accelerators run a stopper-free segment's epochs as a loop of a fixed count
+    (no condition read back per epoch); the CPU as a ``while_loop``. Forced on the CPU,
+    both give the same trials bit for bit: mixed epoch budgets (the segment outlives
+    the short trials, and the last segment is shorter than ``segment_epochs``), a
+    diverging trial, validation every other epoch, the best state."""
+    from jaxhp import engine
+
+    space = _fixed_space(width=16, n_layers=2, batch_size=32, optimizer="sgd")
+    space = Space(
+        **space, learning_rate=Choice([0.003, 0.03, 1e6]), epochs=Choice([2, 5, 7])
+    )
+    configs = [
+        {"learning_rate": lr, "epochs": ep}
+        for lr, ep in ((0.03, 2), (0.003, 7), (1e6, 5), (0.03, 5))
+    ]
+    hp = _hp(clf_task, space, configs)
+    ids = np.arange(4)
+    runs = []
+    for static in (False, True):
+        monkeypatch.setattr(engine, "STATIC_EPOCH_LOOP", {"default": static})
+        outs, reports, best = run_population(
+            clf_task, hp, ids, seed=4, segment_epochs=3, eval_every=eval_every
+        )
+        assert reports[0].segments == 3  # 3 + 3 + 1 epochs
+        runs.append((outs, best))
+    (a_outs, a_best), (b_outs, b_best) = runs
+    assert [o.status for o in a_outs] == [
+        "complete",
+        "complete",
+        "diverged",
+        "complete",
+    ]
+    for a, b in zip(a_outs, b_outs, strict=True):
+        assert (a.status, a.epochs_run, a.best_epoch) == (
+            b.status,
+            b.epochs_run,
+            b.best_epoch,
+        )
+        assert a.curves.keys() == b.curves.keys()
+        for k in a.curves:
+            np.testing.assert_array_equal(a.curves[k], b.curves[k])
+        np.testing.assert_array_equal(a.fold_values, b.fold_values)
+    assert a_best.trial_id == b_best.trial_id
+    jax.tree.map(np.testing.assert_array_equal, a_best.state, b_best.state)
+    # A bucket whose every trial diverges in its first epoch ends there, both ways.
+    for static in (False, True):
+        monkeypatch.setattr(engine, "STATIC_EPOCH_LOOP", {"default": static})
+        hp_bad = _hp(clf_task, space, [{"learning_rate": 1e6, "epochs": 7}] * 2)
+        outs, reports, _ = run_population(
+            clf_task, hp_bad, ids[:2], seed=4, segment_epochs=3
+        )
+        assert [o.status for o in outs] == ["diverged"] * 2
+        assert reports[0].segments == 1
+    # The spec says which loop a segment compiled to.
+    _, spec = engine._bucket_spec(clf_task, hp, 3, None, platform="gpu")
+    assert spec.static_epochs
+    _, spec = engine._bucket_spec(
+        clf_task, hp, 3, jaxhp.stopping.Patience(2), platform="gpu"
+    )
+    assert not spec.static_epochs
 
 
 def test_frozen_trials_stay_bit_identical(clf_task):

@@ -1,0 +1,139 @@
+"""What an engine round costs beyond its training: the epoch loop's form, the transfer of
+the hyperparameters, against the hand-written baselines, side by side in one run.
+
+The H200's profile (benchmarks/RESULTS.md) showed the engine's device time within a few
+percent of ``vmap_val``'s while its rounds ran at 0.69x (P = 1) to 0.88x (P = 4096): the
+rest is on the host. Two suspects, each an engine switch, timed here as arms on
+throughput.py's reference MLP and hyperparameters:
+
+  engine         the defaults (on an accelerator, a stopper-free segment's epochs are a
+                 loop of a fixed count: ``engine.STATIC_EPOCH_LOOP``)
+  engine_while   the epochs as a ``while_loop`` that ends once every trial is inactive:
+                 its condition is read back to the host after every epoch
+  engine_hp_put  the hyperparameters put on the device in one ``device_put`` per round
+                 (``engine.HP_DEVICE_PUT``), instead of handed to each program call as
+                 NumPy arrays (the default since this benchmark's first GPU run)
+  vmap, vmap_val throughput.py's baselines (validation at the end / every epoch)
+
+Best of ``--repeats`` interleaved rounds per arm (more for short rounds). JSON (``--out``)
+and a table of trials/s and ratios to ``vmap_val``:
+
+    python benchmarks/round_overhead.py --populations 1 64 1024 4096
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+import throughput as tp  # noqa: E402
+
+import jaxhp  # noqa: E402
+from jaxhp import engine  # noqa: E402
+
+
+def engine_arm(task, hp, ids, *, static=None, hp_put=None):
+    """One engine round with the given switches (None: the engine's default)."""
+
+    def run():
+        saved = engine.STATIC_EPOCH_LOOP, engine.HP_DEVICE_PUT
+        try:
+            if static is not None:
+                engine.STATIC_EPOCH_LOOP = {"default": static}
+            if hp_put is not None:
+                engine.HP_DEVICE_PUT = hp_put
+            return engine.run_population(
+                task, hp, ids, seed=0, bucketing="none", segment_epochs=tp.EPOCHS
+            )[0]
+        finally:
+            engine.STATIC_EPOCH_LOOP, engine.HP_DEVICE_PUT = saved
+
+    return run
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--populations", type=int, nargs="*", default=[1, 64, 1024])
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--min-seconds", type=float, default=1.0)
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args(argv)
+    from sklearn.datasets import load_digits
+
+    X, y = load_digits(return_X_y=True)
+    task = jaxhp.tasks.MLPClassifier(X, y, val_fraction=0.2, seed=0)
+    space = tp.homogeneous_space()
+    task.check_space(space)
+    xt, yt, xv, yv = tp.baseline_data(task)
+    base = tp.make_train(xt, yt, xv, yv, task.n_out)
+    vmap_train, vmap_val = (
+        jax.jit(jax.vmap(base.train)),
+        jax.jit(jax.vmap(base.train_val)),
+    )
+    result = {
+        "benchmark": "round_overhead",
+        "date": datetime.date.today().isoformat(),
+        "backend": jax.default_backend(),
+        "device": str(jax.devices()[0].device_kind),
+        "jax": jax.__version__,
+        "rows": [],
+    }
+    for P in args.populations:
+        hp_np = tp.hparams(P, P)
+        hp = task.hparams(space, hp_np)
+        ids = np.arange(P)
+        keys = tp.trial_keys(P)
+        hp_dev = {k: jnp.asarray(v) for k, v in hp_np.items()}
+        arms = {
+            "engine": engine_arm(task, hp, ids),
+            "engine_while": engine_arm(task, hp, ids, static=False),
+            "engine_hp_put": engine_arm(task, hp, ids, hp_put=True),
+            "vmap": lambda k=keys, h=hp_dev: vmap_train(k, h),
+            "vmap_val": lambda k=keys, h=hp_dev: vmap_val(k, h),
+        }
+        row = {"population": P}
+        for name, fn in arms.items():  # compile
+            t0 = time.perf_counter()
+            jax.block_until_ready(fn())
+            row[f"{name}_first_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        jax.block_until_ready(arms["vmap_val"]())
+        one = time.perf_counter() - t0
+        n_rep = max(args.repeats, min(20 * args.repeats, int(args.min_seconds / one)))
+        row["repeats"] = n_rep
+        for name, t in zip(
+            arms, tp.best_times(list(arms.values()), n_rep), strict=True
+        ):
+            row[name] = P / t
+            row[f"{name}_ms"] = t * 1e3
+        for name in arms:
+            row[f"{name}_vs_vmap_val"] = row[name] / row["vmap_val"]
+        result["rows"].append(row)
+        tp.save_json(args.out, {**result, "partial": True})
+        print(f"P={P}: {row}", file=sys.stderr, flush=True)
+    print(json.dumps(result, indent=2))
+    tp.save_json(args.out, result)
+    names = list(arms)
+    print(f"\n{'P':>6} " + " ".join(f"{a:>22}" for a in names))
+    for row in result["rows"]:
+        cells = [
+            f"{row[a]:11.0f} ({row[f'{a}_vs_vmap_val']:.2f}x)".rjust(22) for a in names
+        ]
+        print(f"{row['population']:>6} " + " ".join(cells))
+    print("trials/s (ratio to vmap_val)")
+    return result
+
+
+if __name__ == "__main__":
+    main()
