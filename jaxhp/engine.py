@@ -1,7 +1,9 @@
 """The population engine: many trials trained in lockstep as one compiled program.
 
 Every trial's state carries leading axes ``[P, F]`` (population, folds). One *segment* is a
-compiled program: a ``lax.while_loop`` over up to ``segment_epochs`` epochs, each a
+compiled program: a loop over up to ``segment_epochs`` epochs (a ``lax.while_loop`` that
+ends once every trial is inactive; a fixed count on accelerators when no stopper can end
+trials early, ``STATIC_EPOCH_LOOP``), each a
 ``lax.scan`` over ``S`` optimizer steps of ``Trainable.step`` ``vmap``-ed once over the
 ``P * F`` members (trial, fold), followed by the vmapped ``evaluate`` on each fold's validation rows
 (every epoch, or every ``eval_every`` epochs and at each trial's last). What the host
@@ -416,10 +418,11 @@ def _segment(
         if spec.static_epochs:
             # A loop of exactly seg_epochs epochs (a static trip count): an accelerator
             # runs it without reading a condition back to the host after every epoch.
-            # Epochs past n_epochs run with every trial masked out: exact no-ops (no
-            # stopper here, and a trial that did not train keeps its state bit for bit),
-            # which cost their steps' time; without a stopper the segment's n_epochs is
-            # its trials' remaining budget, so only a whole bucket diverging wastes any.
+            # Epochs after every trial went inactive (or past n_epochs) run with every
+            # trial masked out: exact no-ops (no stopper here, and a trial that did not
+            # train keeps its state bit for bit) that cost their steps' time. Without a
+            # stopper that happens only when a whole bucket diverges, or when every
+            # recycled slot (run_recycled) finishes before its segment ends.
             def body_static(i, c):
                 done, r, b = c
                 go = i < n_epochs

@@ -56,3 +56,34 @@ def test_recycling_with_a_pruner_and_bayes(clf_task):
     )
     assert len(res) == 12
     assert res.summary()["stopped"] >= 4  # pruned at rungs, slots reused
+
+
+def test_recycled_slots_train_the_same_under_either_epoch_loop(clf_task, monkeypatch):
+    """Accelerators run a stopper-free segment's epochs as a fixed-count loop: with
+    recycled slots, whose trials start and finish mid-segment (segments of 3 epochs,
+    budgets of 1-5), it trains every trial as the CPU's while loop does, bit for bit."""
+    space = tiny_space(epochs=jaxhp.Int(1, 5), width=jaxhp.Fixed(8))
+    runs = []
+    for static in (False, True):
+        monkeypatch.setattr(engine, "STATIC_EPOCH_LOOP", {"default": static})
+        runs.append(
+            jaxhp.tune(
+                clf_task,
+                space,
+                "sobol",
+                n_trials=9,
+                population=4,
+                seed=2,
+                recycle=True,
+                segment_epochs=3,
+            ).trials
+        )
+    assert len({t.params["epochs"] for t in runs[0]}) > 2
+    for a, b in zip(*runs, strict=True):
+        assert (a.trial_id, a.status, a.epochs_run) == (
+            b.trial_id,
+            b.status,
+            b.epochs_run,
+        )
+        np.testing.assert_array_equal(a.curves["train_loss"], b.curves["train_loss"])
+        assert a.value == b.value
