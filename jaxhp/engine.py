@@ -37,6 +37,7 @@ does not depend on the population size, its bucket-mates or the number of rounds
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import os
@@ -122,8 +123,11 @@ PRESHUFFLE_BYTES = {"cpu": 0, "default": 256 * 2**20}
 #: after every epoch, so the segment's call holds the host until the device is done; a
 #: fixed count lets the host queue the whole segment and return. Without a stopper
 #: nothing ends a bucket early but its trials' epoch budgets (which bound the segment
-#: anyway) or all of them diverging. On an H200 the fixed count ran 1.00-1.03x the while
-#: loop (P = 1 to 4096, benchmarks/round_overhead.py); on a CPU there is nothing to gain.
+#: anyway) or all of them diverging. A segment shorter than ``segment_epochs`` (a
+#: bucket's last, or its only one) runs the while loop's program, which stops at its
+#: own count instead of masking the epochs it lacks. On an H200 the fixed count ran
+#: 1.00-1.03x the while loop (P = 1 to 4096, benchmarks/round_overhead.py); on a CPU
+#: there is nothing to gain.
 STATIC_EPOCH_LOOP = {"cpu": False, "default": True}
 
 #: Whether a round's hyperparameters go to the device in one ``device_put``, shared by
@@ -422,7 +426,8 @@ def _segment(
             # trial masked out: exact no-ops (no stopper here, and a trial that did not
             # train keeps its state bit for bit) that cost their steps' time. Without a
             # stopper that happens only when a whole bucket diverges, or when every
-            # recycled slot (run_recycled) finishes before its segment ends.
+            # recycled slot (run_recycled) finishes before its segment ends: a short
+            # segment of run_population runs the while loop's program instead.
             def body_static(i, c):
                 done, r, b = c
                 go = i < n_epochs
@@ -1156,10 +1161,18 @@ def _run_chunk(
     flags = best1 = None
     while epoch0 < max_epochs:
         n_ep = min(segment_epochs, max_epochs - epoch0)
+        # A fixed-count loop would run a short segment's missing epochs masked, for
+        # nothing: the bucket's last segment, or its only one when its trials' epochs
+        # are fewer than segment_epochs. Those take the while loop's program.
+        seg_spec = spec
+        if spec.static_epochs and n_ep < spec.seg_epochs:
+            seg_spec = dataclasses.replace(spec, static_epochs=False)
         with _phase("jaxhp.segment"):
-            run, packed = comp.segment(run, hp_dev, keys, data, np.int32(n_ep))
+            run, packed = _programs(seg_spec, n_folds).segment(
+                run, hp_dev, keys, data, np.int32(n_ep)
+            )
         with _phase("jaxhp.fetch"):
-            out = _segment_out(spec, n_folds, padded, packed)
+            out = _segment_out(seg_spec, n_folds, padded, packed)
         done, bufs, flags, best1 = int(out.done), out.bufs, out.flags, out.best1
         curves.append({k: v[:done] for k, v in bufs.items()})
         epoch0 += done

@@ -94,11 +94,16 @@ def test_the_fixed_count_epoch_loop_trains_as_the_while_loop(
     runs = []
     for static in (False, True):
         monkeypatch.setattr(engine, "STATIC_EPOCH_LOOP", {"default": static})
+        monkeypatch.setattr(engine, "_CACHE", {})  # every program traced afresh
+        TRACE_COUNTS.clear()
         outs, reports, best = run_population(
             clf_task, hp, ids, seed=4, segment_epochs=3, eval_every=eval_every
         )
         assert reports[0].segments == 3  # 3 + 3 + 1 epochs
         runs.append((outs, best))
+    # The short last segment (1 epoch of 3) ran the while loop's program: a fixed
+    # count would have run two masked epochs for nothing.
+    assert {s.static_epochs for s in TRACE_COUNTS} == {True, False}
     (a_outs, a_best), (b_outs, b_best) = runs
     assert [o.status for o in a_outs] == [
         "complete",
