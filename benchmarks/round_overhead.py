@@ -6,8 +6,8 @@ percent of ``vmap_val``'s while its rounds ran at 0.69x (P = 1) to 0.88x (P = 40
 rest is on the host. Two suspects, each an engine switch, timed here as arms on
 throughput.py's reference MLP and hyperparameters:
 
-  engine         the defaults (on an accelerator, a stopper-free segment's epochs are a
-                 loop of a fixed count: ``engine.STATIC_EPOCH_LOOP``)
+  engine         the defaults (on an accelerator, a full stopper-free segment's epochs
+                 are a loop of a fixed count: ``engine.STATIC_EPOCH_LOOP``)
   engine_while   the epochs as a ``while_loop`` that ends once every trial is inactive:
                  its condition is read back to the host after every epoch
   engine_hp_put  the hyperparameters put on the device in one ``device_put`` per round
