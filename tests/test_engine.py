@@ -130,9 +130,13 @@ def test_the_fixed_count_epoch_loop_trains_as_the_while_loop(clf_task, monkeypat
         )  # the same shapes as above: no new programs
         assert [o.status for o in outs] == ["diverged"] * 4
         assert reports[0].segments == 1
-    # The spec says which loop a segment compiled to.
+    # With the engine's own settings, the spec says which loop a segment compiles to:
+    # a fixed count on a GPU without a stopper, the while loop with one or on a CPU.
+    monkeypatch.undo()
     _, spec = engine._bucket_spec(clf_task, hp, 3, None, platform="gpu")
     assert spec.static_epochs
+    _, spec = engine._bucket_spec(clf_task, hp, 3, None, platform="cpu")
+    assert not spec.static_epochs
     _, spec = engine._bucket_spec(
         clf_task, hp, 3, jaxhp.stopping.Patience(2), platform="gpu"
     )
