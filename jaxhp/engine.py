@@ -422,20 +422,19 @@ def _segment(
         if spec.static_epochs:
             # A loop of exactly seg_epochs epochs (a static trip count): an accelerator
             # runs it without reading a condition back to the host after every epoch.
-            # Epochs after every trial went inactive (or past n_epochs) run with every
-            # trial masked out: exact no-ops (no stopper here, and a trial that did not
-            # train keeps its state bit for bit) that cost their steps' time. Without a
-            # stopper that happens only when a whole bucket diverges, or when every
-            # recycled slot (run_recycled) finishes before its segment ends: a short
-            # segment of run_population runs the while loop's program instead.
+            # Only full segments run it (n_epochs == seg_epochs: _run_chunk gives a
+            # short one the while loop's program, run_recycled's are all full). Epochs
+            # after every trial went inactive run with every trial masked out: exact
+            # no-ops (no stopper here, and a trial that did not train keeps its state
+            # bit for bit) that cost their steps' time. Without a stopper that happens
+            # only when a whole bucket diverges, or when every recycled slot finishes
+            # before its segment ends. `done` counts the epochs some trial trained.
             def body_static(i, c):
                 done, r, b = c
-                go = i < n_epochs
-                live = go & jnp.any(r.active)
-                r2, row = epoch(i, r._replace(active=r.active & go))
-                r2 = r2._replace(active=jnp.where(go, r2.active, r.active))
+                live = jnp.any(r.active)
+                r, row = epoch(i, r)
                 b = jax.tree.map(lambda buf, x: buf.at[i].set(x), b, row)
-                return done + live.astype(jnp.int32), r2, b
+                return done + live.astype(jnp.int32), r, b
 
             return jax.lax.fori_loop(
                 0, spec.seg_epochs, body_static, (jnp.int32(0), run, bufs)
