@@ -13,10 +13,15 @@ throughput.py's reference MLP and hyperparameters:
   engine_hp_put  the hyperparameters put on the device in one ``device_put`` per round
                  (``engine.HP_DEVICE_PUT``), instead of handed to each program call as
                  NumPy arrays (the default since this benchmark's first GPU run)
+  engine_unpacked  each call's per-trial host arrays (hyperparameters, trial ids,
+                 masks) as one array per leaf, instead of packed into one ``uint32``
+                 matrix (``engine.PACK_HOST_ROWS``): a dozen transfers per call, not one
   vmap, vmap_val throughput.py's baselines (validation at the end / every epoch)
 
-Best of ``--repeats`` interleaved rounds per arm (more for short rounds). JSON (``--out``)
-and a table of trials/s and ratios to ``vmap_val``:
+Best of ``--repeats`` interleaved rounds per arm (more for short rounds). Then the
+initial-state program's call alone (its work is small: mostly dispatch and transfers),
+packed against unpacked, the median of interleaved calls in microseconds. JSON
+(``--out``) and a table of trials/s and ratios to ``vmap_val``:
 
     python benchmarks/round_overhead.py --populations 1 64 1024 4096
 """
@@ -43,23 +48,50 @@ import jaxhp  # noqa: E402
 from jaxhp import engine  # noqa: E402
 
 
-def engine_arm(task, hp, ids, *, static=None, hp_put=None):
+def engine_arm(task, hp, ids, *, static=None, hp_put=None, pack=None):
     """One engine round with the given switches (None: the engine's default)."""
 
     def run():
-        saved = engine.STATIC_EPOCH_LOOP, engine.HP_DEVICE_PUT
+        saved = engine.STATIC_EPOCH_LOOP, engine.HP_DEVICE_PUT, engine.PACK_HOST_ROWS
         try:
             if static is not None:
                 engine.STATIC_EPOCH_LOOP = {"default": static}
             if hp_put is not None:
                 engine.HP_DEVICE_PUT = hp_put
+            if pack is not None:
+                engine.PACK_HOST_ROWS = pack
             return engine.run_population(
                 task, hp, ids, seed=0, bucketing="none", segment_epochs=tp.EPOCHS
             )[0]
         finally:
-            engine.STATIC_EPOCH_LOOP, engine.HP_DEVICE_PUT = saved
+            (
+                engine.STATIC_EPOCH_LOOP,
+                engine.HP_DEVICE_PUT,
+                engine.PACK_HOST_ROWS,
+            ) = saved
 
     return run
+
+
+def init_call_us(task, hp, n_calls=200):
+    """Median microseconds of one call of the bucket's initial-state program, its
+    host arrays packed (``engine.host_rows``) and unpacked, the calls interleaved."""
+    _, spec = engine._bucket_spec(task, hp, tp.EPOCHS, None)
+    comp = engine._programs(spec, task.data.n_folds)
+    p = len(hp["epochs"])
+    tree = (np.arange(p, dtype=np.uint32), hp, np.ones(p, bool))
+    packed = engine.host_rows(tree)
+    assert isinstance(packed, engine.HostRows)
+    forms = {"packed": packed, "unpacked": tree}
+    times = {name: [] for name in forms}
+    for form in forms.values():  # compile each form
+        jax.block_until_ready(comp.init(np.uint32(0), form))
+    for _ in range(n_calls):
+        for name, form in forms.items():
+            t0 = time.perf_counter()
+            jax.block_until_ready(comp.init(np.uint32(0), form))
+            times[name].append(time.perf_counter() - t0)
+    return {f"init_call_{k}_us": float(np.median(v)) * 1e6 for k, v in times.items()}
 
 
 def main(argv=None):
@@ -99,6 +131,7 @@ def main(argv=None):
             "engine": engine_arm(task, hp, ids),
             "engine_while": engine_arm(task, hp, ids, static=False),
             "engine_hp_put": engine_arm(task, hp, ids, hp_put=True),
+            "engine_unpacked": engine_arm(task, hp, ids, pack=False),
             "vmap": lambda k=keys, h=hp_dev: vmap_train(k, h),
             "vmap_val": lambda k=keys, h=hp_dev: vmap_val(k, h),
         }
@@ -119,6 +152,7 @@ def main(argv=None):
             row[f"{name}_ms"] = t * 1e3
         for name in arms:
             row[f"{name}_vs_vmap_val"] = row[name] / row["vmap_val"]
+        row.update(init_call_us(task, hp))
         result["rows"].append(row)
         tp.save_json(args.out, {**result, "partial": True})
         print(f"P={P}: {row}", file=sys.stderr, flush=True)
@@ -132,6 +166,12 @@ def main(argv=None):
         ]
         print(f"{row['population']:>6} " + " ".join(cells))
     print("trials/s (ratio to vmap_val)")
+    for row in result["rows"]:
+        print(
+            f"P={row['population']}: initial-state call "
+            f"{row['init_call_packed_us']:.0f} us packed, "
+            f"{row['init_call_unpacked_us']:.0f} us unpacked"
+        )
     return result
 
 

@@ -138,6 +138,91 @@ STATIC_EPOCH_LOOP = {"cpu": False, "default": True}
 #: population sharded over several devices is always put, with its sharding.
 HP_DEVICE_PUT = False
 
+#: Whether a program call's per-trial host arrays (the hyperparameters, trial ids and
+#: masks, each ``[P]``) travel packed as the columns of one ``uint32`` matrix
+#: (:class:`HostRows`): one host-to-device transfer per call instead of one per leaf, a
+#: dozen for the initial-state program and ten for each segment of the built-in MLP.
+#: On an H200 a ``device_put`` of the ten hyperparameters took 1.9 ms of a 12 ms round
+#: at P = 1 (benchmarks/RESULTS.md, third lease): the transfers' count, not their
+#: bytes, is the cost. Bit casts, so the programs see the same values bit for bit.
+PACK_HOST_ROWS = True
+
+
+@jax.tree_util.register_pytree_node_class
+class HostRows:
+    """A pytree of per-trial arrays (``[P, ...]``, 32-bit or boolean) packed as the
+    columns of one ``uint32`` matrix ``words`` (``[P, C]``; float and integer leaves
+    bit cast, booleans as 0/1). The layout is the pytree's static aux data, so it keys
+    a program's compile cache as the shapes do. :func:`host_rows` packs on the host;
+    :func:`unrows` undoes it inside a program (slices and bit casts that XLA fuses into
+    their consumers)."""
+
+    def __init__(self, words: Any, layout: tuple):
+        self.words = words
+        self.layout = (
+            layout  # (treedef, ((dtype name, first column, trailing shape), ...))
+        )
+
+    def tree_flatten(self):
+        return (self.words,), self.layout
+
+    @classmethod
+    def tree_unflatten(cls, layout, children):
+        return cls(children[0], layout)
+
+
+def _packable(leaf: Any, p: int) -> bool:
+    if not isinstance(leaf, (np.ndarray, jax.ShapeDtypeStruct)):
+        return False  # a device array stays where it is
+    dt = np.dtype(leaf.dtype)
+    return (
+        len(leaf.shape) >= 1
+        and leaf.shape[0] == p
+        and (dt == np.bool_ or (dt.itemsize == 4 and dt.kind in "fiu"))
+    )
+
+
+def host_rows(tree: Any) -> Any:
+    """``tree`` (NumPy arrays or shapes, each ``[P, ...]``) as :class:`HostRows`, or
+    ``tree`` itself when it cannot be packed (a device array, another dtype) or
+    ``PACK_HOST_ROWS`` is off: the programs take either form."""
+    leaves, treedef = jax.tree.flatten(tree)
+    if not PACK_HOST_ROWS or not leaves:
+        return tree
+    p = (getattr(leaves[0], "shape", None) or (-1,))[0]
+    if not all(_packable(leaf, p) for leaf in leaves):
+        return tree
+    cols, c = [], 0
+    for leaf in leaves:
+        cols.append((np.dtype(leaf.dtype).name, c, tuple(leaf.shape[1:])))
+        c += math.prod(leaf.shape[1:])
+    layout = (treedef, tuple(cols))
+    if any(isinstance(leaf, jax.ShapeDtypeStruct) for leaf in leaves):
+        return HostRows(jax.ShapeDtypeStruct((p, c), np.uint32), layout)
+    words = np.empty((p, c), np.uint32)
+    for leaf, (dt, c0, _) in zip(leaves, cols, strict=True):
+        flat = np.ascontiguousarray(leaf).reshape(p, -1)
+        n = flat.shape[1]
+        words[:, c0 : c0 + n] = (
+            flat.astype(np.uint32) if dt == "bool" else flat.view(np.uint32)
+        )
+    return HostRows(words, layout)
+
+
+def unrows(x: Any) -> Any:
+    """The pytree that :func:`host_rows` packed (in a program), or ``x`` unpacked."""
+    if not isinstance(x, HostRows):
+        return x
+    treedef, cols = x.layout
+    p = x.words.shape[0]
+    leaves = []
+    for dt, c0, trail in cols:
+        w = x.words[:, c0 : c0 + math.prod(trail)].reshape((p, *trail))
+        leaves.append(
+            w != 0 if dt == "bool" else jax.lax.bitcast_convert_type(w, np.dtype(dt))
+        )
+    return jax.tree.unflatten(treedef, leaves)
+
 
 def _fold_data(n_folds: int, arrays: tuple) -> tuple[tuple, int | None]:
     """Per-fold data arrays and the fold vmap's axis for them. With one fold the data
@@ -210,6 +295,7 @@ def _segment(
     n_epochs: jax.Array,
 ):
     TRACE_COUNTS[spec] += 1
+    hp = unrows(hp)
     tr = spec.trainable
     n_rows = data.x_train.shape[1]
     n_folds = data.x_train.shape[0]
@@ -765,14 +851,11 @@ def _init_members(trainable, keys: jax.Array, hp: dict, n_folds: int):
 
 
 def _start(
-    spec: SegmentSpec,
-    n_folds: int,
-    seed: jax.Array,
-    ids: jax.Array,
-    hp: dict,
-    live: jax.Array,
+    spec: SegmentSpec, n_folds: int, seed: jax.Array, rows: Any
 ) -> tuple[jax.Array, RunState]:
-    """Keys and initial run state of a bucket, in one program (one dispatch)."""
+    """Keys and initial run state of a bucket, in one program (one dispatch).
+    ``rows``: the trials' ``(ids, hp, live)``, packed or not (:func:`host_rows`)."""
+    ids, hp, live = unrows(rows)
     keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(seed), i))(ids)  # [P]
     tstate = _init_members(spec.trainable, keys, hp, n_folds)
     n = ids.shape[0]
@@ -793,15 +876,15 @@ def _refill(
     spec: SegmentSpec,
     n_folds: int,
     seed: jax.Array,
-    ids: jax.Array,
-    hp: dict,
-    fill: jax.Array,
+    rows: Any,
     keys: jax.Array,
     run: RunState,
 ) -> tuple[jax.Array, RunState]:
-    """Start new trials in the slots ``fill`` (fresh keys, weights, optimizer and
-    stopper state, counters); the other slots keep theirs, bit for bit."""
-    new_keys, fresh = _start(spec, n_folds, seed, ids, hp, fill)
+    """Start new trials in the slots ``fill`` of ``rows`` = ``(ids, hp, fill)``
+    (fresh keys, weights, optimizer and stopper state, counters); the other slots keep
+    theirs, bit for bit."""
+    ids, hp, fill = unrows(rows)
+    new_keys, fresh = _start(spec, n_folds, seed, (ids, hp, fill))
     keys = jax.vmap(lambda f, a, b: jax.lax.select(f, a, b))(fill, new_keys, keys)
     stop_state = (
         stopping.reset(spec.stopper, run.stop_state, fill, fresh.stop_state)
@@ -986,7 +1069,8 @@ def _init_shapes(comp: _Compiled, gsub: Mapping[str, np.ndarray], seed: int, p: 
     hp_p = {k: jax.ShapeDtypeStruct((p,), v.dtype) for k, v in gsub.items()}
     ids = jax.ShapeDtypeStruct((p,), np.uint32)
     live = jax.ShapeDtypeStruct((p,), np.bool_)
-    keys, run = jax.eval_shape(comp.init, np.uint32(seed % 2**32), ids, hp_p, live)
+    rows = host_rows((ids, hp_p, live))
+    keys, run = jax.eval_shape(comp.init, np.uint32(seed % 2**32), rows)
     return hp_p, keys, run
 
 
@@ -1007,7 +1091,7 @@ def _memory_model(comp: _Compiled, spec: SegmentSpec, gsub, data, seed) -> tuple
         for p in (8, 16):
             hp_p, keys, run = _init_shapes(comp, gsub, seed, p)
             m = (
-                comp.segment.lower(run, hp_p, keys, data, np.int32(1))
+                comp.segment.lower(run, host_rows(hp_p), keys, data, np.int32(1))
                 .compile()
                 .memory_analysis()
             )
@@ -1138,13 +1222,15 @@ def _run_chunk(
     ids = np.concatenate([trial_ids[idx], np.zeros(padded - size, trial_ids.dtype)])
     ids, live = np.asarray(ids, np.uint32), np.arange(padded) < size
     with _phase("jaxhp.hp_to_device"):
-        if sharding is None and not HP_DEVICE_PUT:
-            hp_dev = sub  # NumPy: each call takes it as it is (see HP_DEVICE_PUT)
-        elif sharding is None:
-            hp_dev = jax.device_put(sub, next(iter(data.x_train.devices())))
-        else:  # the population axis split over the devices
-            hp_dev, ids, live = jax.device_put((sub, ids, live), sharding)
-    start_args = (np.uint32(seed % 2**32), ids, hp_dev, live)
+        # Packed: one transfer per call (PACK_HOST_ROWS), for the initial state and
+        # for every segment.
+        hp_dev, rows = host_rows(sub), host_rows((ids, sub, live))
+        if sharding is None and HP_DEVICE_PUT:
+            hp_dev = jax.device_put(hp_dev, next(iter(data.x_train.devices())))
+        elif sharding is not None:  # the population axis split over the devices
+            hp_dev, rows = jax.device_put((hp_dev, rows), sharding)
+        # else NumPy: each call takes it as it is (see HP_DEVICE_PUT)
+    start_args = (np.uint32(seed % 2**32), rows)
     compiled_before = _compile_seconds[0]
     _SEEN.add(shape.key + (padded,))
     t_run = time.perf_counter()
@@ -1337,12 +1423,14 @@ def run_recycled(
     started_at = np.zeros(P)
     started_at[:m] = time.perf_counter()
     rows: dict[int, list[dict[str, np.ndarray]]] = {int(t): [] for t in ids0}
-    keys, run = comp.init(seed32, ids, sub, np.arange(P) < m)
+    keys, run = comp.init(seed32, host_rows((ids, sub, np.arange(P) < m)))
     report.trials = m
     best: BestState | None = None
     boundary = 0
     while (occupant >= 0).any():
-        run, packed = comp.segment(run, sub, keys, data, np.int32(segment_epochs))
+        run, packed = comp.segment(
+            run, host_rows(sub), keys, data, np.int32(segment_epochs)
+        )
         out = _segment_out(spec, n_folds, P, packed)
         done, bufs, flags, active = int(out.done), out.bufs, out.flags, out.active
         report.segments += 1
@@ -1413,7 +1501,7 @@ def run_recycled(
             started_at[free[:k]] = time.perf_counter()
             for t in new_ids:
                 rows[int(t)] = []
-            keys, run = comp.refill(seed32, ids, sub, fill, keys, run)
+            keys, run = comp.refill(seed32, host_rows((ids, sub, fill)), keys, run)
             report.trials += k
         elif done < segment_epochs and not (occupant >= 0).any():
             break

@@ -127,7 +127,8 @@ def pbt(
     ids = np.arange(padded, dtype=np.uint32)
     live = np.arange(padded) < population
     keys, run = comp.init(
-        np.uint32(seed % 2**32), ids, {k: pad(v) for k, v in hp.items()}, live
+        np.uint32(seed % 2**32),
+        E.host_rows((ids, {k: pad(v) for k, v in hp.items()}, live)),
     )
 
     curves: list[dict[str, np.ndarray]] = []
@@ -136,7 +137,9 @@ def pbt(
     for g in range(generations):
         hp = task.hparams(space, values)
         hp_pad = {k: pad(v) for k, v in hp.items()}
-        run, packed = comp.segment(run, hp_pad, keys, data, np.int32(interval))
+        run, packed = comp.segment(
+            run, E.host_rows(hp_pad), keys, data, np.int32(interval)
+        )
         bufs = E._segment_out(spec, task.data.n_folds, padded, packed).bufs
         curves.append({k: v[:, :population] for k, v in bufs.items()})
         for n in schedule:

@@ -3,6 +3,7 @@
 import math
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -51,23 +52,59 @@ def test_same_seed_same_results_whatever_the_population(clf_task, population):
 
 
 def test_hyperparameters_put_on_the_device_train_the_same(clf_task, monkeypatch):
-    """A round's hyperparameters put on the device once (``HP_DEVICE_PUT``), shared by
-    the initial-state program and every segment, or passed as NumPy to each call (the
-    default): the same trials bit for bit, over several segments."""
+    """A round's hyperparameters passed to each call as NumPy, packed into one matrix
+    (the default, ``PACK_HOST_ROWS``) or a leaf each, or put on the device once
+    (``HP_DEVICE_PUT``) and shared by the initial-state program and every segment: the
+    same trials bit for bit, over several segments."""
     from jaxhp import engine
 
     space = tiny_space(epochs=Fixed(3))
     u = np.random.default_rng(0).random((3, space.dim))
     task_hp = clf_task.hparams(space, space.decode(u))
     runs = []
-    for put in (False, True):
+    for put, pack in ((False, True), (False, False), (True, True)):
         monkeypatch.setattr(engine, "HP_DEVICE_PUT", put)
+        monkeypatch.setattr(engine, "PACK_HOST_ROWS", pack)
         runs.append(
             run_population(clf_task, task_hp, np.arange(3), seed=2, segment_epochs=1)[0]
         )
-    for a, b in zip(*runs, strict=True):
+    for a, b in zip(runs[0], runs[1], strict=True):
         np.testing.assert_array_equal(a.curves["train_loss"], b.curves["train_loss"])
         assert a.value == b.value and a.epochs_run == b.epochs_run
+    for a, b in zip(runs[0], runs[2], strict=True):
+        np.testing.assert_array_equal(a.curves["train_loss"], b.curves["train_loss"])
+        assert a.value == b.value and a.epochs_run == b.epochs_run
+
+
+def test_host_rows_pack_per_trial_arrays_bit_for_bit():
+    """The per-trial host arrays of a program call packed into one ``uint32`` matrix
+    come back inside a program with their dtypes, shapes and bits (NaN payloads, -0.0,
+    subnormals, the top bit of a uint32); what cannot be packed (another width, a
+    device array) passes through as it is."""
+    from jaxhp.engine import HostRows, host_rows, unrows
+
+    nan_payload = np.array([0x7FC00123], np.uint32).view(np.float32)[0]
+    tree = (
+        np.array([0, 1, 2**31, 2**32 - 1], np.uint32),
+        {
+            "lr": np.array([nan_payload, -0.0, 1e-42, np.inf], np.float32),
+            "w": np.arange(8, dtype=np.int32).reshape(4, 2) - 5,
+        },
+        np.array([True, False, True, True]),
+    )
+    rows = host_rows(tree)
+    assert isinstance(rows, HostRows) and rows.words.shape == (4, 5)
+    back = jax.jit(unrows)(rows)
+    assert jax.tree.structure(back) == jax.tree.structure(tree)
+    for x, y in zip(jax.tree.leaves(tree), jax.tree.leaves(back), strict=True):
+        y = np.asarray(y)
+        assert (x.dtype, x.shape) == (y.dtype, y.shape)
+        np.testing.assert_array_equal(x.view(np.uint8), y.view(np.uint8))
+    for other in ({"h": np.zeros(3, np.float16)}, {"h": jnp.zeros(3)}):
+        assert host_rows(other) is other
+    # Shapes pack to shapes (the memory model traces the programs with them).
+    shapes = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), tree)
+    assert host_rows(shapes).words == jax.ShapeDtypeStruct((4, 5), np.uint32)
 
 
 def test_the_fixed_count_epoch_loop_trains_as_the_while_loop(clf_task, monkeypatch):
