@@ -1,20 +1,26 @@
 #!/usr/bin/env bash
 # The device check for a lent GPU: one command, a few minutes, JSON under $OUT.
 #
-#   OUT=/some/dir bash benchmarks/gpu_check.sh
+#   OUT=/some/dir bash benchmarks/gpu_check.sh                  # the check: 1, 2, 4, 5
+#   OUT=/some/dir GPU_CHECK=diag bash benchmarks/gpu_check.sh    # diagnostics: 2b, 2c, 3
+#   OUT=/some/dir GPU_CHECK=all bash benchmarks/gpu_check.sh     # both
 #
-# The most wanted figures first, each step under its own time cap (8.4 minutes in all at
-# most; the first run on an H200 took 6 with longer steps), so that a step that fails or
-# overruns leaves the others' JSON:
+# The most wanted figures first, each step under its own time cap (the check 6.2 minutes
+# at most, the diagnostics 3.3; the check's first run on an H200 took 6 with longer
+# steps), so that a step that fails or overruns leaves the others' JSON:
 # 1. ceilings: the device's measured copy bandwidth and matmul rates (fp32 default,
 #    fp32 highest, bf16), the yardsticks for the fraction-of-peak figures.
 # 2. throughput: benchmarks/throughput.py at P = 1, 64, 1024 and 16384 (engine, engine
 #    in bf16, plain vmap and vmap_val, achieved TFLOP/s, bf16 accuracy effect; mixed
 #    architectures at P = 256: at 1024 they did not finish in the cap), capped at 210 s.
-# 2b. fused: benchmarks/fused_mlp.py at P = 4096 and 16384, the whole training fused
-#    into one Pallas (Triton) kernel per trial with the weights on chip, against the
-#    plain vmap: whether that pays (issue 6). Each kernel variant first checks its
-#    weights against the baseline's step; a variant that fails to compile is recorded.
+# 2b. round overhead: benchmarks/round_overhead.py at P = 1 and 1024, the engine's
+#    switches as arms side by side (host arrays packed into one matrix or a leaf each,
+#    the step's loss as per-row terms or a scalar, the epoch loop, device_put), and the
+#    initial-state call alone, packed against unpacked.
+# 2c. HLO: benchmarks/hlo_diff.py at P = 64 and 1024, the optimized HLO of the
+#    engine's segment and of vmap_val (under $OUT/hlo) and their step loops' kernels,
+#    for reading without a device. (The fused Pallas kernel, benchmarks/fused_mlp.py,
+#    was measured on the third lease and is left out: run it by hand.)
 # 3. profile: benchmarks/gpu_profile.py, the device time of one round by kernel, for
 #    the engine (float32 and bf16) and vmap_val at P = 4096, and at P = 1 (where the
 #    engine was at 0.70x: the events show the device's idle gaps and the kernels
@@ -35,8 +41,11 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 status=0
 export PYTHONUNBUFFERED=1
 PY=$(command -v python3 || command -v python)
+MODE=${GPU_CHECK:-check}
+check() { [[ $MODE != diag ]]; }
+diag() { [[ $MODE != check ]]; }
 
-timeout 40 "$PY" - > "$OUT/ceilings.json" <<'PY' || status=1
+check && { timeout 40 "$PY" - > "$OUT/ceilings.json" <<'PY' || status=1; }
 import json, os, subprocess, time
 import jax, jax.numpy as jnp
 
@@ -70,16 +79,19 @@ for name, dt, prec in [("fp32_default", jnp.float32, None), ("fp32_highest", jnp
 print(json.dumps(out, indent=1))
 PY
 
-timeout 210 "$PY" benchmarks/throughput.py --populations 1 64 1024 16384 \
+check && { timeout 210 "$PY" benchmarks/throughput.py --populations 1 64 1024 16384 \
     --repeats 3 --min-seconds 1 --mixed-population 256 --out "$OUT/throughput.json" \
-    > "$OUT/throughput.txt" 2>&1 || status=1
-timeout 75 "$PY" benchmarks/fused_mlp.py --populations 4096 16384 --repeats 2 \
-    --out "$OUT/fused.json" > "$OUT/fused.txt" 2>&1 || status=1
-timeout 60 "$PY" benchmarks/gpu_profile.py --population 4096 1 --out "$OUT/profile.json" \
-    > "$OUT/profile.txt" 2>&1 || status=1
-timeout 45 "$PY" benchmarks/proposal_cost.py --n 1000 --d 6 --q 64 1024 \
-    --out "$OUT/proposal_cost.json" > "$OUT/proposal_cost.txt" 2>&1 || status=1
-timeout 75 "$PY" - > "$OUT/smoke.json" <<'PY' || status=1
+    > "$OUT/throughput.txt" 2>&1 || status=1; }
+diag && { timeout 100 "$PY" benchmarks/round_overhead.py --populations 1 1024 \
+    --repeats 3 --min-seconds 0.3 --out "$OUT/round_overhead.json" \
+    > "$OUT/round_overhead.txt" 2>&1 || status=1; }
+diag && { timeout 40 "$PY" benchmarks/hlo_diff.py --population 64 1024 \
+    --dump "$OUT/hlo" --out "$OUT/hlo_diff.json" > "$OUT/hlo_diff.txt" 2>&1 || status=1; }
+diag && { timeout 60 "$PY" benchmarks/gpu_profile.py --population 4096 1 \
+    --out "$OUT/profile.json" > "$OUT/profile.txt" 2>&1 || status=1; }
+check && { timeout 45 "$PY" benchmarks/proposal_cost.py --n 1000 --d 6 --q 64 1024 \
+    --out "$OUT/proposal_cost.json" > "$OUT/proposal_cost.txt" 2>&1 || status=1; }
+check && { timeout 75 "$PY" - > "$OUT/smoke.json" <<'PY' || status=1; }
 import json, time
 import jax, numpy as np
 import jaxhp
@@ -120,6 +132,6 @@ out["ok"] = bool(ok)
 print(json.dumps(out, indent=1))
 PY
 
-cat "$OUT/ceilings.json"
-tail -n 25 "$OUT/throughput.txt" "$OUT/fused.txt" "$OUT/profile.txt" "$OUT/proposal_cost.txt" 2>/dev/null
+cat "$OUT/ceilings.json" 2>/dev/null
+tail -n 25 "$OUT"/{throughput,round_overhead,hlo_diff,profile,proposal_cost}.txt 2>/dev/null
 exit $status

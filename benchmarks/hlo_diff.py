@@ -4,14 +4,14 @@ A GPU profile (benchmarks/RESULTS.md, third lease) found the engine's optimizer 
 running a few more kernels than the hand-written ``vmap_val`` at P = 1024 (3.5 ms of
 step kernels against 2.2 per round), but a profile names fusions, not the source
 lines behind them. This script compiles both programs for the current backend (the
-throughput benchmark's reference MLP and hyperparameters, population ``--population``),
+throughput benchmark's reference MLP and hyperparameters, at each ``--population``),
 writes their optimized HLO text to ``--dump`` for reading offline, and summarises each
 ``while`` loop body: how many instructions of each kind it runs (a GPU launches a
 kernel per fusion, custom call or copy at the body's top level) and the fusions'
 one-line signatures, so that the step loops of the two programs can be put side by
 side without a device.
 
-    python benchmarks/hlo_diff.py --population 1024 --dump hlo/ --out hlo_diff.json
+    python benchmarks/hlo_diff.py --population 64 1024 --dump hlo/ --out hlo_diff.json
 
 Runs on any backend (on a CPU the fusions are the CPU's, not the GPU's).
 """
@@ -59,7 +59,7 @@ def computations(text: str) -> dict[str, list[str]]:
     for line in text.splitlines():
         if name is None:
             m = _HEAD.match(line)
-            if m and "=" not in line.split("{")[0]:
+            if m and " = " not in line:
                 name = m.group(1)
                 out[name] = []
         elif line.startswith("}"):
@@ -111,7 +111,7 @@ def summarise(text: str, top: int = 4) -> list[dict]:
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--population", type=int, default=1024)
+    ap.add_argument("--population", type=int, nargs="+", default=[1024])
     ap.add_argument("--dump", default=None, help="write the optimized HLO texts here")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
@@ -121,50 +121,49 @@ def main(argv=None):
     task = jaxhp.tasks.MLPClassifier(X, y, val_fraction=0.2, seed=0)
     space = tp.homogeneous_space()
     task.check_space(space)
-    P = args.population
-    hp_np = tp.hparams(P, P)
-    hp = task.hparams(space, hp_np)
-    _, spec = engine._bucket_spec(task, hp, tp.EPOCHS, None)
-    comp = engine._programs(spec, task.data.n_folds)
     data = engine._device_data(task)
-    rows = engine.host_rows((np.arange(P, dtype=np.uint32), hp, np.ones(P, bool)))
-    keys, run = comp.init(np.uint32(0), rows)
-    texts = {
-        "engine": comp.segment.lower(
-            run, engine.host_rows(hp), keys, data, np.int32(tp.EPOCHS)
-        )
-        .compile()
-        .as_text()
-    }
     xt, yt, xv, yv = tp.baseline_data(task)
     base = tp.make_train(xt, yt, xv, yv, task.n_out)
-    hp_dev = {k: jnp.asarray(v) for k, v in hp_np.items()}
-    texts["vmap_val"] = (
-        jax.jit(jax.vmap(base.train_val))
-        .lower(tp.trial_keys(P), hp_dev)
-        .compile()
-        .as_text()
-    )
     result = {
         "benchmark": "hlo_diff",
         "date": datetime.date.today().isoformat(),
         "backend": jax.default_backend(),
         "device": str(jax.devices()[0].device_kind),
         "jax": jax.__version__,
-        "population": P,
-        "spec": repr(spec),
-        "programs": {name: summarise(t) for name, t in texts.items()},
+        "populations": {},
     }
-    if args.dump:
-        os.makedirs(args.dump, exist_ok=True)
-        for name, t in texts.items():
-            with open(os.path.join(args.dump, f"{name}_P{P}.hlo.txt"), "w") as f:
-                f.write(t)
-    tp.save_json(args.out, result)
-    for name, bodies in result["programs"].items():
-        print(f"{name}:")
-        for b in bodies:
-            print(f"  while body {b['body']}: {b['launches']} launches {b['ops']}")
+    for P in args.population:
+        hp_np = tp.hparams(P, P)
+        hp = task.hparams(space, hp_np)
+        _, spec = engine._bucket_spec(task, hp, tp.EPOCHS, None)
+        comp = engine._programs(spec, task.data.n_folds)
+        ids = np.arange(P, dtype=np.uint32)
+        keys, run = comp.init(
+            np.uint32(0), engine.host_rows((ids, hp, np.ones(P, bool)))
+        )
+        seg = comp.segment.lower(
+            run, engine.host_rows(hp), keys, data, np.int32(tp.EPOCHS)
+        )
+        hp_dev = {k: jnp.asarray(v) for k, v in hp_np.items()}
+        val = jax.jit(jax.vmap(base.train_val)).lower(tp.trial_keys(P), hp_dev)
+        texts = {
+            "engine": seg.compile().as_text(),
+            "vmap_val": val.compile().as_text(),
+        }
+        result["populations"][str(P)] = {
+            "spec": repr(spec),
+            "programs": {name: summarise(t) for name, t in texts.items()},
+        }
+        if args.dump:
+            os.makedirs(args.dump, exist_ok=True)
+            for name, t in texts.items():
+                with open(os.path.join(args.dump, f"{name}_P{P}.hlo.txt"), "w") as f:
+                    f.write(t)
+        tp.save_json(args.out, result)
+        for name, bodies in result["populations"][str(P)]["programs"].items():
+            print(f"P={P} {name}:")
+            for b in bodies:
+                print(f"  while body {b['body']}: {b['launches']} launches {b['ops']}")
     return result
 
 

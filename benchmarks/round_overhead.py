@@ -16,6 +16,9 @@ throughput.py's reference MLP and hyperparameters:
   engine_unpacked  each call's per-trial host arrays (hyperparameters, trial ids,
                  masks) as one array per leaf, instead of packed into one ``uint32``
                  matrix (``engine.PACK_HOST_ROWS``): a dozen transfers per call, not one
+  engine_scalar_loss  the MLP's step returning its loss summed over the batch, as
+                 before 2026-11-29, instead of per-row terms that the engine sums once
+                 per epoch: a reduction over the batch in every step
   vmap, vmap_val throughput.py's baselines (validation at the end / every epoch)
 
 Best of ``--repeats`` interleaved rounds per arm (more for short rounds). Then the
@@ -29,6 +32,7 @@ packed against unpacked, the median of interleaved calls in microseconds. JSON
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
 import os
@@ -46,6 +50,7 @@ import throughput as tp  # noqa: E402
 
 import jaxhp  # noqa: E402
 from jaxhp import engine  # noqa: E402
+from jaxhp.tasks.mlp import MLPTrainable  # noqa: E402
 
 
 def engine_arm(task, hp, ids, *, static=None, hp_put=None, pack=None):
@@ -71,6 +76,25 @@ def engine_arm(task, hp, ids, *, static=None, hp_put=None, pack=None):
             ) = saved
 
     return run
+
+
+@dataclasses.dataclass(frozen=True)
+class ScalarLossMLP(MLPTrainable):
+    """The built-in MLP with its step's loss reduced over the batch in the step."""
+
+    loss_per_row = False
+
+    def step(self, state, batch, hp):
+        state, metrics = super().step(state, batch, hp)
+        return state, {"loss": jnp.sum(metrics["loss"])}
+
+
+def scalar_loss_task(X, y):
+    """The benchmark's task, its trainables returning a scalar loss per step."""
+    task = jaxhp.tasks.MLPClassifier(X, y, val_fraction=0.2, seed=0)
+    make = task.trainable
+    task.trainable = lambda hp: ScalarLossMLP(**dataclasses.asdict(make(hp)))
+    return task
 
 
 def init_call_us(task, hp, n_calls=200):
@@ -107,6 +131,8 @@ def main(argv=None):
     task = jaxhp.tasks.MLPClassifier(X, y, val_fraction=0.2, seed=0)
     space = tp.homogeneous_space()
     task.check_space(space)
+    task_scalar = scalar_loss_task(X, y)
+    task_scalar.check_space(space)
     xt, yt, xv, yv = tp.baseline_data(task)
     base = tp.make_train(xt, yt, xv, yv, task.n_out)
     vmap_train, vmap_val = (
@@ -132,6 +158,7 @@ def main(argv=None):
             "engine_while": engine_arm(task, hp, ids, static=False),
             "engine_hp_put": engine_arm(task, hp, ids, hp_put=True),
             "engine_unpacked": engine_arm(task, hp, ids, pack=False),
+            "engine_scalar_loss": engine_arm(task_scalar, hp, ids),
             "vmap": lambda k=keys, h=hp_dev: vmap_train(k, h),
             "vmap_val": lambda k=keys, h=hp_dev: vmap_val(k, h),
         }

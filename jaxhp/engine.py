@@ -297,6 +297,7 @@ def _segment(
     TRACE_COUNTS[spec] += 1
     hp = unrows(hp)
     tr = spec.trainable
+    loss_per_row = getattr(tr, "loss_per_row", False)
     n_rows = data.x_train.shape[1]
     n_folds = data.x_train.shape[0]
     n_pop = keys.shape[0]
@@ -397,6 +398,8 @@ def _segment(
             count = jnp.clip(n - start, 0, b).astype(jnp.int32)
             batch = Batch(bx, by, rowmask, jax.random.fold_in(ekey, t + 1), aux, count)
             new, metrics = tr.step(ts, batch, hpm)
+            # The step's loss, or its per-row terms (Trainable.loss_per_row):
+            # accumulated as they come and summed once per epoch.
             loss = metrics["loss"]
             if not spec.uniform_steps:
                 # Some trials take fewer steps per epoch than the bucket: they idle.
@@ -419,15 +422,23 @@ def _segment(
             ts, loss = over_members(
                 ts, perms_m, ekeys_m, hp_m, fold_m, x_all, y_all, spe_m, t
             )
+            if loss.shape != loss_sum.shape:
+                want = f"[{spec.batch}] (per row)" if loss_per_row else "a scalar"
+                raise TypeError(
+                    f"{type(tr).__name__}.step returned a loss of shape "
+                    f"{loss.shape[1:]}; expected {want} (see Trainable.loss_per_row)"
+                )
             return (ts, loss_sum + loss), None
 
+        # A step's loss: a scalar, or per-row terms (Trainable.loss_per_row).
+        loss_shape = (n_mem, spec.batch) if loss_per_row else (n_mem,)
         (ts, loss_sum), _ = jax.lax.scan(
             train_step,
-            (jax.tree.map(members, run.tstate), jnp.zeros((n_mem,))),
+            (jax.tree.map(members, run.tstate), jnp.zeros(loss_shape, jnp.float32)),
             jnp.arange(spec.steps),
         )
         ts = jax.tree.map(lambda a: a.reshape((n_pop, n_folds, *a.shape[1:])), ts)
-        loss_sum = loss_sum.reshape(n_pop, n_folds)
+        loss_sum = jnp.sum(loss_sum.reshape(n_pop, n_folds, -1), axis=2)
 
         def member_eval(ts, hpm, x, y, mask, aux):
             return tr.evaluate(ts, Batch(x, y, mask, eval_key, aux), hpm)

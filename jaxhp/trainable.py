@@ -19,7 +19,11 @@ trial's best epoch (what ``predict`` needs: the weights, not the optimizer state
 default all of it). The engine holds that copy for every trial and selects into it after
 each validated epoch, so with Adam keeping only the weights saves a third of a trial's
 state memory and two thirds of that per-epoch select; the best model stored with a study
-shrinks alike. ``predict`` is then given ``keep(state)``.
+shrinks alike. ``predict`` is then given ``keep(state)``. A Trainable whose
+``loss_per_row`` is true returns ``metrics["loss"]`` as a ``[B]`` vector of per-row
+terms that sum to the step's loss (zero on padding rows): the engine adds them up once
+per epoch instead of reducing them over the batch in every step (a kernel fewer per
+step on an accelerator; the built-in MLPs do this).
 A non-finite ``loss`` marks the trial ``diverged``: the engine discards that step, freezes
 the trial and carries on with the others.
 """

@@ -1,5 +1,6 @@
 """Invariants of the population engine (see DESIGN.md, "House habits")."""
 
+import dataclasses
 import math
 
 import jax
@@ -74,6 +75,43 @@ def test_hyperparameters_put_on_the_device_train_the_same(clf_task, monkeypatch)
     for a, b in zip(runs[0], runs[2], strict=True):
         np.testing.assert_array_equal(a.curves["train_loss"], b.curves["train_loss"])
         assert a.value == b.value and a.epochs_run == b.epochs_run
+
+
+def test_a_step_may_return_its_loss_as_per_row_terms(small_digits):
+    """The built-in MLP's step returns its loss as per-row terms that the engine sums
+    once per epoch; a step returning the scalar sum (what a user's Trainable may do)
+    trains the same trials: the same weights, so the same validation values, and the
+    same training losses up to summation order."""
+    X, y = small_digits
+    space = tiny_space(epochs=Fixed(3))
+    u = np.random.default_rng(3).random((4, space.dim))
+    runs = []
+    for scalar in (False, True):
+        task = jaxhp.tasks.MLPClassifier(X, y, val_fraction=0.25, seed=0)
+        if scalar:
+            make = task.trainable
+            task.trainable = lambda hp, make=make: _ScalarLossMLP(
+                **dataclasses.asdict(make(hp))
+            )
+        task.check_space(space)
+        hp = task.hparams(space, space.decode(u))
+        runs.append(run_population(task, hp, np.arange(4), seed=0)[0])
+    for a, b in zip(*runs, strict=True):
+        assert a.value == b.value and a.best_epoch == b.best_epoch
+        np.testing.assert_array_equal(a.curves["value"], b.curves["value"])
+        np.testing.assert_allclose(
+            a.curves["train_loss"], b.curves["train_loss"], rtol=1e-5
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class _ScalarLossMLP(jaxhp.tasks.mlp.MLPTrainable):
+    loss_per_row = False
+
+    def step(self, state, batch, hp):
+        state, metrics = super().step(state, batch, hp)
+        assert metrics["loss"].shape == batch.mask.shape  # per-row terms
+        return state, {"loss": jnp.sum(metrics["loss"])}
 
 
 def test_host_rows_pack_per_trial_arrays_bit_for_bit():

@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -134,6 +134,8 @@ class MLPTrainable:
     optimizers: tuple[int, ...]
     min_depth: int = 1  # the fewest layers a trial of the space can have
     compute_dtype: str = "float32"  # "bfloat16": bf16 matmuls, float32 master weights
+    # step's loss: per-row terms that the engine sums once per epoch (see Trainable)
+    loss_per_row: ClassVar[bool] = True
 
     @property
     def module(self) -> _MaskedMLP:
@@ -184,6 +186,12 @@ class MLPTrainable:
     def _loss(
         self, out: jax.Array, y: jax.Array, mask: jax.Array, count=None
     ) -> jax.Array:
+        return jnp.sum(self._loss_terms(out, y, mask, count))
+
+    def _loss_terms(
+        self, out: jax.Array, y: jax.Array, mask: jax.Array, count=None
+    ) -> jax.Array:
+        """Each row's share of the batch's mean loss (zero on padding rows), ``[B]``."""
         if self.kind == "classifier":
             # log-softmax cross-entropy with a stop-gradient max shift: the same value as
             # optax's (which goes through logsumexp) in fewer kernels per step.
@@ -196,22 +204,26 @@ class MLPTrainable:
         else:
             per_row = jnp.mean(jnp.square(out - y.reshape(out.shape)), axis=-1)
         n = jnp.sum(mask) if count is None else count
-        return jnp.sum(jnp.where(mask, per_row, 0.0)) / jnp.maximum(n, 1)
+        return jnp.where(mask, per_row, 0.0) / jnp.maximum(n, 1)
 
     def step(self, state: MLPState, batch: Batch, hp) -> tuple[MLPState, dict]:
         def loss_fn(params):
-            return self._loss(
+            terms = self._loss_terms(
                 self.apply(params, batch.x, hp, batch.key),
                 batch.y,
                 batch.mask,
                 batch.count,
             )
+            return jnp.sum(terms), terms
 
-        loss, grads = jax.value_and_grad(loss_fn)(state.params)
+        # The loss goes back as its per-row terms (loss_per_row): the engine sums them
+        # once per epoch, so no step reduces them over the batch (the gradient never
+        # needs the sum's value).
+        (_, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
         params, opt = opt_update(
             grads, state.opt, state.params, hp, kinds=self.optimizers
         )
-        return MLPState(params, opt), {"loss": loss}
+        return MLPState(params, opt), {"loss": terms}
 
     def evaluate(self, state: MLPState, data: Batch, hp) -> dict[str, jax.Array]:
         out = self.apply(state.params, data.x, hp)
