@@ -21,10 +21,10 @@
 #    engine's segment and of vmap_val (under $OUT/hlo) and their step loops' kernels,
 #    for reading without a device. (The fused Pallas kernel, benchmarks/fused_mlp.py,
 #    was measured on the third lease and is left out: run it by hand.)
-# 3. profile: benchmarks/gpu_profile.py, the device time of one round by kernel, for
-#    the engine (float32 and bf16) and vmap_val at P = 4096, and at P = 1 (where the
-#    engine was at 0.70x: the events show the device's idle gaps and the kernels
-#    outside the step loop).
+# 3. profile: benchmarks/gpu_profile.py, the device time of one round by kernel and
+#    the engine's host phases, for the engine (float32 and bf16) and vmap_val at P = 64
+#    (the engine's worst ratio on the third lease, 0.69x, never profiled) and 1024
+#    (profiled on the third lease: the before of this session's launch cuts).
 # 4. proposal cost: benchmarks/proposal_cost.py at n = 1000, d = 6, q = 64 and 1024
 #    (the restarts' vmapped-against-mapped comparison was measured on the first lease).
 # 5. smoke: the backend is a GPU; a small sweep (every strategy, k-fold, early stopping,
@@ -87,7 +87,7 @@ diag && { timeout 100 "$PY" benchmarks/round_overhead.py --populations 1 1024 \
     > "$OUT/round_overhead.txt" 2>&1 || status=1; }
 diag && { timeout 40 "$PY" benchmarks/hlo_diff.py --population 64 1024 \
     --dump "$OUT/hlo" --out "$OUT/hlo_diff.json" > "$OUT/hlo_diff.txt" 2>&1 || status=1; }
-diag && { timeout 60 "$PY" benchmarks/gpu_profile.py --population 4096 1 \
+diag && { timeout 60 "$PY" benchmarks/gpu_profile.py --population 64 1024 \
     --out "$OUT/profile.json" > "$OUT/profile.txt" 2>&1 || status=1; }
 check && { timeout 45 "$PY" benchmarks/proposal_cost.py --n 1000 --d 6 --q 64 1024 \
     --out "$OUT/proposal_cost.json" > "$OUT/proposal_cost.txt" 2>&1 || status=1; }

@@ -19,6 +19,10 @@ throughput.py's reference MLP and hyperparameters:
   engine_scalar_loss  the MLP's step returning its loss summed over the batch, as
                  before 2026-11-29, instead of per-row terms that the engine sums once
                  per epoch: a reduction over the batch in every step
+  engine_graphs  (GPU) the segment compiled with XLA's command buffers for its loops
+                 (``engine.SEGMENT_COMPILER_OPTIONS``, ``GRAPHS`` below): the step loop
+                 recorded as a CUDA graph and launched once, not kernel by kernel. An
+                 arm that fails to compile or run is reported and left out.
   vmap, vmap_val throughput.py's baselines (validation at the end / every epoch)
 
 Best of ``--repeats`` interleaved rounds per arm (more for short rounds). Then the
@@ -52,28 +56,42 @@ import jaxhp  # noqa: E402
 from jaxhp import engine  # noqa: E402
 from jaxhp.tasks.mlp import MLPTrainable  # noqa: E402
 
+GRAPHS = {
+    "gpu": {
+        "xla_gpu_enable_command_buffer": (
+            "FUSION,CUBLAS,CUBLASLT,CUSTOM_CALL,CUDNN,WHILE,CONDITIONAL"
+        )
+    }
+}
+SWITCHES = (
+    "STATIC_EPOCH_LOOP",
+    "HP_DEVICE_PUT",
+    "PACK_HOST_ROWS",
+    "SEGMENT_COMPILER_OPTIONS",
+)
 
-def engine_arm(task, hp, ids, *, static=None, hp_put=None, pack=None):
+
+def engine_arm(task, hp, ids, *, static=None, hp_put=None, pack=None, options=None):
     """One engine round with the given switches (None: the engine's default)."""
+    values = (
+        None if static is None else {"default": static},
+        hp_put,
+        pack,
+        options,
+    )
 
     def run():
-        saved = engine.STATIC_EPOCH_LOOP, engine.HP_DEVICE_PUT, engine.PACK_HOST_ROWS
+        saved = [getattr(engine, name) for name in SWITCHES]
         try:
-            if static is not None:
-                engine.STATIC_EPOCH_LOOP = {"default": static}
-            if hp_put is not None:
-                engine.HP_DEVICE_PUT = hp_put
-            if pack is not None:
-                engine.PACK_HOST_ROWS = pack
+            for name, value in zip(SWITCHES, values, strict=True):
+                if value is not None:
+                    setattr(engine, name, value)
             return engine.run_population(
                 task, hp, ids, seed=0, bucketing="none", segment_epochs=tp.EPOCHS
             )[0]
         finally:
-            (
-                engine.STATIC_EPOCH_LOOP,
-                engine.HP_DEVICE_PUT,
-                engine.PACK_HOST_ROWS,
-            ) = saved
+            for name, value in zip(SWITCHES, saved, strict=True):
+                setattr(engine, name, value)
 
     return run
 
@@ -159,13 +177,19 @@ def main(argv=None):
             "engine_hp_put": engine_arm(task, hp, ids, hp_put=True),
             "engine_unpacked": engine_arm(task, hp, ids, pack=False),
             "engine_scalar_loss": engine_arm(task_scalar, hp, ids),
+            "engine_graphs": engine_arm(task, hp, ids, options=GRAPHS),
             "vmap": lambda k=keys, h=hp_dev: vmap_train(k, h),
             "vmap_val": lambda k=keys, h=hp_dev: vmap_val(k, h),
         }
         row = {"population": P}
-        for name, fn in arms.items():  # compile
+        for name, fn in list(arms.items()):  # compile
             t0 = time.perf_counter()
-            jax.block_until_ready(fn())
+            try:
+                jax.block_until_ready(fn())
+            except Exception as e:  # an experimental arm the backend refuses
+                row[f"{name}_error"] = f"{type(e).__name__}: {e}"[:500]
+                del arms[name]
+                continue
             row[f"{name}_first_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         jax.block_until_ready(arms["vmap_val"]())
@@ -185,14 +209,25 @@ def main(argv=None):
         print(f"P={P}: {row}", file=sys.stderr, flush=True)
     print(json.dumps(result, indent=2))
     tp.save_json(args.out, result)
-    names = list(arms)
+    names = list(
+        dict.fromkeys(k[:-3] for r in result["rows"] for k in r if k.endswith("_ms"))
+    )
     print(f"\n{'P':>6} " + " ".join(f"{a:>22}" for a in names))
     for row in result["rows"]:
         cells = [
-            f"{row[a]:11.0f} ({row[f'{a}_vs_vmap_val']:.2f}x)".rjust(22) for a in names
+            (
+                f"{row[a]:11.0f} ({row[f'{a}_vs_vmap_val']:.2f}x)"
+                if a in row
+                else "failed"
+            ).rjust(22)
+            for a in names
         ]
         print(f"{row['population']:>6} " + " ".join(cells))
     print("trials/s (ratio to vmap_val)")
+    for row in result["rows"]:
+        for k, v in row.items():
+            if k.endswith("_error"):
+                print(f"P={row['population']}: {k[:-6]} failed: {v}")
     for row in result["rows"]:
         print(
             f"P={row['population']}: initial-state call "

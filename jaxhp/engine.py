@@ -138,6 +138,15 @@ STATIC_EPOCH_LOOP = {"cpu": False, "default": True}
 #: population sharded over several devices is always put, with its sharding.
 HP_DEVICE_PUT = False
 
+#: Extra XLA compiler options for the segment program, per platform (``{}``: XLA's
+#: defaults). An experiment for small populations on a GPU, where a round is bound by
+#: launching ~50 kernels per optimizer step (~2 us each from the host): recording the
+#: step loop as a CUDA graph, ``{"gpu": {"xla_gpu_enable_command_buffer": "FUSION,
+#: CUBLAS,CUBLASLT,CUSTOM_CALL,CUDNN,WHILE,CONDITIONAL"}}``, launches it once.
+#: benchmarks/round_overhead.py measures it as its ``engine_graphs`` arm; unmeasured on a
+#: GPU so far, so off.
+SEGMENT_COMPILER_OPTIONS: dict[str, dict[str, str]] = {}
+
 #: Whether a program call's per-trial host arrays (the hyperparameters, trial ids and
 #: masks, each ``[P]``) travel packed as the columns of one ``uint32`` matrix
 #: (:class:`HostRows`): one host-to-device transfer per call instead of one per leaf, a
@@ -911,14 +920,18 @@ def _refill(
 def _programs(spec: SegmentSpec, n_folds: int) -> _Compiled:
     """The bucket's jitted programs (jit's own cache specialises them per shape; plain
     ``jax.jit`` rather than ahead-of-time objects keeps JAX's fast C++ dispatch)."""
-    key = (spec, n_folds)
+    options = SEGMENT_COMPILER_OPTIONS.get(spec.platform)
+    key = (spec, n_folds, tuple(sorted((options or {}).items())))
     hit = _CACHE.get(key)
     if hit is None:
         # Donating the run state lets XLA update it in place (not supported on the CPU).
         donate = () if spec.platform == "cpu" else (0,)
+        extra = {"compiler_options": dict(options)} if options else {}
         hit = _Compiled(
             init=jax.jit(functools.partial(_start, spec, n_folds)),
-            segment=jax.jit(functools.partial(_segment, spec), donate_argnums=donate),
+            segment=jax.jit(
+                functools.partial(_segment, spec), donate_argnums=donate, **extra
+            ),
             refill=jax.jit(functools.partial(_refill, spec, n_folds)),
         )
         _CACHE[key] = hit

@@ -114,6 +114,25 @@ class _ScalarLossMLP(jaxhp.tasks.mlp.MLPTrainable):
         return state, {"loss": jnp.sum(metrics["loss"])}
 
 
+def test_segment_compiler_options_reach_the_compiler(clf_task, monkeypatch):
+    """``SEGMENT_COMPILER_OPTIONS`` (per platform) compile the segment with those XLA
+    options, as a program of its own: a valid one trains the same trial, an invalid
+    one fails in XLA's option parser (so it was handed over)."""
+    from jaxhp import engine
+
+    space = tiny_space(epochs=Fixed(1), n_layers=Fixed(1), width=Fixed(8))
+    hp = clf_task.hparams(space, space.decode(np.full((1, space.dim), 0.5)))
+    ref = run_population(clf_task, hp, np.arange(1), seed=0)[0][0]
+    option = "xla_gpu_enable_command_buffer"  # a GPU option: the CPU ignores it
+    monkeypatch.setattr(engine, "SEGMENT_COMPILER_OPTIONS", {"cpu": {option: "WHILE"}})
+    same = run_population(clf_task, hp, np.arange(1), seed=0)[0][0]
+    assert same.value == ref.value
+    np.testing.assert_array_equal(same.curves["train_loss"], ref.curves["train_loss"])
+    monkeypatch.setattr(engine, "SEGMENT_COMPILER_OPTIONS", {"cpu": {option: "NOPE"}})
+    with pytest.raises(Exception, match=option):
+        run_population(clf_task, hp, np.arange(1), seed=0)
+
+
 def test_host_rows_pack_per_trial_arrays_bit_for_bit():
     """The per-trial host arrays of a program call packed into one ``uint32`` matrix
     come back inside a program with their dtypes, shapes and bits (NaN payloads, -0.0,
@@ -589,7 +608,7 @@ def test_the_devices_given_choose_the_platform_paths(clf_task, monkeypatch):
     space = _fixed_space(width=8, n_layers=1, batch_size=32, epochs=1)
     hp = _hp(clf_task, space, [{}])
     run_population(clf_task, hp, np.arange(1), seed=0, devices=jax.devices("cpu"))
-    assert [spec.platform for spec, _ in engine._CACHE] == ["cpu"]
+    assert [key[0].platform for key in engine._CACHE] == ["cpu"]
     # Without devices=, the default backend's paths (here the pretended GPU's).
     assert engine._bucket_spec(clf_task, hp, 1, None)[1].platform == "gpu"
 
