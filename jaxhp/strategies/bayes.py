@@ -231,7 +231,7 @@ def gp_bo(
         if kind == "sobol":
             return _sobol_points(d, seed, start, n)
         # Point i of the random stream depends on i alone (as in random search).
-        ids = jnp.arange(start, start + next_pow2(n), dtype=jnp.uint32)
+        ids = np.arange(start, start + next_pow2(n), dtype=np.uint32)
         return np.asarray(_points(jax.random.key(seed), ids, d), np.float64)[:n]
 
     def init(key: jax.Array) -> BayesState:
