@@ -7,7 +7,9 @@ trials early, ``STATIC_EPOCH_LOOP``), each a
 ``lax.scan`` over ``S`` optimizer steps of ``Trainable.step`` ``vmap``-ed once over the
 ``P * F`` members (trial, fold), followed by the vmapped ``evaluate`` on each fold's validation rows
 (every epoch, or every ``eval_every`` epochs and at each trial's last). What the host
-reads after a segment comes back packed into one vector (one transfer).
+reads after a segment comes back packed into one vector (one transfer), and what a
+program call takes from the host (hyperparameters, trial ids, masks) goes packed into one
+matrix (``HostRows``).
 
 How each hyperparameter runs batched:
 
@@ -132,9 +134,10 @@ STATIC_EPOCH_LOOP = {"cpu": False, "default": True}
 
 #: Whether a round's hyperparameters go to the device in one ``device_put``, shared by
 #: the initial-state program and every segment (True), or as NumPy arrays that each
-#: program call takes as they are (False). The call's own transfer is cheaper than a
-#: ``device_put`` of the dict: 1.08x the engine's trials/s at P = 1 on an H200, the same
-#: at P = 1024 and 4096 (benchmarks/round_overhead.py), and faster on a CPU. A
+#: program call takes as they are (False; packed into one matrix, ``PACK_HOST_ROWS``).
+#: The call's own transfer is cheaper than a ``device_put`` of the dict: 1.08x the
+#: engine's trials/s at P = 1 on an H200, the same at P = 1024 and 4096
+#: (benchmarks/round_overhead.py, before the packing), and faster on a CPU. A
 #: population sharded over several devices is always put, with its sharding.
 HP_DEVICE_PUT = False
 
