@@ -171,9 +171,8 @@ class HostRows:
 
     def __init__(self, words: Any, layout: tuple):
         self.words = words
-        self.layout = (
-            layout  # (treedef, ((dtype name, first column, trailing shape), ...))
-        )
+        # (treedef, ((dtype name, first column, trailing shape), ...))
+        self.layout = layout
 
     def tree_flatten(self):
         return (self.words,), self.layout

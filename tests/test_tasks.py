@@ -159,13 +159,15 @@ def test_classifier_loss_matches_optax():
     for scale in (1.0, 1e3):
         out = jax.random.normal(jax.random.key(0), (64, 10)) * scale
         np.testing.assert_allclose(tr._loss(out, y, mask), ref(out), rtol=1e-6)
-        # The engine's row count (Batch.count) in place of the mask's sum: the same.
-        np.testing.assert_allclose(
-            tr._loss(out, y, mask, jnp.int32(50)), ref(out), rtol=1e-6
-        )
-        np.testing.assert_allclose(
-            jax.grad(lambda o: tr._loss(o, y, mask))(out),
-            jax.grad(ref)(out),
-            rtol=1e-6,
-            atol=1e-7,
-        )
+        # What a step trains on: per-row terms over the engine's row count
+        # (Batch.count), zero on padding, summing to the same loss.
+        terms = tr._loss_terms(out, y, mask, jnp.int32(50))
+        assert terms.shape == (64,) and not np.any(np.asarray(terms)[50:])
+        np.testing.assert_allclose(jnp.sum(terms), ref(out), rtol=1e-6)
+        for loss in (
+            lambda o: tr._loss(o, y, mask),
+            lambda o: jnp.sum(tr._loss_terms(o, y, mask, jnp.int32(50))),
+        ):
+            np.testing.assert_allclose(
+                jax.grad(loss)(out), jax.grad(ref)(out), rtol=1e-6, atol=1e-7
+            )

@@ -183,15 +183,8 @@ class MLPTrainable:
     def apply(self, params, x, hp, key=None) -> jax.Array:
         return self.module.apply({"params": params}, x, hp, key)
 
-    def _loss(
-        self, out: jax.Array, y: jax.Array, mask: jax.Array, count=None
-    ) -> jax.Array:
-        return jnp.sum(self._loss_terms(out, y, mask, count))
-
-    def _loss_terms(
-        self, out: jax.Array, y: jax.Array, mask: jax.Array, count=None
-    ) -> jax.Array:
-        """Each row's share of the batch's mean loss (zero on padding rows), ``[B]``."""
+    def _row_loss(self, out: jax.Array, y: jax.Array) -> jax.Array:
+        """Each row's loss, ``[B]``."""
         if self.kind == "classifier":
             # log-softmax cross-entropy with a stop-gradient max shift: the same value as
             # optax's (which goes through logsumexp) in fewer kernels per step.
@@ -200,11 +193,21 @@ class MLPTrainable:
             # gradient is then elementwise (fused), not a scatter kernel per step.
             hot = y[:, None] == jnp.arange(out.shape[-1])
             label = jnp.sum(jnp.where(hot, shifted, 0.0), axis=-1)
-            per_row = jnp.log(jnp.sum(jnp.exp(shifted), axis=-1)) - label
-        else:
-            per_row = jnp.mean(jnp.square(out - y.reshape(out.shape)), axis=-1)
-        n = jnp.sum(mask) if count is None else count
-        return jnp.where(mask, per_row, 0.0) / jnp.maximum(n, 1)
+            return jnp.log(jnp.sum(jnp.exp(shifted), axis=-1)) - label
+        return jnp.mean(jnp.square(out - y.reshape(out.shape)), axis=-1)
+
+    def _loss(self, out: jax.Array, y: jax.Array, mask: jax.Array) -> jax.Array:
+        """The mean loss over the real rows."""
+        per_row = jnp.where(mask, self._row_loss(out, y), 0.0)
+        return jnp.sum(per_row) / jnp.maximum(jnp.sum(mask), 1)
+
+    def _loss_terms(
+        self, out: jax.Array, y: jax.Array, mask: jax.Array, count: jax.Array
+    ) -> jax.Array:
+        """Each row's share of the batch's mean loss (zero on padding rows), ``[B]``:
+        they sum to the mean over the ``count`` real rows."""
+        per_row = jnp.where(mask, self._row_loss(out, y), 0.0)
+        return per_row / jnp.maximum(count, 1)
 
     def step(self, state: MLPState, batch: Batch, hp) -> tuple[MLPState, dict]:
         def loss_fn(params):
