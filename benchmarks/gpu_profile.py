@@ -32,7 +32,6 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 import throughput as tp  # noqa: E402
 
-import jaxhp  # noqa: E402
 from jaxhp.engine import run_population  # noqa: E402
 
 
@@ -100,18 +99,10 @@ def main(argv=None):
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
 
-    from sklearn.datasets import load_digits
-
-    X, y = load_digits(return_X_y=True)
-    space = tp.homogeneous_space()
     tasks = {}
     for dt in ("float32", "bfloat16"):
-        tasks[dt] = jaxhp.tasks.MLPClassifier(
-            X, y, val_fraction=0.2, seed=0, compute_dtype=dt
-        )
-        tasks[dt].check_space(space)
-    xt, yt, xv, yv = tp.baseline_data(tasks["float32"])
-    train_val = tp.make_train(xt, yt, xv, yv, tasks["float32"].n_out).train_val
+        tasks[dt], space, base = tp.reference_task(compute_dtype=dt)
+    train_val = base.train_val
     vmap_val = jax.jit(jax.vmap(train_val))
     result = {
         "benchmark": "gpu_profile",

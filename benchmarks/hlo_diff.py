@@ -34,7 +34,6 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 import throughput as tp  # noqa: E402
 
-import jaxhp  # noqa: E402
 from jaxhp import engine  # noqa: E402
 
 # Instructions that launch nothing of their own at a computation's top level.
@@ -115,15 +114,8 @@ def main(argv=None):
     ap.add_argument("--dump", default=None, help="write the optimized HLO texts here")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
-    from sklearn.datasets import load_digits
-
-    X, y = load_digits(return_X_y=True)
-    task = jaxhp.tasks.MLPClassifier(X, y, val_fraction=0.2, seed=0)
-    space = tp.homogeneous_space()
-    task.check_space(space)
+    task, space, base = tp.reference_task()
     data = engine._device_data(task)
-    xt, yt, xv, yv = tp.baseline_data(task)
-    base = tp.make_train(xt, yt, xv, yv, task.n_out)
     result = {
         "benchmark": "hlo_diff",
         "date": datetime.date.today().isoformat(),

@@ -52,7 +52,6 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 import throughput as tp  # noqa: E402
 
-import jaxhp  # noqa: E402
 from jaxhp import engine  # noqa: E402
 from jaxhp.tasks.mlp import MLPTrainable  # noqa: E402
 
@@ -107,11 +106,12 @@ class ScalarLossMLP(MLPTrainable):
         return state, {"loss": jnp.sum(metrics["loss"])}
 
 
-def scalar_loss_task(X, y):
+def scalar_loss_task():
     """The benchmark's task, its trainables returning a scalar loss per step."""
-    task = jaxhp.tasks.MLPClassifier(X, y, val_fraction=0.2, seed=0)
+    task, space, _ = tp.reference_task()
     make = task.trainable
     task.trainable = lambda hp: ScalarLossMLP(**dataclasses.asdict(make(hp)))
+    task.check_space(space)
     return task
 
 
@@ -143,16 +143,8 @@ def main(argv=None):
     ap.add_argument("--min-seconds", type=float, default=1.0)
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
-    from sklearn.datasets import load_digits
-
-    X, y = load_digits(return_X_y=True)
-    task = jaxhp.tasks.MLPClassifier(X, y, val_fraction=0.2, seed=0)
-    space = tp.homogeneous_space()
-    task.check_space(space)
-    task_scalar = scalar_loss_task(X, y)
-    task_scalar.check_space(space)
-    xt, yt, xv, yv = tp.baseline_data(task)
-    base = tp.make_train(xt, yt, xv, yv, task.n_out)
+    task, space, base = tp.reference_task()
+    task_scalar = scalar_loss_task()
     vmap_train, vmap_val = (
         jax.jit(jax.vmap(base.train)),
         jax.jit(jax.vmap(base.train_val)),

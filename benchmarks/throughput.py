@@ -209,6 +209,17 @@ def baseline_data(task):
     )
 
 
+def reference_task(**kw):
+    """The reference MLP's task on digits (``kw``: more task arguments, e.g.
+    ``compute_dtype``), its space (checked), and the hand-written baselines trained on
+    the same rows."""
+    X, y = load_digits(return_X_y=True)
+    task = jaxhp.tasks.MLPClassifier(X, y, val_fraction=0.2, seed=0, **kw)
+    space = homogeneous_space()
+    task.check_space(space)
+    return task, space, make_train(*baseline_data(task), task.n_out)
+
+
 def trial_keys(n):
     """The baselines' per-trial keys."""
     return jax.vmap(lambda i: jax.random.fold_in(jax.random.key(0), i))(
