@@ -23,6 +23,8 @@ throughput.py's reference MLP and hyperparameters:
                  (``engine.SEGMENT_COMPILER_OPTIONS``, ``GRAPHS`` below): the step loop
                  recorded as a CUDA graph and launched once, not kernel by kernel. An
                  arm that fails to compile or run is reported and left out.
+
+Each engine arm's trials must reach the default's best values (``*_same_values``).
   vmap, vmap_val throughput.py's baselines (validation at the end / every epoch)
 
 Best of ``--repeats`` interleaved rounds per arm (more for short rounds). Then the
@@ -174,15 +176,24 @@ def main(argv=None):
             "vmap_val": lambda k=keys, h=hp_dev: vmap_val(k, h),
         }
         row = {"population": P}
+        values = {}
         for name, fn in list(arms.items()):  # compile
             t0 = time.perf_counter()
             try:
-                jax.block_until_ready(fn())
+                out = jax.block_until_ready(fn())
             except Exception as e:  # an experimental arm the backend refuses
                 row[f"{name}_error"] = f"{type(e).__name__}: {e}"[:500]
                 del arms[name]
                 continue
             row[f"{name}_first_s"] = time.perf_counter() - t0
+            if name.startswith("engine"):
+                values[name] = np.array([o.value for o in out])
+        # A switch changes how a round runs, not what it computes: each engine arm's
+        # trials reach the default's best values (a faster arm that does not is void).
+        for name, v in values.items():
+            row[f"{name}_same_values"] = bool(
+                np.allclose(v, values["engine"], rtol=1e-5, equal_nan=True)
+            )
         t0 = time.perf_counter()
         jax.block_until_ready(arms["vmap_val"]())
         one = time.perf_counter() - t0
@@ -220,6 +231,8 @@ def main(argv=None):
         for k, v in row.items():
             if k.endswith("_error"):
                 print(f"P={row['population']}: {k[:-6]} failed: {v}")
+            if k.endswith("_same_values") and not v:
+                print(f"P={row['population']}: {k[:-12]} trained other values")
     for row in result["rows"]:
         print(
             f"P={row['population']}: initial-state call "
