@@ -182,15 +182,17 @@ class HostRows:
         return cls(children[0], layout)
 
 
+def _fits_word(dtype: Any) -> bool:
+    """Whether a dtype's values travel as ``uint32`` words (bit casts, or booleans as
+    0/1): the rule of both packings, :func:`host_rows` in and :func:`_pack` out."""
+    dt = np.dtype(dtype)
+    return dt == np.bool_ or (dt.itemsize == 4 and dt.kind in "fiu")
+
+
 def _packable(leaf: Any, p: int) -> bool:
     if not isinstance(leaf, (np.ndarray, jax.ShapeDtypeStruct)):
         return False  # a device array stays where it is
-    dt = np.dtype(leaf.dtype)
-    return (
-        len(leaf.shape) >= 1
-        and leaf.shape[0] == p
-        and (dt == np.bool_ or (dt.itemsize == 4 and dt.kind in "fiu"))
-    )
+    return len(leaf.shape) >= 1 and leaf.shape[0] == p and _fits_word(leaf.dtype)
 
 
 def host_rows(tree: Any) -> Any:
@@ -594,7 +596,7 @@ def _pack(key: Hashable, tree: Any) -> dict[str, jax.Array]:
         dt = jnp.dtype(leaf.dtype)
         if dt == jnp.bool_:
             group_name, word = "u32", leaf.astype(jnp.uint32)
-        elif dt.itemsize == 4:
+        elif _fits_word(dt):
             group_name, word = "u32", jax.lax.bitcast_convert_type(leaf, jnp.uint32)
         else:
             group_name, word = dt.name, leaf
