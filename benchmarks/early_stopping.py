@@ -26,11 +26,9 @@ at most, ASHA from 1 epoch) and ``long`` (81 epochs, ASHA from 3).
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import math
 import os
-import platform
 import sys
 import time
 
@@ -39,7 +37,10 @@ import jax.numpy as jnp
 import numpy as np
 from sklearn.datasets import load_digits
 
+sys.path.insert(0, os.path.dirname(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+from runinfo import run_header  # noqa: E402
 
 import jaxhp  # noqa: E402
 from jaxhp.stopping import SuccessiveHalving  # noqa: E402
@@ -310,18 +311,9 @@ def main(argv=None):
                 "rows": rows,
             }
         )
-    result = {
-        "benchmark": "early_stopping",
-        "date": datetime.date.today().isoformat(),
-        "backend": jax.default_backend(),
-        "device": str(jax.devices()[0].device_kind),
-        "cpu_count": os.cpu_count(),
-        "machine": platform.machine(),
-        "jax": jax.__version__,
-        "trials": args.trials,
-        "slots": args.slots,
-        "tracks": tracks,
-    }
+    result = run_header(
+        "early_stopping", trials=args.trials, slots=args.slots, tracks=tracks
+    )
     print(json.dumps(result, indent=2))
     print(
         f"\n{'track':>6} {'arm':>7} {'s to target':>12} {'epochs to target':>17} "

@@ -39,7 +39,6 @@ next session lent a GPU (benchmarks/gpu_check.sh runs it).
 from __future__ import annotations
 
 import argparse
-import datetime
 import functools
 import json
 import os
@@ -53,6 +52,7 @@ from jax.experimental import pallas as pl
 sys.path.insert(0, os.path.dirname(__file__))
 
 import throughput as tp  # noqa: E402
+from runinfo import run_header  # noqa: E402
 
 OUT_PAD = 16  # the 10 classes padded to a tensor-core tile
 
@@ -343,13 +343,7 @@ def main(argv=None):
     xt, yt, xv, yv = tp.baseline_data(task)
     n_out = task.n_out
     result = {
-        "benchmark": "fused_mlp",
-        "date": datetime.date.today().isoformat(),
-        "backend": backend,
-        "device": str(jax.devices()[0].device_kind),
-        "jax": jax.__version__,
-        "model": f"MLP {tp.DEPTH}x{tp.WIDTH} on digits, batch {tp.BATCH}, "
-        f"{tp.EPOCHS} epochs, SGD+momentum+wd",
+        **run_header("fused_mlp", model=tp.MODEL),
         "checks": {},
         "rows": [],
     }

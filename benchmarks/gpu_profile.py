@@ -31,6 +31,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 import throughput as tp  # noqa: E402
+from runinfo import run_header  # noqa: E402
 
 from jaxhp.engine import run_population  # noqa: E402
 
@@ -104,13 +105,7 @@ def main(argv=None):
         tasks[dt], space, base = tp.reference_task(compute_dtype=dt)
     train_val = base.train_val
     vmap_val = jax.jit(jax.vmap(train_val))
-    result = {
-        "benchmark": "gpu_profile",
-        "backend": jax.default_backend(),
-        "device": str(jax.devices()[0].device_kind),
-        "jax": jax.__version__,
-        "runs": [],
-    }
+    result = run_header("gpu_profile", runs=[])
     for P in args.population:
         result["runs"].append(profile_population(P, tasks, space, vmap_val, args.top))
         tp.save_json(args.out, result)

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import datetime
 import os
 import re
 import sys
@@ -33,6 +32,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 import throughput as tp  # noqa: E402
+from runinfo import run_header  # noqa: E402
 
 from jaxhp import engine  # noqa: E402
 
@@ -116,14 +116,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     task, space, base = tp.reference_task()
     data = engine._device_data(task)
-    result = {
-        "benchmark": "hlo_diff",
-        "date": datetime.date.today().isoformat(),
-        "backend": jax.default_backend(),
-        "device": str(jax.devices()[0].device_kind),
-        "jax": jax.__version__,
-        "populations": {},
-    }
+    result = run_header("hlo_diff", populations={})
     for P in args.population:
         hp_np = tp.hparams(P, P)
         hp = task.hparams(space, hp_np)

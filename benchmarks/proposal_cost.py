@@ -11,18 +11,19 @@ and the steady state (the same shapes again), in seconds. Uses the same jitted p
 from __future__ import annotations
 
 import argparse
-import datetime
 import inspect
 import json
 import os
-import platform
 import sys
 import time
 
 import jax
 import numpy as np
 
+sys.path.insert(0, os.path.dirname(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+from runinfo import run_header  # noqa: E402
 
 import jaxhp  # noqa: E402
 from jaxhp.gp import fit as gpfit  # noqa: E402
@@ -151,17 +152,7 @@ def main(argv=None):
                     file=sys.stderr,
                     flush=True,
                 )
-    result = {
-        "benchmark": "proposal_cost",
-        "date": datetime.date.today().isoformat(),
-        "backend": jax.default_backend(),
-        "device": str(jax.devices()[0].device_kind),
-        "cpu_count": os.cpu_count(),
-        "machine": platform.machine(),
-        "jax": jax.__version__,
-        "bayes_options": DEFAULTS,
-        "rows": rows,
-    }
+    result = run_header("proposal_cost", bayes_options=DEFAULTS, rows=rows)
     print(json.dumps(result, indent=2))
     print(
         f"\n{'n':>5} {'d':>3} {'q':>5} {'fit s':>8} {'post s':>8} {'acq s':>8} "

@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime
 import json
 import os
 import sys
@@ -53,6 +52,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 import throughput as tp  # noqa: E402
+from runinfo import run_header  # noqa: E402
 
 from jaxhp import engine  # noqa: E402
 from jaxhp.tasks.mlp import MLPTrainable  # noqa: E402
@@ -151,14 +151,7 @@ def main(argv=None):
         jax.jit(jax.vmap(base.train)),
         jax.jit(jax.vmap(base.train_val)),
     )
-    result = {
-        "benchmark": "round_overhead",
-        "date": datetime.date.today().isoformat(),
-        "backend": jax.default_backend(),
-        "device": str(jax.devices()[0].device_kind),
-        "jax": jax.__version__,
-        "rows": [],
-    }
+    result = run_header("round_overhead", rows=[])
     for P in args.populations:
         hp_np = tp.hparams(P, P)
         hp = task.hparams(space, hp_np)

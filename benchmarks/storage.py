@@ -21,21 +21,21 @@ back (``jaxhp.load``) with each layout.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import math
 import os
-import platform
 import sqlite3
 import sys
 import tempfile
 import time
 
-import jax
 import numpy as np
 from sklearn.datasets import load_digits
 
+sys.path.insert(0, os.path.dirname(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+from runinfo import run_header  # noqa: E402
 
 import jaxhp  # noqa: E402
 from jaxhp import storage  # noqa: E402
@@ -137,12 +137,7 @@ def main(argv=None):
     )
     best = {k: min(v) for k, v in times.items()}
     result = {
-        "benchmark": "storage",
-        "date": datetime.date.today().isoformat(),
-        "backend": jax.default_backend(),
-        "cpu_count": os.cpu_count(),
-        "machine": platform.machine(),
-        "jax": jax.__version__,
+        **run_header("storage"),
         "sqlite": sqlite3.sqlite_version,
         "population": P,
         "epochs": args.epochs,

@@ -25,11 +25,9 @@ and wine with 5-fold cross-validation; bayes vs random vs sobol at equal trial c
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import math
 import os
-import platform
 import sys
 import time
 import warnings
@@ -37,7 +35,10 @@ import warnings
 import jax
 import numpy as np
 
+sys.path.insert(0, os.path.dirname(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+from runinfo import run_header  # noqa: E402
 
 import jaxhp  # noqa: E402
 from jaxhp.strategies.bayes import default_n_initial  # noqa: E402
@@ -349,17 +350,11 @@ def main(argv=None):
     ap.add_argument("--plot", default=None, help="PNG path for the regret curves")
     args = ap.parse_args(argv)
     meta = {
-        "date": datetime.date.today().isoformat(),
-        "backend": jax.default_backend(),
-        "device": str(jax.devices()[0].device_kind),
-        "cpu_count": os.cpu_count(),
-        "machine": platform.machine(),
-        "jax": jax.__version__,
         "bayes_options": args.bayes_options,
         "shared_design": args.shared_design,
     }
     if args.nn:
-        result = {"benchmark": "strategies-nn", **meta, "rows": nn_track(args)}
+        result = run_header("strategies-nn", **meta, rows=nn_track(args))
         print(json.dumps(result, indent=2))
         print(
             f"\n{'dataset':>14} {'strategy':>8} {'median best 5-fold CV accuracy':>32}"
@@ -370,14 +365,14 @@ def main(argv=None):
             )
     else:
         rows, curves = synthetic(args)
-        result = {
-            "benchmark": "strategies",
+        result = run_header(
+            "strategies",
             **meta,
-            "seeds": args.seeds,
-            "seed_start": args.seed_start,
-            "rows": rows,
-            "median_log10_regret_curves": curves,
-        }
+            seeds=args.seeds,
+            seed_start=args.seed_start,
+            rows=rows,
+            median_log10_regret_curves=curves,
+        )
         if args.plot:
             result["plot"] = plot(curves, args.plot)
         print(

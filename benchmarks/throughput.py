@@ -43,11 +43,9 @@ Steady-state times (compile excluded, reported apart); each figure is the best o
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import math
 import os
-import platform
 import sys
 import time
 from collections.abc import Callable
@@ -59,6 +57,8 @@ import numpy as np
 from sklearn.datasets import load_digits
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+from runinfo import run_header  # noqa: E402
 
 import jaxhp  # noqa: E402
 from jaxhp.engine import _member_perm, run_population  # noqa: E402
@@ -209,6 +209,11 @@ def baseline_data(task):
     )
 
 
+MODEL = (
+    f"MLP {DEPTH}x{WIDTH} on digits, batch {BATCH}, {EPOCHS} epochs, SGD+momentum+wd"
+)
+
+
 def reference_task(**kw):
     """The reference MLP's task on digits (``kw``: more task arguments, e.g.
     ``compute_dtype``), its space (checked), and the hand-written baselines trained on
@@ -304,16 +309,7 @@ def main(argv=None):
     ).train_val
     flops_trial = 6.0 * (64 * 64 + 2 * 64 * 64 + 64 * 10) * xt.shape[0] * EPOCHS
 
-    header = {
-        "benchmark": "throughput",
-        "date": datetime.date.today().isoformat(),
-        "backend": backend,
-        "device": str(jax.devices()[0].device_kind),
-        "cpu_count": os.cpu_count(),
-        "machine": platform.machine(),
-        "jax": jax.__version__,
-        "model": f"MLP {DEPTH}x{WIDTH} on digits, batch {BATCH}, {EPOCHS} epochs, SGD+momentum+wd",
-    }
+    header = run_header("throughput", model=MODEL)
 
     rows = []
     seq_train = jax.jit(train)
