@@ -254,20 +254,31 @@ def tune(
                 model = new_model = Model(task, cand)
                 model_value = cand.value
             params = space.to_python_all(values)
+            # Straight from the engine's columns (no TrialOutcome records in between).
             new = [
                 Trial(
-                    trial_id=o.trial_id,
-                    params=params[o.trial_id - started],
-                    value=o.value,
-                    status=o.status,
-                    epochs_run=o.epochs_run,
-                    best_epoch=o.best_epoch,
-                    wall_time=o.wall_time,
+                    trial_id=tid,
+                    params=params[tid - started],
+                    value=value,
+                    status=status,
+                    epochs_run=epochs_run,
+                    best_epoch=best_epoch,
+                    wall_time=wall,
                     round=rnd,
-                    fold_values=tuple(np.asarray(o.fold_values, float).tolist()),
-                    curves=o.curves,
+                    fold_values=tuple(folds),
+                    curves=curves,
                 )
-                for o in outcomes
+                for tid, status, value, epochs_run, best_epoch, wall, folds, curves in zip(
+                    outcomes.trial_id.tolist(),
+                    outcomes.status.tolist(),
+                    outcomes.value.tolist(),
+                    outcomes.epochs_run.tolist(),
+                    outcomes.best_epoch.tolist(),
+                    outcomes.wall_time.tolist(),
+                    outcomes.fold_values.astype(float).tolist(),
+                    outcomes.curve_dicts(),
+                    strict=True,
+                )
             ]
             y = np.asarray([-sign * t.value if t.ok else np.nan for t in new])
             state = strat.tell(state, u, y)

@@ -467,6 +467,89 @@ def test_buckets_do_not_change_results(clf_task):
         )
 
 
+def test_buckets_are_grouped_without_a_loop_as_with_one(clf_task):
+    # Integer shape keys (the MLP's widths) are grouped by NumPy; any other hashables
+    # one trial at a time. Both give the same buckets, trials ascending in each.
+    from jaxhp.engine import _group_by
+    from jaxhp.tasks.base import next_pow2, next_pow2_array
+
+    n = np.r_[0:4097, 2**20 - 1, 2**20, 2**20 + 1, 2**40 + 3]
+    assert next_pow2_array(n).tolist() == [next_pow2(int(v)) for v in n]
+    rng = np.random.default_rng(0)
+    keys = rng.choice([16, 64, 128, 256], 500)
+    batch = next_pow2_array(rng.choice([24, 32, 64, 128], 500))
+    fast = _group_by(keys, batch)
+    slow = _group_by([f"w{k}" for k in keys], batch)
+    assert sorted(fast) == sorted((int(k[1:]), b) for k, b in slow)
+    for (k, b), g in fast.items():
+        assert g.tolist() == slow[(f"w{k}", b)].tolist()
+        assert (np.diff(g) > 0).all() and (keys[g] == k).all() and (batch[g] == b).all()
+    assert sum(len(g) for g in fast.values()) == 500
+    space = tiny_space(width=jaxhp.Int(4, 64), batch_size=Choice([16, 32, 48]))
+    hp = clf_task.hparams(space, space.decode(rng.random((300, space.dim))))
+    groups = jaxhp.engine.plan_buckets(clf_task, hp, bucketing="pow2", n_rows=100)
+    widths = next_pow2_array(np.maximum(hp["width"], clf_task.bucket_width_min))
+    for g in groups:  # one width bucket and one batch bucket per group
+        assert len(set(widths[g].tolist())) == 1
+        assert len(set(next_pow2_array(hp["batch_size"][g]).tolist())) == 1
+    assert np.sort(np.concatenate(groups)).tolist() == list(range(300))
+
+
+def test_outcomes_columns_concatenate_sort_and_give_records():
+    # Two chunks that ran 3 and 2 epochs: the concatenation pads the shorter curves
+    # with NaN, and each record holds exactly its trial's rows.
+    from types import SimpleNamespace
+
+    from jaxhp.engine import Outcomes, TrialOutcome, _outcomes
+
+    def chunk(ids, n_ep, trained, diverged, stopped):
+        p = len(ids)
+        loss = np.arange(n_ep * p, dtype=np.float32).reshape(n_ep, p)
+        loss[np.arange(n_ep)[:, None] >= np.asarray(trained)[None, :]] = np.nan
+        rows = {
+            "train_loss": loss,
+            "value": loss / 10,
+            "value_folds": np.stack([loss, -loss], -1),
+        }
+        best = np.asarray(trained) - 1
+        flags = (
+            np.asarray(diverged),
+            np.asarray(stopped),
+            np.asarray(trained),
+            np.linspace(0.1, 0.9, p).astype(np.float32),
+            best,
+        )
+        return _outcomes(
+            SimpleNamespace(sign=-1.0), flags, [rows], np.asarray(ids), 2.0, f"g{p}"
+        )
+
+    a, best_a = chunk(
+        [4, 0, 2], 3, [3, 1, 2], [False, False, True], [False, True, False]
+    )
+    b, _ = chunk([3, 1], 2, [2, 2], [False, False], [False, False])
+    assert best_a == (np.float32(0.5), 1)  # the diverged trial (0.9) is never the best
+    both = Outcomes.concat([a, b])
+    both = both.take(np.argsort(both.trial_id, kind="stable"))
+    records = list(both)
+    assert all(isinstance(r, TrialOutcome) for r in records)
+    assert [r.trial_id for r in records] == [0, 1, 2, 3, 4] == both.trial_id.tolist()
+    assert [r.status for r in records] == [
+        "stopped",
+        "complete",
+        "diverged",
+        "complete",
+        "complete",
+    ]
+    assert [len(r.curves["train_loss"]) for r in records] == [1, 2, 2, 2, 3]
+    assert both.curves["train_loss"].shape == (5, 3)
+    assert np.isnan(both.curves["train_loss"][1, 2])  # padding of the 2-epoch chunk
+    np.testing.assert_array_equal(records[4].curves["train_loss"], [0, 3, 6])
+    assert math.isnan(records[2].value) and records[0].value == -0.5
+    np.testing.assert_array_equal(records[0].fold_values, [1, -1])
+    assert both[-1].trial_id == 4 and [r.trial_id for r in both[1:3]] == [1, 2]
+    assert records[3].bucket == "g2" and records[3].wall_time == 2.0
+
+
 def test_padded_units_stay_exactly_zero(clf_task):
     """Units beyond a trial's width start at zero and never move: no mask needed."""
     space = Space(

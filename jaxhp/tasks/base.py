@@ -8,7 +8,7 @@ and builds the (static, hashable) Trainable for a bucket. The engine does the re
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -17,7 +17,7 @@ from jaxhp.space import Choice, Fixed, Float, Int, Space, SpaceError
 from jaxhp.tasks.data import FoldData
 from jaxhp.trainable import Trainable
 
-__all__ = ["Task", "TrainableTask", "ENGINE_HPARAMS", "next_pow2"]
+__all__ = ["Task", "TrainableTask", "ENGINE_HPARAMS", "next_pow2", "next_pow2_array"]
 
 #: Hyperparameters the engine itself reads: the batch size and the epoch budget.
 ENGINE_HPARAMS = ("batch_size", "epochs")
@@ -25,6 +25,13 @@ ENGINE_HPARAMS = ("batch_size", "epochs")
 
 def next_pow2(n: int) -> int:
     return 1 << max(0, math.ceil(math.log2(max(1, n))))
+
+
+def next_pow2_array(n: Any) -> np.ndarray:
+    """:func:`next_pow2` of every element of an integer array, without a Python loop
+    (``frexp``'s exponent of ``n - 1`` is its bit length; exact below 2**53)."""
+    m = np.maximum(np.asarray(n, np.int64) - 1, 0)
+    return np.left_shift(1, np.frexp(m.astype(np.float64))[1].astype(np.int64))
 
 
 def _value_range(p) -> tuple[Any, Any] | None:
@@ -114,7 +121,9 @@ class Task:
                 elif isinstance(p, Fixed):
                     codes = np.full(n, vocab.index(p.value))
                 else:
-                    codes = np.asarray([vocab.index(p.values[i]) for i in values[name]])
+                    # The choice's index -> the vocabulary's code, once per choice.
+                    to_code = np.asarray([vocab.index(v) for v in p.values])
+                    codes = to_code[np.asarray(values[name], np.int64)]
                 out[name] = codes.astype(np.int32)
                 continue
             if p is None:
@@ -131,10 +140,10 @@ class Task:
         return out
 
     # -- buckets ----------------------------------------------------------------
-    def shape_keys(self, hp: Mapping[str, np.ndarray]) -> list[Hashable]:
-        """The shape bucket of each trial, before merging (see ``engine.plan_buckets``)."""
-        n = len(hp["batch_size"])
-        return [()] * n
+    def shape_keys(self, hp: Mapping[str, np.ndarray]) -> Sequence[Hashable]:
+        """The shape bucket of each trial, before merging (see ``engine.plan_buckets``):
+        a list of hashables, or an integer array (grouped without a per-trial loop)."""
+        return np.zeros(len(hp["batch_size"]), np.int64)
 
     def trainable(self, hp: Mapping[str, np.ndarray]) -> Trainable:
         """The Trainable for a bucket whose trials have hyperparameters ``hp``."""

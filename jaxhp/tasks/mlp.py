@@ -18,7 +18,7 @@ Tunable hyperparameters (defaults in ``MLP_DEFAULTS``): ``n_layers``, ``width``,
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, NamedTuple
 
@@ -29,7 +29,7 @@ import numpy as np
 
 from jaxhp.optim import OPTIMIZERS, OptState, opt_init, opt_update
 from jaxhp.space import Choice, Fixed
-from jaxhp.tasks.base import Task, next_pow2
+from jaxhp.tasks.base import Task, next_pow2, next_pow2_array
 from jaxhp.tasks.data import DataError, check_arrays, make_folds, stack_folds
 from jaxhp.trainable import Batch
 
@@ -348,8 +348,8 @@ class _MLPTask(Task):
             "dropout": max(possible("dropout")) > 0,
         }
 
-    def shape_keys(self, hp) -> list[Hashable]:
-        return [next_pow2(max(int(w), self.bucket_width_min)) for w in hp["width"]]
+    def shape_keys(self, hp) -> np.ndarray:
+        return next_pow2_array(np.maximum(hp["width"], self.bucket_width_min))
 
     def trainable(self, hp: Mapping[str, np.ndarray]) -> MLPTrainable:
         st = getattr(
@@ -371,10 +371,10 @@ class _MLPTask(Task):
             width=next_pow2(max(int(np.max(hp["width"])), self.bucket_width_min)),
             dropout=bool(np.any(hp["dropout"] > 0)) or st["dropout"],
             activations=tuple(
-                sorted({int(a) for a in hp["activation"]} | st["activations"])
+                sorted(set(np.asarray(hp["activation"]).tolist()) | st["activations"])
             ),
             optimizers=tuple(
-                sorted({int(o) for o in hp["optimizer"]} | st["optimizers"])
+                sorted(set(np.asarray(hp["optimizer"]).tolist()) | st["optimizers"])
             ),
             min_depth=min(int(np.min(hp["n_layers"])), st["min_depth"]),
             compute_dtype=self.compute_dtype,

@@ -1,0 +1,215 @@
+"""The host's share of a round at large populations, with the device's share made small.
+
+On an H200 a round of 16,384 reference MLPs trains in about a second, and what the host
+does per trial around it (planning the buckets, building each trial's outcome, then
+tune()'s records) is paid while the device idles. This script times that host work on a
+model so small (width 4, one step per epoch) that training costs little, so the phases
+read as host time:
+
+  plan         engine.plan_buckets (bucketing "auto"), in run_population
+  outcomes     the chunk's outcomes from its fetched flags and curves, in run_population
+  to_device, init, segment, fetch   the rest of run_population's phases
+  records      a TrialOutcome per trial (``list(outcomes)``): what a consumer that wants
+               records pays, outside the engine since 2026-11-29
+  tune_host    one tune() round minus its run_population: ask, decode, hparams, the
+               Trial records, tell
+  commit       ``Study.commit_round``: the round written to SQLite (``storage=``)
+
+Phases are the engine's own annotations (``engine._phase``), timed here by swapping
+in a stopwatch, on a homogeneous population (one bucket). Planning alone is timed
+again on a mixed one (depth 1-4, width 16-256 log, batch 32-128: several buckets, so
+the planner merges; not trained, which would take minutes on a CPU). Best of
+``--repeats`` per phase, in ms and µs per trial; JSON (``--out``) and a table:
+
+    python benchmarks/host_work.py --populations 1024 16384
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+from runinfo import run_header  # noqa: E402
+from sklearn.datasets import load_digits  # noqa: E402
+
+import jaxhp  # noqa: E402
+from jaxhp import engine  # noqa: E402
+from jaxhp.storage import Study  # noqa: E402
+
+TOTALS: collections.Counter = collections.Counter()
+
+
+class Stopwatch:
+    """Stands in for ``engine._phase``: adds each phase's wall time to ``TOTALS``."""
+
+    def __init__(self, name: str):
+        self.name = name.removeprefix("jaxhp.")
+
+    def __enter__(self):
+        self.t = time.perf_counter()
+
+    def __exit__(self, *exc):
+        TOTALS[self.name] += time.perf_counter() - self.t
+
+
+def spaces() -> dict[str, jaxhp.Space]:
+    common = dict(
+        learning_rate=jaxhp.Float(1e-3, 1e-1, log=True),
+        epochs=jaxhp.Fixed(1),
+    )
+    return {
+        "homogeneous": jaxhp.Space(
+            n_layers=jaxhp.Fixed(1),
+            width=jaxhp.Fixed(4),
+            batch_size=jaxhp.Fixed(64),
+            **common,
+        ),
+        "mixed": jaxhp.Space(
+            n_layers=jaxhp.Int(1, 4),
+            width=jaxhp.Int(16, 256, log=True),
+            batch_size=jaxhp.Choice([32, 64, 128]),
+            optimizer=jaxhp.Choice(["adam", "sgd"]),
+            **common,
+        ),
+    }
+
+
+def population(task, space, p: int) -> dict[str, np.ndarray]:
+    return task.hparams(
+        space, space.decode(np.random.default_rng(0).random((p, space.dim)))
+    )
+
+
+def measure_plan(task, space, p: int, repeats: int) -> dict[str, float]:
+    hp = population(task, space, p)
+    n_rows = int(task.data.n_train.max())
+    best = np.inf
+    for _ in range(repeats):
+        t = time.perf_counter()
+        engine.plan_buckets(task, hp, bucketing="auto", n_rows=n_rows)
+        best = min(best, time.perf_counter() - t)
+    return {"plan": best}
+
+
+def measure(task, space, p: int, repeats: int) -> dict[str, float]:
+    """Best seconds of each phase over ``repeats`` rounds of ``p`` trials."""
+    hp = population(task, space, p)
+    ids = np.arange(p)
+    best: dict[str, float] = {}
+
+    def keep(name, seconds):
+        best[name] = min(best.get(name, np.inf), seconds)
+
+    engine.run_population(task, hp, ids, seed=0)  # compile
+    kw = dict(strategy="random", n_trials=p, population=p, seed=0, verbose=False)
+    jaxhp.tune(task, space, **kw)  # compile tune's bucket shapes too
+    for _ in range(repeats):
+        TOTALS.clear()
+        t = time.perf_counter()
+        outcomes, _, _ = engine.run_population(task, hp, ids, seed=0)
+        keep("run_population", time.perf_counter() - t)
+        for name, s in TOTALS.items():
+            keep(name, s)
+        t = time.perf_counter()
+        records = list(outcomes)
+        keep("records", time.perf_counter() - t)
+        del records, outcomes
+
+        TOTALS.clear()
+        inner = engine.run_population
+        spent = [0.0]
+
+        def timed(*a, inner=inner, spent=spent, **k):
+            t = time.perf_counter()
+            out = inner(*a, **k)
+            spent[0] += time.perf_counter() - t
+            return out
+
+        jaxhp.tune.__globals__["run_population"] = timed
+        try:
+            t = time.perf_counter()
+            jaxhp.tune(task, space, **kw)
+            keep("tune_host", time.perf_counter() - t - spent[0])
+        finally:
+            jaxhp.tune.__globals__["run_population"] = inner
+        commit = Study.commit_round
+
+        def timed_commit(*a, **k):
+            t = time.perf_counter()
+            commit(*a, **k)
+            keep("commit", time.perf_counter() - t)
+
+        Study.commit_round = timed_commit
+        try:
+            with tempfile.TemporaryDirectory() as d:
+                jaxhp.tune(task, space, storage=os.path.join(d, "s.db"), **kw)
+        finally:
+            Study.commit_round = commit
+    return best
+
+
+PHASES = (
+    "plan",
+    "hp_to_device",
+    "init",
+    "segment",
+    "fetch",
+    "outcomes",
+    "run_population",
+    "records",
+    "tune_host",
+    "commit",
+)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--populations", type=int, nargs="+", default=[1024, 16384])
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args(argv)
+
+    engine._phase = Stopwatch
+    # One program per bucket, as on an accelerator: no cache-sized CPU chunks.
+    engine.CPU_CHUNK_BYTES_PER_CORE = 1 << 50
+    X, y = load_digits(return_X_y=True)
+    task = jaxhp.tasks.MLPClassifier(X[:80], y[:80], val_fraction=0.2)
+    rows = []
+    for name, space in spaces().items():
+        for p in args.populations:
+            run = measure if name == "homogeneous" else measure_plan
+            best = run(task, space, p, args.repeats)
+            rows.append({"population": name, "P": p, "seconds": best})
+            line = ", ".join(f"{k} {v * 1e3:.1f} ms" for k, v in best.items())
+            print(f"{name} P={p}: {line}", flush=True)
+    result = {**run_header("host_work", repeats=args.repeats), "rows": rows}
+    print(json.dumps(result, indent=1))
+    print(f"\n{'population':12} {'P':>6} " + " ".join(f"{p:>14}" for p in PHASES))
+    print(" " * 20 + " ".join(f"{'ms (us/trial)':>14}" for _ in PHASES))
+    for r in rows:
+        cells = [
+            f"{r['seconds'][k] * 1e3:6.1f} ({r['seconds'][k] / r['P'] * 1e6:4.2f})"
+            if k in r["seconds"]
+            else "-"
+            for k in PHASES
+        ]
+        print(
+            f"{r['population']:12} {r['P']:>6} " + " ".join(f"{c:>14}" for c in cells)
+        )
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(result, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
