@@ -2,11 +2,11 @@
 # The device check for a lent GPU: one command, a few minutes, JSON under $OUT.
 #
 #   OUT=/some/dir bash benchmarks/gpu_check.sh                  # the check: 1, 2, 4, 5
-#   OUT=/some/dir GPU_CHECK=diag bash benchmarks/gpu_check.sh    # diagnostics: 2b, 2c, 3
+#   OUT=/some/dir GPU_CHECK=diag bash benchmarks/gpu_check.sh    # diagnostics: 2b-2d, 3
 #   OUT=/some/dir GPU_CHECK=all bash benchmarks/gpu_check.sh     # both
 #
 # The most wanted figures first, each step under its own time cap (the check 6.2 minutes
-# at most, the diagnostics 3.3; the check's first run on an H200 took 6 with longer
+# at most, the diagnostics 4.5; the check's first run on an H200 took 6 with longer
 # steps), so that a step that fails or overruns leaves the others' JSON:
 # 1. ceilings: the device's measured copy bandwidth and matmul rates (fp32 default,
 #    fp32 highest, bf16), the yardsticks for the fraction-of-peak figures.
@@ -21,6 +21,11 @@
 #    engine's segment and of vmap_val (under $OUT/hlo) and their step loops' kernels,
 #    for reading without a device. (The fused Pallas kernel, benchmarks/fused_mlp.py,
 #    was measured on the third lease and is left out: run it by hand.)
+# 2d. host work: benchmarks/host_work.py, the host's phases of a round at P = 16384
+#    with a tiny model (planning, outcomes as columns, tune's records, the commit), and
+#    sweeps of 4 rounds of 4096 reference MLPs with storage committed in the round loop
+#    or on the writer thread (tune.COMMIT_IN_BACKGROUND: on by default on a GPU,
+#    unmeasured there; it gained nothing on a 2-core CPU).
 # 3. profile: benchmarks/gpu_profile.py, the device time of one round by kernel and
 #    the engine's host phases, for the engine (float32 and bf16) and vmap_val at P = 64
 #    (the engine's worst ratio on the third lease, 0.69x, never profiled) and 1024
@@ -87,6 +92,9 @@ diag && { timeout 100 "$PY" benchmarks/round_overhead.py --populations 1 1024 \
     > "$OUT/round_overhead.txt" 2>&1 || status=1; }
 diag && { timeout 40 "$PY" benchmarks/hlo_diff.py --population 64 1024 \
     --dump "$OUT/hlo" --out "$OUT/hlo_diff.json" > "$OUT/hlo_diff.txt" 2>&1 || status=1; }
+diag && { timeout 70 "$PY" benchmarks/host_work.py --populations 16384 --repeats 3 \
+    --rounds 4 --round-population 4096 --sweep-epochs 10 --sweep-model 64 3 \
+    --out "$OUT/host_work.json" > "$OUT/host_work.txt" 2>&1 || status=1; }
 diag && { timeout 60 "$PY" benchmarks/gpu_profile.py --population 64 1024 \
     --out "$OUT/profile.json" > "$OUT/profile.txt" 2>&1 || status=1; }
 check && { timeout 45 "$PY" benchmarks/proposal_cost.py --n 1000 --d 6 --q 64 1024 \
@@ -133,5 +141,5 @@ print(json.dumps(out, indent=1))
 PY
 
 cat "$OUT/ceilings.json" 2>/dev/null
-tail -n 25 "$OUT"/{throughput,round_overhead,hlo_diff,profile,proposal_cost}.txt 2>/dev/null
+tail -n 25 "$OUT"/{throughput,round_overhead,hlo_diff,host_work,profile,proposal_cost}.txt 2>/dev/null
 exit $status

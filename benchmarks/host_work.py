@@ -15,6 +15,13 @@ read as host time:
                Trial records, tell
   commit       ``Study.commit_round``: the round written to SQLite (``storage=``)
 
+Then whole sweeps of ``--rounds`` rounds of ``--round-population`` trials, arms
+interleaved: without storage, with storage committed in the round loop
+(``tune.COMMIT_IN_BACKGROUND``'s choice on a CPU), and committed on a writer thread
+while the next round trains (its choice on accelerators). What storage costs a sweep is
+its wall time minus the one without; ``storage_wait`` is the part the round loop spent
+waiting for a commit. The writer needs a core of its own: do not pin this part to one.
+
 Phases are the engine's own annotations (``engine._phase``), timed here by swapping
 in a stopwatch, on a homogeneous population (one bucket). Planning alone is timed
 again on a mixed one (depth 1-4, width 16-256 log, batch 32-128: several buckets, so
@@ -28,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import importlib
 import json
 import os
 import sys
@@ -62,15 +70,15 @@ class Stopwatch:
         TOTALS[self.name] += time.perf_counter() - self.t
 
 
-def spaces() -> dict[str, jaxhp.Space]:
+def spaces(epochs: int = 1, width: int = 4, layers: int = 1) -> dict[str, jaxhp.Space]:
     common = dict(
         learning_rate=jaxhp.Float(1e-3, 1e-1, log=True),
-        epochs=jaxhp.Fixed(1),
+        epochs=jaxhp.Fixed(epochs),
     )
     return {
         "homogeneous": jaxhp.Space(
-            n_layers=jaxhp.Fixed(1),
-            width=jaxhp.Fixed(4),
+            n_layers=jaxhp.Fixed(layers),
+            width=jaxhp.Fixed(width),
             batch_size=jaxhp.Fixed(64),
             **common,
         ),
@@ -158,6 +166,36 @@ def measure(task, space, p: int, repeats: int) -> dict[str, float]:
     return best
 
 
+def measure_rounds(task, space, p: int, rounds: int, repeats: int) -> dict:
+    """Best wall seconds of a sweep of ``rounds`` rounds per storage arm."""
+    tune_module = importlib.import_module("jaxhp.tune")  # jaxhp.tune is the function
+
+    kw = dict(strategy="random", n_trials=p * rounds, population=p, verbose=False)
+    jaxhp.tune(task, space, **kw)  # compile
+    defaults = tune_module.COMMIT_IN_BACKGROUND
+    best: dict[str, float] = {}
+    waits: dict[str, float] = {}
+    for r in range(repeats):
+        for arm in ("none", "in_loop", "background"):
+            tune_module.COMMIT_IN_BACKGROUND = dict.fromkeys(
+                ("cpu", "default"), arm == "background"
+            )
+            with tempfile.TemporaryDirectory() as d:
+                store = None if arm == "none" else os.path.join(d, "s.db")
+                t = time.perf_counter()
+                res = jaxhp.tune(task, space, storage=store, seed=r, **kw)
+                wall = time.perf_counter() - t
+            if wall < best.get(arm, np.inf):
+                best[arm] = wall
+                waits[arm] = res.stats.get("storage_wait", 0.0)
+    tune_module.COMMIT_IN_BACKGROUND = defaults
+    return {
+        "wall": best,
+        "storage_wait": waits,
+        "storage_cost": {a: best[a] - best["none"] for a in ("in_loop", "background")},
+    }
+
+
 PHASES = (
     "plan",
     "hp_to_device",
@@ -176,6 +214,22 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--populations", type=int, nargs="+", default=[1024, 16384])
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--round-population", type=int, default=4096)
+    ap.add_argument("--rounds", type=int, default=4, help="0: skip the sweeps")
+    ap.add_argument(
+        "--sweep-epochs",
+        type=int,
+        default=5,
+        help="epochs of each sweep trial: enough training for a commit to hide behind",
+    )
+    ap.add_argument(
+        "--sweep-model",
+        type=int,
+        nargs=2,
+        default=[4, 1],
+        metavar=("WIDTH", "LAYERS"),
+        help="the sweeps' MLP (on a GPU, 64 3: the reference MLP)",
+    )
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
 
@@ -192,7 +246,23 @@ def main(argv=None):
             rows.append({"population": name, "P": p, "seconds": best})
             line = ", ".join(f"{k} {v * 1e3:.1f} ms" for k, v in best.items())
             print(f"{name} P={p}: {line}", flush=True)
+    sweeps = None
+    if args.rounds:
+        sweeps = measure_rounds(
+            task,
+            spaces(args.sweep_epochs, *args.sweep_model)["homogeneous"],
+            args.round_population,
+            args.rounds,
+            args.repeats,
+        )
+        sweeps.update(
+            P=args.round_population,
+            rounds=args.rounds,
+            epochs=args.sweep_epochs,
+            model=args.sweep_model,
+        )
     result = {**run_header("host_work", repeats=args.repeats), "rows": rows}
+    result["sweeps"] = sweeps
     print(json.dumps(result, indent=1))
     print(f"\n{'population':12} {'P':>6} " + " ".join(f"{p:>14}" for p in PHASES))
     print(" " * 20 + " ".join(f"{'ms (us/trial)':>14}" for _ in PHASES))
@@ -206,6 +276,19 @@ def main(argv=None):
         print(
             f"{r['population']:12} {r['P']:>6} " + " ".join(f"{c:>14}" for c in cells)
         )
+    if sweeps:
+        print(
+            f"\nsweeps of {args.rounds} rounds of {args.round_population} trials, "
+            "wall s (storage's cost; waited for commits):"
+        )
+        for arm, wall in sweeps["wall"].items():
+            extra = (
+                f" ({sweeps['storage_cost'][arm]:+.3f}; "
+                f"{sweeps['storage_wait'][arm]:.3f})"
+                if arm != "none"
+                else ""
+            )
+            print(f"  {arm:11} {wall:.3f}{extra}")
     if args.out:
         with open(args.out, "w") as f:
             json.dump(result, f, indent=1)

@@ -2,8 +2,9 @@
 
 A study is stored as it runs: after every round, in one transaction, its trials (with
 hyperparameters, status, timing and per-epoch curves), the strategy's state after it was
-told the round, and the best trial's trained model when it improved. A process killed at
-any moment leaves the database at the end of its last finished round; resuming re-runs
+told the round, and the best trial's trained model when it improved (``tune`` commits a
+round on a writer thread while the next one trains). A process killed at any moment
+leaves the database at the end of its last committed round; resuming re-runs
 the interrupted round from the stored strategy state, and since a trial's result depends
 only on ``(seed, trial_id, hyperparameters)``, the resumed study ends with exactly the
 trials and results of an uninterrupted one.
@@ -174,7 +175,11 @@ class Study:
         if not os.path.isdir(parent):
             raise StorageError(f"storage: directory {parent!r} does not exist")
         try:
-            self._db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+            # Rounds may be committed from tune()'s writer thread (one at a time,
+            # never while this thread uses the connection).
+            self._db = sqlite3.connect(
+                self.path, timeout=60, isolation_level=None, check_same_thread=False
+            )
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(SCHEMA)

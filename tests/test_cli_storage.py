@@ -407,3 +407,51 @@ def test_storage_errors(tmp_path, capsys):
     junk.write_bytes(b"not a database at all" * 100)
     assert main(["show", str(junk)]) == 2
     assert "jaxhp: error:" in capsys.readouterr().err
+
+
+def test_rounds_commit_in_the_background_and_none_is_lost(
+    tmp_path, clf_task, monkeypatch
+):
+    # Round k is written on the writer thread while round k + 1 trains. A commit that
+    # fails is raised by tune() (at the next round's commit), with the rounds before it
+    # stored; a round loop that raises still lands the round already handed over.
+    from jaxhp.storage import Study
+
+    space = jaxhp.Space(
+        learning_rate=jaxhp.Float(1e-3, 0.1, log=True),
+        width=jaxhp.Fixed(8),
+        epochs=jaxhp.Fixed(1),
+    )
+    kw = dict(strategy="random", n_trials=12, population=4)
+    commit, threads = Study.commit_round, set()
+    # The accelerators' choice, on this CPU.
+    monkeypatch.setattr(
+        sys.modules["jaxhp.tune"], "COMMIT_IN_BACKGROUND", {"default": True}
+    )
+
+    def failing(self, rnd, *a, **k):
+        threads.add(threading.current_thread().name)
+        if rnd == 1:
+            raise sqlite3.OperationalError("disk I/O error")
+        return commit(self, rnd, *a, **k)
+
+    monkeypatch.setattr(Study, "commit_round", failing)
+    db = tmp_path / "fail.db"
+    with pytest.raises(sqlite3.OperationalError, match="disk I/O"):
+        jaxhp.tune(clf_task, space, storage=str(db), **kw)
+    assert [t.trial_id for t in load(db).trials] == [0, 1, 2, 3]
+    assert threads and all(n.startswith("jaxhp-storage") for n in threads)
+    monkeypatch.setattr(Study, "commit_round", commit)
+
+    def stop_in_round_1(trials):
+        if trials[0].round == 1:
+            raise KeyboardInterrupt
+
+    db = tmp_path / "interrupted.db"
+    with pytest.raises(KeyboardInterrupt):
+        jaxhp.tune(clf_task, space, storage=str(db), callback=stop_in_round_1, **kw)
+    assert len(load(db)) == 8  # rounds 0 and 1: round 1 was handed over before
+    res = jaxhp.tune(clf_task, space, storage=str(db), **kw)  # resumes round 2
+    whole = jaxhp.tune(clf_task, space, **kw)
+    assert _comparable(res) == _comparable(whole)
+    assert res.stats["storage_wait"] >= 0.0
