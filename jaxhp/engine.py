@@ -912,15 +912,16 @@ def _group_by(keys: Any, batch: np.ndarray) -> dict[tuple, np.ndarray]:
     """The trials of each (shape key, batch bucket), in order. Integer keys are grouped
     by NumPy (a Python loop cost ~1 us per trial: ~20 ms at P = 16384); other hashables,
     one trial at a time."""
+    if len(batch) == 0:
+        return {}
     if isinstance(keys, np.ndarray) and keys.ndim == 1 and keys.dtype.kind in "iu":
         uk, ki = np.unique(keys, return_inverse=True)
         ub, bi = np.unique(batch, return_inverse=True)
         code = ki.reshape(-1) * len(ub) + bi.reshape(-1)  # one integer per pair
         used, inv = np.unique(code, return_inverse=True)
-        order = np.argsort(
-            inv.reshape(-1), kind="stable"
-        )  # trials ascending in a group
-        parts = np.split(order, np.cumsum(np.bincount(inv.reshape(-1)))[:-1])
+        inv = inv.reshape(-1)
+        order = np.argsort(inv, kind="stable")  # trials ascending within a group
+        parts = np.split(order, np.cumsum(np.bincount(inv))[:-1])
         pairs = zip(
             uk[used // len(ub)].tolist(), ub[used % len(ub)].tolist(), strict=True
         )

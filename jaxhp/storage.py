@@ -2,8 +2,8 @@
 
 A study is stored as it runs: after every round, in one transaction, its trials (with
 hyperparameters, status, timing and per-epoch curves), the strategy's state after it was
-told the round, and the best trial's trained model when it improved (``tune`` commits a
-round on a writer thread while the next one trains). A process killed at any moment
+told the round, and the best trial's trained model when it improved (on accelerators
+``tune`` commits a round on a writer thread while the next one trains). A process killed at any moment
 leaves the database at the end of its last committed round; resuming re-runs
 the interrupted round from the stored strategy state, and since a trial's result depends
 only on ``(seed, trial_id, hyperparameters)``, the resumed study ends with exactly the

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import hashlib
 import math
 import numbers
@@ -225,7 +226,9 @@ def tune(
         )
         buckets.extend(recycled_buckets)
         started = n_trials
-    platform = list(devices)[0].platform if devices else jax.default_backend()
+    if devices is not None:
+        devices = list(devices)  # read twice: here and by every round
+    platform = devices[0].platform if devices else jax.default_backend()
     writer = _Writer(study, platform) if study is not None and leader else None
     try:
         while started < n_trials:
@@ -374,19 +377,25 @@ class _Writer:
 
     def commit(self, *args, **kwargs) -> None:
         self.wait()
-        if not self._background:
-            self._study.commit_round(*args, **kwargs)
+        if not self._background:  # the loop waits for the whole commit
+            with self._waiting():
+                self._study.commit_round(*args, **kwargs)
             return
         self._pending = self._pool.submit(self._study.commit_round, *args, **kwargs)
 
     def wait(self) -> None:
         pending, self._pending = self._pending, None
         if pending is not None:
-            t = time.perf_counter()
-            try:
+            with self._waiting():
                 pending.result()  # the commit's own error, if it failed
-            finally:
-                self.waited += time.perf_counter() - t
+
+    @contextlib.contextmanager
+    def _waiting(self):
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.waited += time.perf_counter() - t
 
     def close(self) -> None:
         try:

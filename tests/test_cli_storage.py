@@ -454,4 +454,5 @@ def test_rounds_commit_in_the_background_and_none_is_lost(
     res = jaxhp.tune(clf_task, space, storage=str(db), **kw)  # resumes round 2
     whole = jaxhp.tune(clf_task, space, **kw)
     assert _comparable(res) == _comparable(whole)
-    assert res.stats["storage_wait"] >= 0.0
+    assert res.stats["storage_wait"] > 0.0  # at least the last round's commit
+    assert "storage_wait" not in whole.stats

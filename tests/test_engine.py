@@ -485,6 +485,7 @@ def test_buckets_are_grouped_without_a_loop_as_with_one(clf_task):
         assert g.tolist() == slow[(f"w{k}", b)].tolist()
         assert (np.diff(g) > 0).all() and (keys[g] == k).all() and (batch[g] == b).all()
     assert sum(len(g) for g in fast.values()) == 500
+    assert _group_by(keys[:0], batch[:0]) == {} == _group_by([], batch[:0])
     space = tiny_space(width=jaxhp.Int(4, 64), batch_size=Choice([16, 32, 48]))
     hp = clf_task.hparams(space, space.decode(rng.random((300, space.dim))))
     groups = jaxhp.engine.plan_buckets(clf_task, hp, bucketing="pow2", n_rows=100)
