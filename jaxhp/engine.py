@@ -751,17 +751,15 @@ class Outcomes(Sequence[TrialOutcome]):
         idx = np.arange(len(self)) if idx is None else idx
         names = list(self.curves)
         full = next(iter(self.curves.values())).shape[1] if names else 0
-        out = []
-        for i, n in zip(idx.tolist(), self.n_curve[idx].tolist(), strict=True):
-            rows = [self.curves[k][i] for k in names]
-            out.append(
-                dict(
-                    zip(
-                        names, rows if n == full else [r[:n] for r in rows], strict=True
-                    )
-                )
-            )
-        return out
+        # One pass per series (iterating an array makes its row views in C), then a
+        # dict per trial; only a trial with fewer rows than the columns is cut.
+        rows = zip(*(list(self.curves[k][idx]) for k in names), strict=True)
+        return [
+            dict(zip(names, r, strict=True))
+            if n == full
+            else {k: x[:n] for k, x in zip(names, r, strict=True)}
+            for n, r in zip(self.n_curve[idx].tolist(), rows, strict=True)
+        ]
 
     def rows(self, idx: np.ndarray | None = None):
         """The :class:`TrialOutcome` of each position in ``idx`` (default: all)."""
