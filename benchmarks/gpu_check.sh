@@ -23,8 +23,8 @@
 #    was measured on the third lease and is left out: run it by hand.)
 # 2d. host work: benchmarks/host_work.py, the host's phases of a round at P = 16384
 #    with a tiny model (planning, outcomes as columns, tune's records, the commit), and
-#    sweeps of 4 rounds of 4096 reference MLPs with storage committed in the round loop
-#    or on the writer thread (tune.COMMIT_IN_BACKGROUND: on by default on a GPU,
+#    sweeps of 4 rounds of 4096 reference MLPs on all of digits, with storage committed
+#    in the round loop or on the writer thread (tune.COMMIT_IN_BACKGROUND: on by default on a GPU,
 #    unmeasured there; it gained nothing on a 2-core CPU).
 # 3. profile: benchmarks/gpu_profile.py, the device time of one round by kernel and
 #    the engine's host phases, for the engine (float32 and bf16) and vmap_val at P = 64
@@ -94,6 +94,7 @@ diag && { timeout 40 "$PY" benchmarks/hlo_diff.py --population 64 1024 \
     --dump "$OUT/hlo" --out "$OUT/hlo_diff.json" > "$OUT/hlo_diff.txt" 2>&1 || status=1; }
 diag && { timeout 70 "$PY" benchmarks/host_work.py --populations 16384 --repeats 3 \
     --rounds 4 --round-population 4096 --sweep-epochs 10 --sweep-model 64 3 \
+    --sweep-rows 1797 \
     --out "$OUT/host_work.json" > "$OUT/host_work.txt" 2>&1 || status=1; }
 diag && { timeout 60 "$PY" benchmarks/gpu_profile.py --population 64 1024 \
     --out "$OUT/profile.json" > "$OUT/profile.txt" 2>&1 || status=1; }

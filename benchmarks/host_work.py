@@ -230,6 +230,12 @@ def main(argv=None):
         metavar=("WIDTH", "LAYERS"),
         help="the sweeps' MLP (on a GPU, 64 3: the reference MLP)",
     )
+    ap.add_argument(
+        "--sweep-rows",
+        type=int,
+        default=80,
+        help="digits rows the sweeps train on (on a GPU, 1797: all, as throughput.py)",
+    )
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
 
@@ -248,8 +254,9 @@ def main(argv=None):
             print(f"{name} P={p}: {line}", flush=True)
     sweeps = None
     if args.rounds:
+        n = args.sweep_rows
         sweeps = measure_rounds(
-            task,
+            jaxhp.tasks.MLPClassifier(X[:n], y[:n], val_fraction=0.2),
             spaces(args.sweep_epochs, *args.sweep_model)["homogeneous"],
             args.round_population,
             args.rounds,
@@ -260,6 +267,7 @@ def main(argv=None):
             rounds=args.rounds,
             epochs=args.sweep_epochs,
             model=args.sweep_model,
+            rows=n,
         )
     result = {**run_header("host_work", repeats=args.repeats), "rows": rows}
     result["sweeps"] = sweeps
