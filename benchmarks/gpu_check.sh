@@ -3,7 +3,8 @@
 #
 #   OUT=/some/dir bash benchmarks/gpu_check.sh                  # the check: 1, 2, 4, 5
 #   OUT=/some/dir GPU_CHECK=diag bash benchmarks/gpu_check.sh    # diagnostics: 2b-2d, 3
-#   OUT=/some/dir GPU_CHECK=all bash benchmarks/gpu_check.sh     # both
+#   OUT=/some/dir GPU_CHECK=all bash benchmarks/gpu_check.sh     # both (up to 10.7
+#                                      minutes at the caps: over one 10-minute call)
 #
 # The most wanted figures first, each step under its own time cap (the check 6.2 minutes
 # at most, the diagnostics 4.5; the check's first run on an H200 took 6 with longer
