@@ -133,7 +133,6 @@ def measure(task, space, p: int, repeats: int) -> dict[str, float]:
         keep("records", time.perf_counter() - t)
         del records, outcomes
 
-        TOTALS.clear()
         inner = engine.run_population
         spent = [0.0]
 

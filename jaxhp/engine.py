@@ -697,14 +697,8 @@ class Outcomes(Sequence[TrialOutcome]):
 
     def take(self, idx: np.ndarray) -> Outcomes:
         """The outcomes at positions ``idx``, as columns."""
-        return Outcomes(
-            **{
-                name: {k: v[idx] for k, v in col.items()}
-                if name == "curves"
-                else col[idx]
-                for name, col in ((n, getattr(self, n)) for n in self.__slots__)
-            }
-        )
+        cols = {n: getattr(self, n)[idx] for n in self.__slots__ if n != "curves"}
+        return Outcomes(curves={k: v[idx] for k, v in self.curves.items()}, **cols)
 
     @staticmethod
     def concat(parts: Sequence[Outcomes]) -> Outcomes:
