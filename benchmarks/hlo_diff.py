@@ -1,25 +1,47 @@
-"""The compiled programs of the engine's segment and of ``vmap_val``, kernel by kernel.
+"""The compiled programs of the engine's segment and of the vmap baselines, kernel by
+kernel.
 
 A GPU profile (benchmarks/RESULTS.md, third lease) found the engine's optimizer step
 running a few more kernels than the hand-written ``vmap_val`` at P = 1024 (3.5 ms of
 step kernels against 2.2 per round), but a profile names fusions, not the source
-lines behind them. This script compiles both programs for the current backend (the
-throughput benchmark's reference MLP and hyperparameters, at each ``--population``),
-writes their optimized HLO text to ``--dump`` for reading offline, and summarises each
-``while`` loop body: how many instructions of each kind it runs (a GPU launches a
-kernel per fusion, custom call or copy at the body's top level) and the fusions'
-one-line signatures, so that the step loops of the two programs can be put side by
-side without a device.
+lines behind them. This script compiles the programs (the engine's segment validating
+every epoch and only after the last, its initial-state program, ``vmap_val`` and the
+plain ``vmap``: the throughput benchmark's reference MLP and hyperparameters, at each
+``--population``), writes their optimized HLO text to ``--dump`` for reading offline,
+and summarises each program:
+
+- each ``while`` loop body: how many instructions of each kind it runs (a GPU launches
+  a kernel per fusion, custom call or copy at the body's top level) and the fusions'
+  one-line signatures, so that the step loops of the two programs can be put side by
+  side;
+- the whole program: the kernels it launches in one call (each loop body counted by
+  its trip count) and a roofline estimate of its device time, kernel by kernel the
+  largest of a launch's floor, its bytes (operands and result) at the device's
+  bandwidth and its matmul FLOPs at the small matmuls' rate (``--bandwidth``,
+  ``--matmul-rate``, ``--launch``: by default the H200's, as measured on the third
+  lease). A model, not a measurement: it ignores caches and overlap.
+
+``--target host`` (the default) compiles for the backend JAX runs on. ``--target
+h200`` or ``h100`` compiles for that GPU **without one**: XLA's GPU compiler runs on
+the host against a description of the device (``jax.experimental.topologies``; it needs
+JAX's CUDA plugin installed, ``pip install "jax[cuda13]"``, not a GPU), so the GPU's
+own fusions can be read and counted on a machine that has none. GEMM autotuning needs a
+device, so the matmuls' configurations are XLA's defaults; the fusions are the GPU's.
 
     python benchmarks/hlo_diff.py --population 64 1024 --dump hlo/ --out hlo_diff.json
+    python benchmarks/hlo_diff.py --target h200 --population 1 64 1024
 
-Runs on any backend (on a CPU the fusions are the CPU's, not the GPU's).
+A rough calibration: for P = 1 and 1024 it estimates 10.0 and 68.8 ms of device time
+for the engine's round (the code of 2026-11-29, before the per-step freeze) and 10.4 and
+67.0 for ``vmap_val``; the third lease's profile measured 10.3 and 68.9, and 10.3 and
+63.0 (the engine's code of then, whose step differed a little).
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import math
 import os
 import re
 import sys
@@ -46,6 +68,72 @@ _FREE = {
     "after-all",
     "opt-barrier",
 }
+
+# A GPU's description for XLA's compiler (``--target``): what its cost models and
+# tiling read. The H100's as in XLA's and JAX's own deviceless tests; the H200 differs
+# in its memory (size and bandwidth).
+_GPU_INFO = """
+gpu_device_info {{
+  threads_per_block_limit: 1024
+  threads_per_warp: 32
+  shared_memory_per_block: 49152
+  shared_memory_per_core: 233472
+  threads_per_core_limit: 2048
+  core_count: 132
+  fpus_per_core: 128
+  block_dim_limit_x: 2147483647
+  block_dim_limit_y: 65535
+  block_dim_limit_z: 65535
+  memory_bandwidth: {bandwidth}
+  l2_cache_size: 52428800
+  clock_rate_ghz: 1.98
+  device_memory_size: {memory}
+  shared_memory_per_block_optin: 232448
+  cuda_compute_capability {{ major: 9 }}
+  registers_per_core_limit: 65536
+  registers_per_block_limit: 65536
+}}
+platform_name: "CUDA"
+dnn_version_info {{ major: 9 minor: 10 }}
+runtime_version {{ major: 13 minor: 0 patch: 0 }}
+device_description_str: "{name}"
+"""
+TARGETS = {
+    "h100": _GPU_INFO.format(
+        bandwidth=3352320000000, memory=84929347584, name="NVIDIA H100 80GB HBM3"
+    ),
+    "h200": _GPU_INFO.format(
+        bandwidth=4800000000000, memory=150754820096, name="NVIDIA H200"
+    ),
+}
+
+
+def target_sharding(target: str):
+    """A sharding on one device of ``target`` (``"host"``: None, JAX's own backend).
+    For a GPU target, a compile-only device: arguments placed on it make ``jit`` compile
+    for that GPU. Call before anything else touches a backend."""
+    if target == "host":
+        return None
+    from jax.experimental import topologies
+
+    jax.config.update("jax_platforms", "cpu")  # the host runs nothing but the compiler
+    topo = topologies.get_topology_desc(
+        platform="cuda", target_config=TARGETS[target], topology="1x1x1"
+    )
+    mesh = topologies.make_mesh(topo=topo, mesh_shape=(1,), axis_names=("x",))
+    return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+
+
+def shapes_on(sharding, tree):
+    """``tree``'s leaves as shapes (placed on ``sharding`` when it is given)."""
+
+    def one(a):
+        a = a if hasattr(a, "dtype") else np.asarray(a)
+        return jax.ShapeDtypeStruct(np.shape(a), a.dtype, sharding=sharding)
+
+    return jax.tree.map(one, tree)
+
+
 _HEAD = re.compile(r"^(?:ENTRY\s+)?%?([\w.\-]+)\s.*\{\s*$")
 _OP = re.compile(r"=\s.*?\s([a-z][a-z0-9\-]*)\(")
 _WHILE_BODY = re.compile(r"\bwhile\(.*\bbody=%?([\w.\-]+)")
@@ -108,36 +196,156 @@ def summarise(text: str, top: int = 4) -> list[dict]:
     return rows[:top]
 
 
+_DTYPE_BYTES = {"pred": 1, "s8": 1, "u8": 1, "bf16": 2, "f16": 2, "s16": 2, "u16": 2}
+_ARRAY = re.compile(r"\b([a-z]+\d*)\[([\d,]*)\]")
+_INSTR = re.compile(
+    r"^(?:ROOT\s+)?%?([\w.\-]+)\s+=\s+(\(.*?\)|\S+)\s+([a-z][a-z0-9\-]*)\("
+)
+
+
+def _nbytes(shape: str) -> int:
+    """Bytes of an HLO shape (a tuple's summed)."""
+    total = 0
+    for dtype, dims in _ARRAY.findall(shape):
+        size = math.prod(int(d) for d in dims.split(",") if d)
+        total += size * _DTYPE_BYTES.get(dtype, 8 if dtype.endswith("64") else 4)
+    return total
+
+
+def _operands(line: str, start: int) -> list[str]:
+    """The operand names of the call whose argument list starts at ``start``."""
+    depth, i = 1, start
+    while i < len(line) and depth:
+        depth += {"(": 1, ")": -1}.get(line[i], 0)
+        i += 1
+    return re.findall(r"%([\w.\-]+)", line[start : i - 1])
+
+
+def estimate(
+    text: str, bandwidth: float, matmul_rate: float, launch: float
+) -> dict[str, float]:
+    """Kernels launched by one call of the module's entry, and a roofline estimate of
+    its device time: per kernel, max(launch, bytes / bandwidth, matmul FLOPs /
+    matmul_rate), loop bodies counted by their known trip counts. In-place updates
+    (dynamic-update-slice) count their update's bytes, gathers and slices their
+    result's."""
+    comps = computations(text)
+    shapes, parsed = {}, {}
+    for name, lines in comps.items():
+        parsed[name] = []
+        for ln in lines:
+            m = _INSTR.match(ln)
+            if m:
+                shapes[m.group(1)] = m.group(2)
+                parsed[name].append((m, ln))
+
+    def dot_flops(callee: str) -> float:
+        flops = 0.0
+        for m, ln in parsed.get(callee, []):
+            if m.group(3) != "dot":
+                continue
+            lhs = _ARRAY.findall(shapes.get(_operands(ln, m.end())[0], ""))
+            contracting = re.search(r"lhs_contracting_dims=\{([\d,]*)\}", ln)
+            k = 1
+            if lhs and contracting:
+                dims = [int(d) for d in lhs[0][1].split(",") if d]
+                k = math.prod(
+                    dims[int(c)] for c in contracting.group(1).split(",") if c
+                )
+            out = _ARRAY.findall(m.group(2))[0][1]
+            flops += 2.0 * k * math.prod(int(d) for d in out.split(",") if d)
+        return flops
+
+    def cost(name: str) -> tuple[float, float]:
+        seconds = kernels = 0.0
+        for m, ln in parsed.get(name, []):
+            iname, shape, op = m.groups()
+            if op == "while":
+                body = re.search(r"body=%?([\w.\-]+)", ln).group(1)
+                trip = re.search(r'"known_trip_count":\{"n":"(\d+)"', ln)
+                s, k = cost(body)
+                n = int(trip.group(1)) if trip else 1
+                seconds, kernels = seconds + n * s, kernels + n * k
+                continue
+            if op in _FREE or op == "call":
+                continue
+            ops = _operands(ln, m.end())
+            out_b = _nbytes(shape)
+            in_b = [_nbytes(shapes.get(o, "")) for o in dict.fromkeys(ops)]
+            if "dynamic_update_slice" in iname or "dynamic-update-slice" in iname:
+                moved = 2 * min((b for b in in_b if b > 8), default=0)
+            elif "gather" in iname or re.search(r"dynamic.slice", iname):
+                moved = 2 * out_b + sum(b for b in in_b if b < out_b)
+            else:
+                moved = out_b + sum(in_b)
+            callee = re.search(r"calls=%?([\w.\-]+)", ln)
+            flops = dot_flops(callee.group(1)) if callee else 0.0
+            seconds += max(launch, moved / bandwidth, flops / matmul_rate)
+            kernels += 1
+        return seconds, kernels
+
+    entry = re.search(r"^ENTRY\s+%?([\w.\-]+)", text, re.M).group(1)
+    seconds, kernels = cost(entry)
+    return {"kernels": int(kernels), "est_ms": round(seconds * 1e3, 3)}
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--population", type=int, nargs="+", default=[1024])
+    ap.add_argument(
+        "--target",
+        choices=["host", *TARGETS],
+        default="host",
+        help="compile for JAX's backend, or for this GPU without one",
+    )
+    ap.add_argument("--bandwidth", type=float, default=3.6e12, help="bytes/s")
+    ap.add_argument("--matmul-rate", type=float, default=42e12, help="FLOP/s")
+    ap.add_argument("--launch", type=float, default=1.5e-6, help="s per kernel")
     ap.add_argument("--dump", default=None, help="write the optimized HLO texts here")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
+    sharding = target_sharding(args.target)
+    platform = "gpu" if sharding is not None else None
     task, space, base = tp.reference_task()
     data = engine._device_data(task)
-    result = run_header("hlo_diff", populations={})
+    result = run_header("hlo_diff", target=args.target, populations={})
+    roofline = {
+        "bandwidth": args.bandwidth,
+        "matmul_rate": args.matmul_rate,
+        "launch": args.launch,
+    }
+    result["roofline"] = roofline
     for P in args.population:
         hp_np = tp.hparams(P, P)
         hp = task.hparams(space, hp_np)
-        _, spec = engine._bucket_spec(task, hp, tp.EPOCHS, None)
-        comp = engine._programs(spec, task.data.n_folds)
         ids = np.arange(P, dtype=np.uint32)
-        keys, run = comp.init(
-            np.uint32(0), engine.host_rows((ids, hp, np.ones(P, bool)))
-        )
-        seg = comp.segment.lower(
-            run, engine.host_rows(hp), keys, data, np.int32(tp.EPOCHS)
-        )
+        init_args = (np.uint32(0), engine.host_rows((ids, hp, np.ones(P, bool))))
+        texts = {}
+        # The engine validating every epoch, and only after the last (the plain
+        # vmap's work).
+        for name, every in (("engine", 1), ("engine_eval_end", tp.EPOCHS)):
+            _, spec = engine._bucket_spec(
+                task, hp, tp.EPOCHS, None, every, platform=platform
+            )
+            comp = engine._programs(spec, task.data.n_folds)
+            keys, run = jax.eval_shape(comp.init, *init_args)
+            seg_args = (run, engine.host_rows(hp), keys, data, np.int32(tp.EPOCHS))
+            seg = comp.segment.lower(*shapes_on(sharding, seg_args))
+            texts[name] = seg.compile().as_text()
+        init = comp.init.lower(*shapes_on(sharding, init_args))
+        texts["engine_init"] = init.compile().as_text()
         hp_dev = {k: jnp.asarray(v) for k, v in hp_np.items()}
-        val = jax.jit(jax.vmap(base.train_val)).lower(tp.trial_keys(P), hp_dev)
-        texts = {
-            "engine": seg.compile().as_text(),
-            "vmap_val": val.compile().as_text(),
-        }
+        for name, fn in (("vmap_val", base.train_val), ("vmap", base.train)):
+            low = jax.jit(jax.vmap(fn)).lower(
+                *shapes_on(sharding, (tp.trial_keys(P), hp_dev))
+            )
+            texts[name] = low.compile().as_text()
         result["populations"][str(P)] = {
             "spec": repr(spec),
-            "programs": {name: summarise(t) for name, t in texts.items()},
+            "programs": {
+                name: {"loops": summarise(t), **estimate(t, **roofline)}
+                for name, t in texts.items()
+            },
         }
         if args.dump:
             os.makedirs(args.dump, exist_ok=True)
@@ -145,9 +353,12 @@ def main(argv=None):
                 with open(os.path.join(args.dump, f"{name}_P{P}.hlo.txt"), "w") as f:
                     f.write(t)
         tp.save_json(args.out, result)
-        for name, bodies in result["populations"][str(P)]["programs"].items():
-            print(f"P={P} {name}:")
-            for b in bodies:
+        for name, prog in result["populations"][str(P)]["programs"].items():
+            print(
+                f"P={P} {name}: {prog['kernels']} kernels a call, "
+                f"~{prog['est_ms']} ms estimated"
+            )
+            for b in prog["loops"]:
                 print(f"  while body {b['body']}: {b['launches']} launches {b['ops']}")
     return result
 

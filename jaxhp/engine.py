@@ -3,10 +3,10 @@
 Every trial's state carries leading axes ``[P, F]`` (population, folds). One *segment* is a
 compiled program: a loop over up to ``segment_epochs`` epochs (a ``lax.while_loop`` that
 ends once every trial is inactive; a fixed count on accelerators when no stopper can end
-trials early, ``STATIC_EPOCH_LOOP``), each a
-``lax.scan`` over ``S`` optimizer steps of ``Trainable.step`` ``vmap``-ed once over the
-``P * F`` members (trial, fold), followed by the vmapped ``evaluate`` on each fold's validation rows
-(every epoch, or every ``eval_every`` epochs and at each trial's last). What the host
+trials early, ``STATIC_EPOCH_LOOP``), each a counted loop (``fori_loop``) over ``S``
+optimizer steps of ``Trainable.step`` ``vmap``-ed once over the ``P * F`` members (trial,
+fold), followed by the vmapped ``evaluate`` on each fold's validation rows (every epoch,
+or every ``eval_every`` epochs and at each trial's last). What the host
 reads after a segment comes back packed into one vector (one transfer), and what a
 program call takes from the host (hyperparameters, trial ids, masks) goes packed into one
 matrix (``HostRows``).
@@ -20,8 +20,9 @@ How each hyperparameter runs batched:
   copies fit ``PRESHUFFLE_BYTES``, so a step slices its batch instead of gathering it),
   padded to the bucket's ``B`` rows with a row mask; a trial with fewer steps than the bucket's ``S`` idles;
 - epochs are a per-trial budget; a trial past it, early-stopped or diverged is frozen by
-  mask (``where(active, new, old)`` at each epoch's end: its state stays bit for bit; a
-  diverged trial keeps the state of its last finite epoch);
+  mask (``where(active, new, old)``, in every step on accelerators and at each epoch's
+  end on a CPU, ``FREEZE_IN_STEP``: its state stays bit for bit; a diverged trial keeps
+  the state it reached in the epoch it blew up);
 - depth and width are padded by the task to its bucket's maximum (for the MLP, unused
   units stay exactly zero and unused layers are identities).
 
@@ -137,6 +138,19 @@ PRESHUFFLE_BYTES = {"cpu": 0, "default": 256 * 2**20}
 #: 1.00-1.03x the while loop (P = 1 to 4096, benchmarks/round_overhead.py); on a CPU
 #: there is nothing to gain.
 STATIC_EPOCH_LOOP = {"cpu": False, "default": True}
+
+#: Per backend: how a trial that is not training this epoch (finished its epochs, stopped,
+#: diverged) is kept as it is while the rest of its bucket trains. True: in every step,
+#: ``where(live, new, old)`` on the step's new state, which XLA fuses into the optimizer
+#: update's own kernel (it reads the old state anyway). False: it trains along and is put
+#: back at the epoch's end, which keeps the epoch's starting state alive through the step
+#: loop (a copy of the whole state per epoch) and selects all of it. Same trials either
+#: way, bit for bit (a test runs both). On the H200's HLO (``benchmarks/hlo_diff.py
+#: --target h200``, compiled without a device) the per-step freeze leaves the step loop's
+#: kernels as they are and takes the epoch from 49 kernels to 33 at P = 1024 (16 state
+#: copies gone); on the CPU's HLO the select does not fuse and the step loop grows from 51
+#: to 60 launches (benchmarks/RESULTS.md).
+FREEZE_IN_STEP = {"cpu": False, "default": True}
 
 #: Whether a round's hyperparameters go to the device in one ``device_put``, shared by
 #: the initial-state program and every segment (True), or as NumPy arrays that each
@@ -317,6 +331,7 @@ def _segment(
     hp = unrows(hp)
     tr = spec.trainable
     loss_per_row = getattr(tr, "loss_per_row", False)
+    freeze_in_step = FREEZE_IN_STEP.get(spec.platform, FREEZE_IN_STEP["default"])
     n_rows = data.x_train.shape[1]
     n_folds = data.x_train.shape[0]
     n_pop = keys.shape[0]
@@ -393,7 +408,7 @@ def _segment(
         if shuffled:
             x_all, y_all = members(x_all), members(y_all)
 
-        def member_step(ts, perm, ekey, hpm, f, x, y, spe, t):
+        def member_step(ts, perm, ekey, hpm, f, x, y, spe, live, t):
             # Fold-level arrays: a fold axis only with several folds (see _fold_data).
             def of_fold(a):
                 return a if fa is None else a[f]
@@ -420,26 +435,33 @@ def _segment(
             # The step's loss, or its per-row terms (Trainable.loss_per_row):
             # accumulated as they come and summed once per epoch.
             loss = metrics["loss"]
+            # Which members' state this step may change: the ones that train this
+            # epoch (FREEZE_IN_STEP), and which take this step (some trials take
+            # fewer steps per epoch than the bucket: they idle).
+            keep = live if freeze_in_step else None
             if not spec.uniform_steps:
-                # Some trials take fewer steps per epoch than the bucket: they idle.
-                new = tree_where(t < spe, new, ts)
+                keep = t < spe if keep is None else keep & (t < spe)
                 loss = jnp.where(t < spe, loss, 0.0)
-            # No per-step checks: a NaN/Inf loss makes the epoch's loss sum non-finite,
-            # and inactive or diverged trials are reverted once, at the epoch's end.
+            if keep is not None:
+                new = tree_where(keep, new, ts)
+            # No per-step checks: a NaN/Inf loss makes the epoch's loss sum non-finite.
             return new, loss
 
         xa = 0 if shuffled else None  # shuffled copies are per member; data is shared
-        over_members = jax.vmap(member_step, in_axes=(0, 0, 0, 0, 0, xa, xa, 0, None))
+        over_members = jax.vmap(
+            member_step, in_axes=(0, 0, 0, 0, 0, xa, xa, 0, 0, None)
+        )
         perms_m, ekeys_m, spe_m = (
             members(perms),
             members(ekeys),
             members(steps_per_epoch),
         )
+        live_m = jnp.repeat(ran, n_folds, axis=0)  # [M]
 
-        def train_step(carry, t):
+        def train_step(t, carry):
             ts, loss_sum = carry
             ts, loss = over_members(
-                ts, perms_m, ekeys_m, hp_m, fold_m, x_all, y_all, spe_m, t
+                ts, perms_m, ekeys_m, hp_m, fold_m, x_all, y_all, spe_m, live_m, t
             )
             if loss.shape != loss_sum.shape:
                 want = f"[{spec.batch}] (per row)" if loss_per_row else "a scalar"
@@ -447,14 +469,17 @@ def _segment(
                     f"{type(tr).__name__}.step returned a loss of shape "
                     f"{loss.shape[1:]}; expected {want} (see Trainable.loss_per_row)"
                 )
-            return (ts, loss_sum + loss), None
+            return ts, loss_sum + loss
 
         # A step's loss: a scalar, or per-row terms (Trainable.loss_per_row).
         loss_shape = (n_mem, spec.batch) if loss_per_row else (n_mem,)
-        (ts, loss_sum), _ = jax.lax.scan(
+        # A counted loop, not a scan over arange(steps): the step index is the loop's
+        # own counter, not a slice of an array (on a GPU one kernel fewer per step).
+        ts, loss_sum = jax.lax.fori_loop(
+            0,
+            spec.steps,
             train_step,
             (jax.tree.map(members, run.tstate), jnp.zeros(loss_shape, jnp.float32)),
-            jnp.arange(spec.steps),
         )
         ts = jax.tree.map(lambda a: a.reshape((n_pop, n_folds, *a.shape[1:])), ts)
         loss_sum = jnp.sum(loss_sum.reshape(n_pop, n_folds, -1), axis=2)
@@ -491,12 +516,15 @@ def _segment(
             due & ~jnp.isfinite(value)
         )
         ok = ran & ~blew_up
-        # Trials that did not train this epoch (inactive) or blew up keep their state
-        # from the start of the epoch, bit for bit. Plain selects, not a `cond` that
-        # skips them when every trial is fine: a branch costs more than the select
-        # (P = 1 on a CPU: 1.0x against 0.98x `vmap_val`), and on a GPU each branch
-        # reads its predicate back to the host.
-        ts = tree_where(ok, ts, run.tstate)
+        # Trials that did not train this epoch (inactive) keep their state from its
+        # start, bit for bit: frozen in every step (FREEZE_IN_STEP) or put back here. A
+        # plain select, not a `cond` that skips it when every trial trained: a branch
+        # costs more than the select (P = 1 on a CPU: 1.0x against 0.98x `vmap_val`),
+        # and on a GPU each branch reads its predicate back to the host. A trial that
+        # blew up this epoch keeps the state it reached (it trains no more, and its
+        # best-epoch weights come from finite epochs only).
+        if not freeze_in_step:
+            ts = tree_where(ran, ts, run.tstate)
         improved = ok & due & (oriented > run.best_value)
         if spec.stopper is not None:
             report = Report(oriented, value, ok & due, e)

@@ -237,6 +237,66 @@ def test_the_fixed_count_epoch_loop_trains_as_the_while_loop(clf_task, monkeypat
     assert not spec.static_epochs
 
 
+@pytest.mark.parametrize("stopper", [None, "patience"])
+def test_freezing_in_every_step_trains_as_the_epoch_end_revert(
+    clf_task, monkeypatch, stopper
+):
+    """Accelerators keep a trial that is not training as it is in every step; the CPU
+    lets it train along and puts it back at the epoch's end (``FREEZE_IN_STEP``).
+    Forced on the CPU, both give the same trials and the same final states bit for bit:
+    mixed epoch budgets, mixed batch sizes (trials that idle for part of an epoch), a
+    diverging trial (which keeps the state it reached), a stopper."""
+    from jaxhp import engine
+
+    space = _fixed_space(width=16, n_layers=2, optimizer="sgd")
+    space = Space(
+        **space,
+        learning_rate=Choice([0.003, 0.03, 1e6]),
+        epochs=Choice([2, 5, 7]),
+        batch_size=Choice([32, 64]),
+    )
+    configs = [
+        {"learning_rate": lr, "epochs": ep, "batch_size": b}
+        for lr, ep, b in ((0.03, 2, 32), (0.003, 7, 64), (1e6, 5, 32), (0.03, 5, 64))
+    ]
+    hp = _hp(clf_task, space, configs)
+    stop = jaxhp.stopping.Patience(1, min_delta=0.5) if stopper else None
+    runs = []
+    for freeze in (False, True):
+        monkeypatch.setattr(engine, "FREEZE_IN_STEP", {"default": freeze})
+        monkeypatch.setattr(engine, "_CACHE", {})  # every program traced afresh
+        finals = []
+        outs, _, best = run_population(
+            clf_task,
+            hp,
+            np.arange(4),
+            seed=4,
+            segment_epochs=3,
+            bucketing="none",
+            stopper=stop,
+            inspect=lambda idx, run, into=finals: into.append(
+                jax.device_get(run.tstate)
+            ),
+        )
+        runs.append((outs, best, finals))
+    (a_outs, a_best, a_fin), (b_outs, b_best, b_fin) = runs
+    assert a_outs[2].status == "diverged" and a_outs[1].status != "diverged"
+    if stopper:
+        assert "stopped" in {o.status for o in a_outs}
+    for a, b in zip(a_outs, b_outs, strict=True):
+        assert (a.status, a.epochs_run, a.best_epoch) == (
+            b.status,
+            b.epochs_run,
+            b.best_epoch,
+        )
+        for k in a.curves:
+            np.testing.assert_array_equal(a.curves[k], b.curves[k])
+    assert a_best.trial_id == b_best.trial_id
+    jax.tree.map(np.testing.assert_array_equal, a_best.state, b_best.state)
+    assert len(a_fin) == len(b_fin) == 1
+    jax.tree.map(np.testing.assert_array_equal, a_fin[0], b_fin[0])
+
+
 def test_frozen_trials_stay_bit_identical(clf_task):
     """A trial that finished its epochs keeps its state bit for bit while others train."""
     space = _fixed_space(width=16, n_layers=2, batch_size=32, learning_rate=0.01)

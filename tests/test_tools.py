@@ -1,0 +1,41 @@
+"""The benchmarks' HLO reader (benchmarks/hlo_diff.py): it counts what a compiled
+program launches, loop bodies by their trip counts."""
+
+import os
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
+
+import hlo_diff  # noqa: E402
+
+
+def test_the_estimate_counts_loop_bodies_by_their_trip_counts():
+    def program(steps):
+        def f(w, x):
+            def body(i, w):
+                return jnp.tanh(w @ x) + jnp.sin(w) * i
+
+            return jax.lax.fori_loop(0, steps, body, w)
+
+        return f
+
+    w = jnp.ones((64, 64), jnp.float32)
+    rates = {"bandwidth": 1e12, "matmul_rate": 1e13, "launch": 1e-6}
+    est = {}
+    for steps in (3, 12):
+        text = jax.jit(program(steps)).lower(w, w).compile().as_text()
+        (loop,) = [b for b in hlo_diff.summarise(text) if b["launches"] > 0][:1]
+        est[steps] = (hlo_diff.estimate(text, **rates), loop["launches"])
+    (e3, body3), (e12, body12) = est[3], est[12]
+    assert body3 == body12 > 0
+    # Four times the trips: the body's kernels and time four times over, the rest alike.
+    assert e12["kernels"] - e3["kernels"] == 9 * body3
+    per_trip = (e12["est_ms"] - e3["est_ms"]) / 9
+    assert per_trip >= body3 * rates["launch"] * 1e3 * 0.999
+    # A kernel moving at least the 64x64 matmul's operands and result (48 kB).
+    assert per_trip >= 3 * 64 * 64 * 4 / rates["bandwidth"] * 1e3 * 0.999
+    assert np.isfinite(e3["est_ms"]) and e3["est_ms"] > 0
