@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# The device check for a lent GPU: one command, a few minutes, JSON under $OUT.
+# The device check for a lent GPU: one command, a few minutes, JSON under $OUT (and
+# everything, text and HLO dumps too, in $OUT/gpu_check_<mode>.tar.gz).
 #
 #   OUT=/some/dir bash benchmarks/gpu_check.sh                  # the check: 1, 2, 4, 5
 #   OUT=/some/dir GPU_CHECK=diag bash benchmarks/gpu_check.sh    # diagnostics: 2b-2d, 3
-#   OUT=/some/dir GPU_CHECK=all bash benchmarks/gpu_check.sh     # both (up to 10.7
+#   OUT=/some/dir GPU_CHECK=all bash benchmarks/gpu_check.sh     # both (up to 11.0
 #                                      minutes at the caps: over one 10-minute call)
 #
 # The most wanted figures first, each step under its own time cap (the check 6.2 minutes
-# at most, the diagnostics 4.5; the check's first run on an H200 took 6 with longer
+# at most, the diagnostics 4.8; the check's first run on an H200 took 6 with longer
 # steps), so that a step that fails or overruns leaves the others' JSON:
 # 1. ceilings: the device's measured copy bandwidth and matmul rates (fp32 default,
 #    fp32 highest, bf16), the yardsticks for the fraction-of-peak figures.
@@ -19,9 +20,11 @@
 #    the step's loss as per-row terms or a scalar, the epoch loop, device_put), and the
 #    initial-state call alone, packed against unpacked.
 # 2c. HLO: benchmarks/hlo_diff.py at P = 64 and 1024, the optimized HLO of the
-#    engine's segment and of vmap_val (under $OUT/hlo) and their step loops' kernels,
-#    for reading without a device. (The fused Pallas kernel, benchmarks/fused_mlp.py,
-#    was measured on the third lease and is left out: run it by hand.)
+#    engine's segment and of the vmap baselines (under $OUT/hlo), their loops' kernels
+#    and roofline estimates: with the autotuned matmuls, against the estimates made
+#    without a device (hlo_diff.py --target h200), and against the profile in 3.
+#    (The fused Pallas kernel, benchmarks/fused_mlp.py, was measured on the third
+#    lease and is left out: run it by hand.)
 # 2d. host work: benchmarks/host_work.py, the host's phases of a round at P = 16384
 #    with a tiny model (planning, outcomes as columns, tune's records, the commit), and
 #    sweeps of 4 rounds of 4096 reference MLPs on all of digits, with storage committed
@@ -91,7 +94,7 @@ check && { timeout 210 "$PY" benchmarks/throughput.py --populations 1 64 1024 16
 diag && { timeout 100 "$PY" benchmarks/round_overhead.py --populations 1 1024 \
     --repeats 3 --min-seconds 0.3 --out "$OUT/round_overhead.json" \
     > "$OUT/round_overhead.txt" 2>&1 || status=1; }
-diag && { timeout 40 "$PY" benchmarks/hlo_diff.py --population 64 1024 \
+diag && { timeout 60 "$PY" benchmarks/hlo_diff.py --population 64 1024 \
     --dump "$OUT/hlo" --out "$OUT/hlo_diff.json" > "$OUT/hlo_diff.txt" 2>&1 || status=1; }
 diag && { timeout 70 "$PY" benchmarks/host_work.py --populations 16384 --repeats 3 \
     --rounds 4 --round-population 4096 --sweep-epochs 10 --sweep-model 64 3 \
@@ -144,4 +147,10 @@ PY
 
 cat "$OUT/ceilings.json" 2>/dev/null
 tail -n 25 "$OUT"/{throughput,round_overhead,hlo_diff,host_work,profile,proposal_cost}.txt 2>/dev/null
+# What comes back from a lent machine is capped at 8 files (and 2 folders down): the
+# diagnostics alone write 12 or more (the HLO dumps among them). So everything goes
+# into one archive, and beside it the JSON files, the smallest first, as many as fit.
+pack=$(mktemp) && tar czf "$pack" -C "$OUT" . && rm -rf "$OUT"/hlo "$OUT"/*.txt \
+    && mv "$pack" "$OUT/gpu_check_$MODE.tar.gz" || status=1
+ls -S "$OUT"/*.json 2>/dev/null | head -n -7 | xargs -r rm -f
 exit $status
