@@ -30,10 +30,11 @@ device, so the matmuls' configurations are XLA's defaults; the fusions are the G
 
     python benchmarks/hlo_diff.py --population 64 1024 --dump hlo/ --out hlo_diff.json
     python benchmarks/hlo_diff.py --target h200 --population 1 64 1024
+    python benchmarks/hlo_diff.py --target h200 --compute-dtype bfloat16 --population 64
 
-A rough calibration: for P = 1 and 1024 it estimates 10.0 and 68.8 ms of device time
+A rough calibration: for P = 1 and 1024 it estimates 10.0 and 67.7 ms of device time
 for the engine's round (the code of 2026-11-29, before the per-step freeze) and 10.4 and
-67.0 for ``vmap_val``; the third lease's profile measured 10.3 and 68.9, and 10.3 and
+65.9 for ``vmap_val``; the third lease's profile measured 10.3 and 68.9, and 10.3 and
 63.0 (the engine's code of then, whose step differed a little).
 """
 
@@ -226,9 +227,9 @@ def estimate(
 ) -> dict[str, float]:
     """Kernels launched by one call of the module's entry, and a roofline estimate of
     its device time: per kernel, max(launch, bytes / bandwidth, matmul FLOPs /
-    matmul_rate), loop bodies counted by their known trip counts. In-place updates
-    (dynamic-update-slice) count their update's bytes, gathers and slices their
-    result's."""
+    matmul_rate), loop bodies counted by their known trip counts. A kernel's bytes are
+    its result's and its operands', except what it only slices or gathers from (the
+    slice's bytes) and what it updates in place (a dynamic-update-slice: the update's)."""
     comps = computations(text)
     shapes, parsed = {}, {}
     for name, lines in comps.items():
@@ -239,22 +240,44 @@ def estimate(
                 shapes[m.group(1)] = m.group(2)
                 parsed[name].append((m, ln))
 
-    def dot_flops(callee: str) -> float:
-        flops = 0.0
+    def fused(callee: str) -> tuple[float, dict[int, int], int | None]:
+        """A fused computation's matmul FLOPs, the bytes it reads of each parameter
+        that it only slices or gathers from (0: updated in place), and its result's
+        bytes when its root is an in-place update."""
+        flops, params, uses, out = 0.0, {}, {}, None
         for m, ln in parsed.get(callee, []):
-            if m.group(3) != "dot":
-                continue
-            lhs = _ARRAY.findall(shapes.get(_operands(ln, m.end())[0], ""))
-            contracting = re.search(r"lhs_contracting_dims=\{([\d,]*)\}", ln)
-            k = 1
-            if lhs and contracting:
-                dims = [int(d) for d in lhs[0][1].split(",") if d]
-                k = math.prod(
-                    dims[int(c)] for c in contracting.group(1).split(",") if c
-                )
-            out = _ARRAY.findall(m.group(2))[0][1]
-            flops += 2.0 * k * math.prod(int(d) for d in out.split(",") if d)
-        return flops
+            iname, shape, op = m.groups()
+            ops = _operands(ln, m.end())
+            if op == "parameter":
+                params[iname] = int(re.search(r"parameter\((\d+)\)", ln).group(1))
+            for pos, o in enumerate(ops):
+                uses.setdefault(o, []).append((op, pos, _nbytes(shape)))
+            if op == "dynamic-update-slice" and ln.startswith("ROOT"):
+                out = _nbytes(shapes.get(ops[1], ""))
+            if op == "dot":
+                lhs = _ARRAY.findall(shapes.get(ops[0], ""))
+                contracting = re.search(r"lhs_contracting_dims=\{([\d,]*)\}", ln)
+                k = 1
+                if lhs and contracting:
+                    dims = [int(d) for d in lhs[0][1].split(",") if d]
+                    k = math.prod(
+                        dims[int(c)] for c in contracting.group(1).split(",") if c
+                    )
+                size = _ARRAY.findall(shape)[0][1]
+                flops += 2.0 * k * math.prod(int(d) for d in size.split(",") if d)
+        partial = {}
+        for name, i in params.items():
+            use = uses.get(name, [])
+            if use and all(
+                op in ("dynamic-slice", "gather", "slice") and pos == 0
+                for op, pos, _ in use
+            ):
+                partial[i] = sum(b for _, _, b in use)
+            elif use and all(
+                op == "dynamic-update-slice" and pos == 0 for op, pos, _ in use
+            ):
+                partial[i] = 0
+        return flops, partial, out
 
     def cost(name: str) -> tuple[float, float]:
         seconds = kernels = 0.0
@@ -270,16 +293,12 @@ def estimate(
             if op in _FREE or op == "call":
                 continue
             ops = _operands(ln, m.end())
-            out_b = _nbytes(shape)
-            in_b = [_nbytes(shapes.get(o, "")) for o in dict.fromkeys(ops)]
-            if "dynamic_update_slice" in iname or "dynamic-update-slice" in iname:
-                moved = 2 * min((b for b in in_b if b > 8), default=0)
-            elif "gather" in iname or re.search(r"dynamic.slice", iname):
-                moved = 2 * out_b + sum(b for b in in_b if b < out_b)
-            else:
-                moved = out_b + sum(in_b)
             callee = re.search(r"calls=%?([\w.\-]+)", ln)
-            flops = dot_flops(callee.group(1)) if callee else 0.0
+            flops, partial, out = fused(callee.group(1)) if callee else (0.0, {}, None)
+            moved = _nbytes(shape) if out is None else out
+            for i, o in enumerate(ops):
+                full = _nbytes(shapes.get(o, ""))
+                moved += min(full, partial.get(i, full))
             seconds += max(launch, moved / bandwidth, flops / matmul_rate)
             kernels += 1
         return seconds, kernels
@@ -301,14 +320,24 @@ def main(argv=None):
     ap.add_argument("--bandwidth", type=float, default=3.6e12, help="bytes/s")
     ap.add_argument("--matmul-rate", type=float, default=42e12, help="FLOP/s")
     ap.add_argument("--launch", type=float, default=1.5e-6, help="s per kernel")
+    ap.add_argument(
+        "--compute-dtype",
+        default="float32",
+        help="the engine's compute_dtype (the vmap baselines stay float32)",
+    )
     ap.add_argument("--dump", default=None, help="write the optimized HLO texts here")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     sharding = target_sharding(args.target)
     platform = "gpu" if sharding is not None else None
-    task, space, base = tp.reference_task()
+    task, space, base = tp.reference_task(compute_dtype=args.compute_dtype)
     data = engine._device_data(task)
-    result = run_header("hlo_diff", target=args.target, populations={})
+    result = run_header(
+        "hlo_diff",
+        target=args.target,
+        compute_dtype=args.compute_dtype,
+        populations={},
+    )
     roofline = {
         "bandwidth": args.bandwidth,
         "matmul_rate": args.matmul_rate,

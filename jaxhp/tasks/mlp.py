@@ -118,6 +118,9 @@ class _MaskedMLP(nn.Module):
 class MLPState(NamedTuple):
     params: Any
     opt: OptState
+    # Mixed precision: the weights cast to the compute dtype, made by the step that
+    # updates them (None in float32, and in the best-epoch state ``keep`` returns).
+    low: Any = None
 
 
 @dataclass(frozen=True)
@@ -178,7 +181,18 @@ class MLPTrainable:
             * inv_sqrt_width
         )
         params["out"] = {"kernel": out, "bias": jnp.zeros(n_out)}
-        return MLPState(params, opt_init(params, kinds=self.optimizers))
+        return MLPState(
+            params, opt_init(params, kinds=self.optimizers), self._low(params)
+        )
+
+    def _low(self, params) -> Any:
+        """The weights in the compute dtype, or None in float32. The step makes them
+        right after the optimizer writes the float32 weights, so on a GPU the cast fuses
+        into the update's kernel; cast at each use, they cost a kernel per layer per
+        step (benchmarks/RESULTS.md)."""
+        if self.compute_dtype == "float32":
+            return None
+        return jax.tree.map(lambda p: p.astype(self.compute_dtype), params)
 
     def apply(self, params, x, hp, key=None) -> jax.Array:
         return self.module.apply({"params": params}, x, hp, key)
@@ -222,14 +236,18 @@ class MLPTrainable:
         # The loss goes back as its per-row terms (loss_per_row): the engine sums them
         # once per epoch, so no step reduces them over the batch (the gradient never
         # needs the sum's value).
-        (_, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        # Mixed precision differentiates at the compute-dtype weights: the same values
+        # as through a cast of the float32 ones, whose gradient is the cast back.
+        at = state.params if state.low is None else state.low
+        (_, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(at)
+        grads = jax.tree.map(lambda g, p: g.astype(p.dtype), grads, state.params)
         params, opt = opt_update(
             grads, state.opt, state.params, hp, kinds=self.optimizers
         )
-        return MLPState(params, opt), {"loss": terms}
+        return MLPState(params, opt, self._low(params)), {"loss": terms}
 
     def evaluate(self, state: MLPState, data: Batch, hp) -> dict[str, jax.Array]:
-        out = self.apply(state.params, data.x, hp)
+        out = self.apply(state.params if state.low is None else state.low, data.x, hp)
         n = jnp.maximum(jnp.sum(data.mask), 1)
         loss = self._loss(out, data.y, data.mask)
         if self.kind == "classifier":
