@@ -22,6 +22,30 @@ def _fixed_space(**values):
     return Space(**{k: Fixed(v) for k, v in values.items()})
 
 
+def _assert_same_trials(outs_a, outs_b, best_a, best_b, **tolerance):
+    """Two runs trained the same trials: statuses, epochs, every curve, the fold
+    values and the best state agree, bit for bit unless a ``tolerance`` is given."""
+
+    def same(x, y):
+        if tolerance:
+            np.testing.assert_allclose(x, y, **tolerance)
+        else:
+            np.testing.assert_array_equal(x, y)
+
+    for a, b in zip(outs_a, outs_b, strict=True):
+        assert (a.status, a.epochs_run, a.best_epoch) == (
+            b.status,
+            b.epochs_run,
+            b.best_epoch,
+        )
+        assert a.curves.keys() == b.curves.keys()
+        for k in a.curves:
+            same(a.curves[k], b.curves[k])
+        same(a.fold_values, b.fold_values)
+    assert best_a.trial_id == best_b.trial_id
+    jax.tree.map(same, best_a.state, best_b.state)
+
+
 def test_trial_in_a_population_equals_the_trial_alone(clf_task):
     space = tiny_space()
     res = jaxhp.tune(
@@ -203,18 +227,7 @@ def test_the_fixed_count_epoch_loop_trains_as_the_while_loop(clf_task, monkeypat
         "diverged",
         "complete",
     ]
-    for a, b in zip(a_outs, b_outs, strict=True):
-        assert (a.status, a.epochs_run, a.best_epoch) == (
-            b.status,
-            b.epochs_run,
-            b.best_epoch,
-        )
-        assert a.curves.keys() == b.curves.keys()
-        for k in a.curves:
-            np.testing.assert_array_equal(a.curves[k], b.curves[k])
-        np.testing.assert_array_equal(a.fold_values, b.fold_values)
-    assert a_best.trial_id == b_best.trial_id
-    jax.tree.map(np.testing.assert_array_equal, a_best.state, b_best.state)
+    _assert_same_trials(a_outs, b_outs, a_best, b_best)
     # A bucket whose every trial diverges in its first epoch ends there, both ways.
     for static in (False, True):
         monkeypatch.setattr(engine, "STATIC_EPOCH_LOOP", {"default": static})
@@ -283,16 +296,7 @@ def test_freezing_in_every_step_trains_as_the_epoch_end_revert(
     assert a_outs[2].status == "diverged" and a_outs[1].status != "diverged"
     if stopper:
         assert "stopped" in {o.status for o in a_outs}
-    for a, b in zip(a_outs, b_outs, strict=True):
-        assert (a.status, a.epochs_run, a.best_epoch) == (
-            b.status,
-            b.epochs_run,
-            b.best_epoch,
-        )
-        for k in a.curves:
-            np.testing.assert_array_equal(a.curves[k], b.curves[k])
-    assert a_best.trial_id == b_best.trial_id
-    jax.tree.map(np.testing.assert_array_equal, a_best.state, b_best.state)
+    _assert_same_trials(a_outs, b_outs, a_best, b_best)
     assert len(a_fin) == len(b_fin) == 1
     jax.tree.map(np.testing.assert_array_equal, a_fin[0], b_fin[0])
 
@@ -326,21 +330,8 @@ def test_a_round_in_one_segment_equals_it_split_in_segments(clf_task):
     ids = np.array([0, 1, 2])
     whole, _, best_w = run_population(clf_task, hp, ids, seed=5, segment_epochs=4)
     split, _, best_s = run_population(clf_task, hp, ids, seed=5, segment_epochs=3)
-    for a, b in zip(whole, split, strict=True):
-        assert (a.status, a.epochs_run, a.best_epoch) == (
-            b.status,
-            b.epochs_run,
-            b.best_epoch,
-        )
-        for k in a.curves:
-            np.testing.assert_allclose(a.curves[k], b.curves[k], rtol=1e-5, atol=1e-6)
+    _assert_same_trials(whole, split, best_w, best_s, rtol=1e-5, atol=1e-6)
     assert whole[2].status == "diverged"
-    assert best_w.trial_id == best_s.trial_id
-    jax.tree.map(
-        lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6),
-        best_w.state,
-        best_s.state,
-    )
 
 
 def test_the_best_state_is_the_best_epochs_weights(clf_task):
