@@ -229,7 +229,10 @@ def estimate(
     its device time: per kernel, max(launch, bytes / bandwidth, matmul FLOPs /
     matmul_rate), loop bodies counted by their known trip counts. A kernel's bytes are
     its result's and its operands', except what it only slices or gathers from (the
-    slice's bytes) and what it updates in place (a dynamic-update-slice: the update's)."""
+    slice's bytes) and what it updates in place (a dynamic-update-slice: the update's).
+    A conditional counts a launch and its cheapest branch each time it runs, and the
+    rest of its dearest branch once per call (the engine's validation every
+    ``eval_every`` epochs runs in full about once a round)."""
     comps = computations(text)
     shapes, parsed = {}, {}
     for name, lines in comps.items():
@@ -239,6 +242,16 @@ def estimate(
             if m:
                 shapes[m.group(1)] = m.group(2)
                 parsed[name].append((m, ln))
+
+    def dot_flops(shape: str, ops: list[str], ln: str) -> float:
+        lhs = _ARRAY.findall(shapes.get(ops[0], ""))
+        contracting = re.search(r"lhs_contracting_dims=\{([\d,]*)\}", ln)
+        k = 1
+        if lhs and contracting:
+            dims = [int(d) for d in lhs[0][1].split(",") if d]
+            k = math.prod(dims[int(c)] for c in contracting.group(1).split(",") if c)
+        size = _ARRAY.findall(shape)[0][1]
+        return 2.0 * k * math.prod(int(d) for d in size.split(",") if d)
 
     def fused(callee: str) -> tuple[float, dict[int, int], int | None]:
         """A fused computation's matmul FLOPs, the bytes it reads of each parameter
@@ -255,16 +268,7 @@ def estimate(
             if op == "dynamic-update-slice" and ln.startswith("ROOT"):
                 out = _nbytes(shapes.get(ops[1], ""))
             if op == "dot":
-                lhs = _ARRAY.findall(shapes.get(ops[0], ""))
-                contracting = re.search(r"lhs_contracting_dims=\{([\d,]*)\}", ln)
-                k = 1
-                if lhs and contracting:
-                    dims = [int(d) for d in lhs[0][1].split(",") if d]
-                    k = math.prod(
-                        dims[int(c)] for c in contracting.group(1).split(",") if c
-                    )
-                size = _ARRAY.findall(shape)[0][1]
-                flops += 2.0 * k * math.prod(int(d) for d in size.split(",") if d)
+                flops += dot_flops(shape, ops, ln)
         partial = {}
         for name, i in params.items():
             use = uses.get(name, [])
@@ -279,33 +283,62 @@ def estimate(
                 partial[i] = 0
         return flops, partial, out
 
-    def cost(name: str) -> tuple[float, float]:
-        seconds = kernels = 0.0
+    def cost(name: str) -> tuple[float, float, float, float]:
+        """(seconds, kernels) each time ``name`` runs, and (seconds, kernels) once
+        per call of the program (conditionals' dearest branches)."""
+        seconds = kernels = once_s = once_k = 0.0
         for m, ln in parsed.get(name, []):
             iname, shape, op = m.groups()
             if op == "while":
                 body = re.search(r"body=%?([\w.\-]+)", ln).group(1)
                 trip = re.search(r'"known_trip_count":\{"n":"(\d+)"', ln)
-                s, k = cost(body)
+                s, k, os_, ok = cost(body)
                 n = int(trip.group(1)) if trip else 1
                 seconds, kernels = seconds + n * s, kernels + n * k
+                once_s, once_k = once_s + os_, once_k + ok
                 continue
-            if op in _FREE or op == "call":
+            if op == "call":
+                s, k, os_, ok = cost(re.search(r"to_apply=%?([\w.\-]+)", ln).group(1))
+                seconds, kernels, once_s, once_k = (
+                    seconds + s,
+                    kernels + k,
+                    once_s + os_,
+                    once_k + ok,
+                )
+                continue
+            if op == "conditional":
+                names = re.findall(
+                    r"(?:true|false)_computation=%?([\w.\-]+)", ln
+                ) or re.findall(
+                    r"%([\w.\-]+)", re.search(r"branch_computations=\{([^}]*)\}", ln)[1]
+                )
+                branches = sorted(cost(b) for b in names)
+                lo, hi = branches[0], branches[-1]
+                seconds, kernels = seconds + launch + lo[0], kernels + 1 + lo[1]
+                once_s += hi[0] + hi[2] - lo[0]
+                once_k += hi[1] + hi[3] - lo[1]
+                continue
+            if op in _FREE:
                 continue
             ops = _operands(ln, m.end())
             callee = re.search(r"calls=%?([\w.\-]+)", ln)
             flops, partial, out = fused(callee.group(1)) if callee else (0.0, {}, None)
+            if op == "dot":  # a matmul of its own (the CPU's, unfused)
+                flops = dot_flops(shape, ops, ln)
             moved = _nbytes(shape) if out is None else out
             for i, o in enumerate(ops):
                 full = _nbytes(shapes.get(o, ""))
                 moved += min(full, partial.get(i, full))
             seconds += max(launch, moved / bandwidth, flops / matmul_rate)
             kernels += 1
-        return seconds, kernels
+        return seconds, kernels, once_s, once_k
 
     entry = re.search(r"^ENTRY\s+%?([\w.\-]+)", text, re.M).group(1)
-    seconds, kernels = cost(entry)
-    return {"kernels": int(kernels), "est_ms": round(seconds * 1e3, 3)}
+    seconds, kernels, once_s, once_k = cost(entry)
+    return {
+        "kernels": int(kernels + once_k),
+        "est_ms": round((seconds + once_s) * 1e3, 3),
+    }
 
 
 def main(argv=None):

@@ -39,3 +39,29 @@ def test_the_estimate_counts_loop_bodies_by_their_trip_counts():
     # A kernel moving at least the 64x64 matmul's operands and result (48 kB).
     assert per_trip >= 3 * 64 * 64 * 4 / rates["bandwidth"] * 1e3 * 0.999
     assert np.isfinite(e3["est_ms"]) and e3["est_ms"] > 0
+
+
+def test_a_conditional_counts_its_dearest_branch_once_a_call():
+    """A loop whose body may take a costly branch (the engine's validation every
+    ``eval_every`` epochs): each trip pays the cheap branch, the call the dear one once."""
+
+    def program(steps):
+        def f(w, x):
+            def body(i, w):
+                dear = lambda w: jnp.tanh(w @ x @ x @ x)  # noqa: E731
+                return jax.lax.cond(i == steps - 1, dear, lambda w: w * 0.5, w)
+
+            return jax.lax.fori_loop(0, steps, body, w)
+
+        return f
+
+    w = jnp.ones((256, 256), jnp.float32)
+    rates = {"bandwidth": 1e12, "matmul_rate": 1e11, "launch": 1e-6}
+    est = {}
+    for steps in (3, 12):
+        text = jax.jit(program(steps)).lower(w, w).compile().as_text()
+        assert " conditional(" in text
+        est[steps] = hlo_diff.estimate(text, **rates)["est_ms"]
+    three_matmuls_ms = 3 * 2 * 256**3 / rates["matmul_rate"] * 1e3
+    assert est[3] >= three_matmuls_ms  # the dear branch, counted once
+    assert est[12] - est[3] < three_matmuls_ms / 10  # not once a trip
