@@ -24,9 +24,10 @@ and summarises each program:
 ``--target host`` (the default) compiles for the backend JAX runs on. ``--target
 h200`` or ``h100`` compiles for that GPU **without one**: XLA's GPU compiler runs on
 the host against a description of the device (``jax.experimental.topologies``; it needs
-JAX's CUDA plugin installed, ``pip install "jax[cuda13]"``, not a GPU), so the GPU's
-own fusions can be read and counted on a machine that has none. GEMM autotuning needs a
-device, so the matmuls' configurations are XLA's defaults; the fusions are the GPU's.
+JAX's CUDA plugin at the installed JAX's version, ``pip install "jax[cuda13]==X.Y.Z"``,
+not a GPU), so the GPU's own fusions can be read and counted on a machine that has
+none. GEMM autotuning needs a device, so the matmuls' configurations are XLA's
+defaults; the fusions are the GPU's.
 
     python benchmarks/hlo_diff.py --population 64 1024 --dump hlo/ --out hlo_diff.json
     python benchmarks/hlo_diff.py --target h200 --population 1 64 1024
@@ -71,8 +72,8 @@ _FREE = {
 }
 
 # A GPU's description for XLA's compiler (``--target``): what its cost models and
-# tiling read. The H100's as in XLA's and JAX's own deviceless tests; the H200 differs
-# in its memory (size and bandwidth).
+# tiling read. The H100's values as in the deviceless-compilation examples of XLA's and
+# JAX's issue trackers; the H200 differs in its memory (size and bandwidth).
 _GPU_INFO = """
 gpu_device_info {{
   threads_per_block_limit: 1024
@@ -398,10 +399,10 @@ def main(argv=None):
         texts["engine_init"] = init.compile().as_text()
         hp_dev = {k: jnp.asarray(v) for k, v in hp_np.items()}
         for name, fn in (("vmap_val", base.train_val), ("vmap", base.train)):
-            low = jax.jit(jax.vmap(fn)).lower(
+            lowered = jax.jit(jax.vmap(fn)).lower(
                 *shapes_on(sharding, (tp.trial_keys(P), hp_dev))
             )
-            texts[name] = low.compile().as_text()
+            texts[name] = lowered.compile().as_text()
         result["populations"][str(P)] = {
             "spec": repr(spec),
             "programs": {
