@@ -13,21 +13,25 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
 import hlo_diff  # noqa: E402
 
 
+def _loop_texts(body, size):
+    """The compiled HLO of ``fori_loop(0, steps, body)`` on a ``[size, size]`` matrix,
+    for 3 and 12 trips: ``{steps: text}``."""
+    w = jnp.ones((size, size), jnp.float32)
+    texts = {}
+    for steps in (3, 12):
+
+        def f(w, x, steps=steps):
+            return jax.lax.fori_loop(0, steps, lambda i, w: body(i, w, x, steps), w)
+
+        texts[steps] = jax.jit(f).lower(w, w).compile().as_text()
+    return texts
+
+
 def test_the_estimate_counts_loop_bodies_by_their_trip_counts():
-    def program(steps):
-        def f(w, x):
-            def body(i, w):
-                return jnp.tanh(w @ x) + jnp.sin(w) * i
-
-            return jax.lax.fori_loop(0, steps, body, w)
-
-        return f
-
-    w = jnp.ones((64, 64), jnp.float32)
+    texts = _loop_texts(lambda i, w, x, steps: jnp.tanh(w @ x) + jnp.sin(w) * i, 64)
     rates = {"bandwidth": 1e12, "matmul_rate": 1e13, "launch": 1e-6}
     est = {}
-    for steps in (3, 12):
-        text = jax.jit(program(steps)).lower(w, w).compile().as_text()
+    for steps, text in texts.items():
         (loop,) = [b for b in hlo_diff.summarise(text) if b["launches"] > 0][:1]
         est[steps] = (hlo_diff.estimate(text, **rates), loop["launches"])
     (e3, body3), (e12, body12) = est[3], est[12]
@@ -45,21 +49,13 @@ def test_a_conditional_counts_its_dearest_branch_once_a_call():
     """A loop whose body may take a costly branch (the engine's validation every
     ``eval_every`` epochs): each trip pays the cheap branch, the call the dear one once."""
 
-    def program(steps):
-        def f(w, x):
-            def body(i, w):
-                dear = lambda w: jnp.tanh(w @ x @ x @ x)  # noqa: E731
-                return jax.lax.cond(i == steps - 1, dear, lambda w: w * 0.5, w)
+    def body(i, w, x, steps):
+        dear = lambda w: jnp.tanh(w @ x @ x @ x)  # noqa: E731
+        return jax.lax.cond(i == steps - 1, dear, lambda w: w * 0.5, w)
 
-            return jax.lax.fori_loop(0, steps, body, w)
-
-        return f
-
-    w = jnp.ones((256, 256), jnp.float32)
     rates = {"bandwidth": 1e12, "matmul_rate": 1e11, "launch": 1e-6}
     est = {}
-    for steps in (3, 12):
-        text = jax.jit(program(steps)).lower(w, w).compile().as_text()
+    for steps, text in _loop_texts(body, 256).items():
         assert " conditional(" in text
         est[steps] = hlo_diff.estimate(text, **rates)["est_ms"]
     three_matmuls_ms = 3 * 2 * 256**3 / rates["matmul_rate"] * 1e3
