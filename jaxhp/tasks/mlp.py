@@ -194,6 +194,12 @@ class MLPTrainable:
             return None
         return jax.tree.map(lambda p: p.astype(self.compute_dtype), params)
 
+    @staticmethod
+    def _compute_weights(state: MLPState) -> Any:
+        """The weights the layers compute with: the compute-dtype copy when there is
+        one, else the float32 weights."""
+        return state.params if state.low is None else state.low
+
     def apply(self, params, x, hp, key=None) -> jax.Array:
         return self.module.apply({"params": params}, x, hp, key)
 
@@ -238,8 +244,9 @@ class MLPTrainable:
         # needs the sum's value).
         # Mixed precision differentiates at the compute-dtype weights: the same values
         # as through a cast of the float32 ones, whose gradient is the cast back.
-        at = state.params if state.low is None else state.low
-        (_, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(at)
+        (_, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            self._compute_weights(state)
+        )
         grads = jax.tree.map(lambda g, p: g.astype(p.dtype), grads, state.params)
         params, opt = opt_update(
             grads, state.opt, state.params, hp, kinds=self.optimizers
@@ -247,7 +254,7 @@ class MLPTrainable:
         return MLPState(params, opt, self._low(params)), {"loss": terms}
 
     def evaluate(self, state: MLPState, data: Batch, hp) -> dict[str, jax.Array]:
-        out = self.apply(state.params if state.low is None else state.low, data.x, hp)
+        out = self.apply(self._compute_weights(state), data.x, hp)
         n = jnp.maximum(jnp.sum(data.mask), 1)
         loss = self._loss(out, data.y, data.mask)
         if self.kind == "classifier":
