@@ -4,22 +4,21 @@ Issue 6 asks whether keeping each trial's small weights on chip across steps pay
 GPU. The plain ``jit(vmap(train))`` of throughput.py's reference MLP (64-64-64-10 on
 digits, batch 64, SGD with momentum and weight decay, 10 epochs) is bound by memory: every
 step reads and writes every trial's weights, momentum and gradients in HBM, a dozen passes
-over ~53 kB per trial. Here one kernel program trains one trial for all its epochs: it
-loads the trial's weights once, keeps weights and momentum in registers through every
-step (forward, backward and update written out by hand, the batch gathered by the trial's
-own permutation inside the kernel), and writes them back once at the end. The only HBM
-traffic per step is the batch (16 kB).
+over ~53 kB per trial. Here one kernel program trains one trial for all its epochs
+(forward, backward and update written out by hand, the batch gathered by the trial's own
+permutation inside the kernel, each layer updated as soon as its gradient is known). The
+only HBM traffic per step is the batch (16 kB) and, where weights or momentum live in
+memory, one program's ~53-106 kB, meant to stay in L1/L2.
 
 Arms, side by side in one run, the same trials (keys, hyperparameters, data order) as
 throughput.py's ``vmap`` arm (validation after the last epoch):
 
-  vmap            throughput.py's plain ``jit(vmap(train))``
-  fused_w4, _w8   the fused kernel with 4 or 8 warps per program (the register budget
-                  per trial is the open question: ~27k float32 of weights and momentum)
-  fused_w4_bf16   4 warps, the matmuls fed bf16 (float32 weights and accumulation)
-  fused_w8_memory 8 warps, weights and momentum in the kernel's output buffers, loaded
-                  and stored every step instead of held in registers: one program's
-                  ~106 kB should stay in L1/L2, with no register spills
+  vmap                  throughput.py's plain ``jit(vmap(train))``
+  fused_w4, _w8         4 or 8 warps per program, weights and momentum in registers
+                        (~27k float32 a trial: they spill)
+  fused_w4_bf16         4 warps, the matmuls fed bf16 (float32 weights, accumulation)
+  fused_w8_split(_bf16) weights in registers, momentum in the kernel's output buffers
+  fused_w8_memory(_bf16) both in the output buffers, each loaded where it is used
 
 Also checks, before timing, that the kernel's trained weights equal the baseline's step
 applied by ``lax.scan`` (same batches) within float tolerance (TF32 matmuls on a GPU).
@@ -31,9 +30,15 @@ interpreter (the kernel's arithmetic, not its speed) and skips the timing:
     python benchmarks/fused_mlp.py --populations 1024 4096 16384   # GPU
     python benchmarks/fused_mlp.py --time-interpreted --populations 4  # CPU: the
                                      # GPU path end to end, interpreted (slow, no speed)
+    python benchmarks/fused_mlp.py --resources h200    # no GPU, JAX's CUDA plugin
+                                     # installed: each kernel's registers and spills
+
+``--resources`` compiles every variant for the GPU without one (as hlo_diff.py
+--target), takes the Triton kernel's PTX from XLA's dump, and has ptxas report registers
+and spill bytes and the SASS its static instruction mix.
 
 Not wired into the engine: it is a measurement of whether that work would pay, for the
-next session lent a GPU (benchmarks/gpu_check.sh runs it).
+next session lent a GPU (``GPU_CHECK=diag`` in benchmarks/gpu_check.sh runs it).
 """
 
 from __future__ import annotations
@@ -42,7 +47,10 @@ import argparse
 import functools
 import json
 import os
+import re
+import shutil
 import sys
+import tempfile
 import time
 
 import jax
@@ -80,9 +88,15 @@ def _dot(a, b, contract, dtype):
     )
 
 
-def _grads(x, y, mask, params, n_out, dot_dtype):
-    """The masked mean cross-entropy's gradient for every weight, written out."""
-    w1, b1, w2, b2, w3, b3, w4, b4 = params
+def _step(x, y, mask, weight, n_out, dot_dtype, update):
+    """One step of the masked mean cross-entropy's SGD, written out.
+
+    ``weight(i)`` gives parameter ``i`` of (w1, b1, ..., w4, b4) where it is used (a
+    value, or a load from memory). The backward pass updates each layer as soon as its
+    gradient is known, after taking the layer's input gradient from its old weights:
+    ``update(layer, (w, b), (gw, gb))`` returns the layer's new (w, b), and the
+    gradients die there. Only one layer's gradient is alive at a time, which keeps a
+    program's live values, and so its registers, small. Returns the new parameters."""
 
     def mm(a, b):
         return _dot(a, b, (1, 0), dot_dtype)
@@ -94,10 +108,11 @@ def _grads(x, y, mask, params, n_out, dot_dtype):
         return _dot(a, b, (0, 0), dot_dtype)
 
     cols = jnp.arange(OUT_PAD)
-    h1 = jnp.maximum(mm(x, w1) + b1[None, :], 0.0)
-    h2 = jnp.maximum(mm(h1, w2) + b2[None, :], 0.0)
-    h3 = jnp.maximum(mm(h2, w3) + b3[None, :], 0.0)
-    logits = mm(h3, w4) + b4[None, :]
+    acts = [x]
+    for layer in range(3):
+        h = mm(acts[-1], weight(2 * layer)) + weight(2 * layer + 1)[None, :]
+        acts.append(jnp.maximum(h, 0.0))
+    logits = mm(acts[-1], weight(6)) + weight(7)[None, :]
     logits = jnp.where(cols[None, :] < n_out, logits, -jnp.inf)
     z = logits - jnp.max(logits, axis=1)[:, None]
     ez = jnp.exp(z)
@@ -105,43 +120,52 @@ def _grads(x, y, mask, params, n_out, dot_dtype):
     onehot = (y[:, None] == cols[None, :]).astype(jnp.float32)
     # d(mean masked cross-entropy) / d logits
     scale = mask / jnp.maximum(jnp.sum(mask), 1.0)
-    g4 = (prob - onehot) * scale[:, None]
-    g3 = mm_nt(g4, w4) * (h3 > 0).astype(jnp.float32)
-    g2 = mm_nt(g3, w3) * (h2 > 0).astype(jnp.float32)
-    g1 = mm_nt(g2, w2) * (h1 > 0).astype(jnp.float32)
-    return (
-        mm_tn(x, g1),
-        jnp.sum(g1, axis=0),
-        mm_tn(h1, g2),
-        jnp.sum(g2, axis=0),
-        mm_tn(h2, g3),
-        jnp.sum(g3, axis=0),
-        mm_tn(h3, g4),
-        jnp.sum(g4, axis=0),
-    )
+    g = (prob - onehot) * scale[:, None]
+    new = [None] * 8
+    for layer in (3, 2, 1, 0):  # g: the gradient at this layer's output
+        w, h = weight(2 * layer), acts[layer]
+        g_in = mm_nt(g, w) * (h > 0).astype(jnp.float32) if layer else None
+        grads = (mm_tn(h, g), jnp.sum(g, axis=0))
+        new[2 * layer : 2 * layer + 2] = update(
+            layer, (w, weight(2 * layer + 1)), grads
+        )
+        g = g_in
+    return tuple(new)
 
 
-def _sgd(params, mom, grads, lr, mu, wd):
-    """SGD with momentum and weight decay, as throughput.sgd_step."""
-    mom = tuple(
-        mu * m + (g + wd * w) for m, g, w in zip(mom, grads, params, strict=True)
-    )
-    return tuple(w - lr * m for w, m in zip(params, mom, strict=True)), mom
+def _sgd(w, m, g, lr, mu, wd):
+    """SGD with momentum and weight decay, as throughput.sgd_step: (new w, new m)."""
+    m = mu * m + (g + wd * w)
+    return w - lr * m, m
 
 
 def _kernel(
-    n, steps, n_out, dot_dtype, carry, barrier, x_ref, y_ref, perm_ref, hp_ref, *refs
+    n,
+    steps,
+    n_out,
+    dot_dtype,
+    carry,
+    barrier,
+    x_ref,
+    y_ref,
+    perm_ref,
+    hp_ref,
+    *refs,
 ):
     """One program trains one trial through every step of every epoch.
 
     refs: the trial's initial (w1, b1, w2, b2, w3, b3, w4, b4), then the same as outputs,
-    then (``carry="memory"``) the momentum's buffers. ``perm_ref[p]`` is the trial's
-    batches' row indices, epoch after epoch (each epoch's permutation clamped and padded
-    to ``steps * BATCH`` as the baseline's ``batch_at``).
+    then (``carry`` "split" or "memory") the momentum's buffers. ``perm_ref[p]`` is the
+    trial's batches' row indices, epoch after epoch (each epoch's permutation clamped
+    and padded to ``steps * BATCH`` as the baseline's ``batch_at``).
 
-    ``carry="registers"``: weights and momentum are loop carries, in registers (spilled
-    to local memory where they do not fit). ``carry="memory"``: they live in the output
-    buffers, loaded and stored every step; one program's ~106 kB stays in L1/L2.
+    Where weights and momentum live between steps (``carry``):
+    - "registers": both are loop carries, in registers (spilled to local memory where
+      they do not fit);
+    - "split": the weights are loop carries; the momentum lives in its output buffers,
+      read and written once a step by the layer's update (L1/L2, ~53 kB a program);
+    - "memory": both live in the output buffers, each weight loaded where it is used.
+    A barrier before a layer's stores: every thread has read the old values first.
     """
     ins, outs, mom_refs = refs[:8], refs[8:16], refs[16:]
     p = pl.program_id(0)
@@ -153,45 +177,72 @@ def _kernel(
         idx = perm_ref[p, pl.ds((e * steps + s) * B, B)]
         return x_ref[idx, :], y_ref[idx], (s * B + rows < n).astype(jnp.float32)
 
+    def update_from(moms, store):
+        """The layer update; ``moms[i]`` gives parameter i's momentum, ``store(i, w,
+        m)`` keeps the new values."""
+
+        def update(layer, ws, gs):
+            i = 2 * layer
+            ms = (moms(i), moms(i + 1))
+            if store is not None:
+                barrier()  # WAR: all threads' loads of this layer before any store
+            new = [
+                _sgd(w, m, g, lr, mu, wd) for w, m, g in zip(ws, ms, gs, strict=True)
+            ]
+            for j, (w, m) in enumerate(new):
+                if store is not None:
+                    store(i + j, w, m)
+                new_moms[i + j] = m
+            return [w for w, _ in new]
+
+        new_moms = [None] * 8
+        return update, new_moms
+
     epochs = perm_ref.shape[1] // (steps * B)
     if carry == "registers":
 
         def step(s, c):
             params, mom, e = c
-            grads = _grads(*batch(e, s), params, n_out, dot_dtype)
-            return (*_sgd(params, mom, grads, lr, mu, wd), e)
+            update, new_mom = update_from(lambda i: mom[i], None)
+            params = _step(*batch(e, s), lambda i: params[i], n_out, dot_dtype, update)
+            return params, tuple(new_mom), e
 
-        def epoch(e, c):
-            return jax.lax.fori_loop(0, steps, step, (*c, e))[:2]
+        mom = tuple(jnp.zeros(r.shape, r.dtype) for r in ins)
+    else:
+        in_memory = carry == "memory"
 
-        params = tuple(r[...] for r in ins)
-        mom = tuple(jnp.zeros_like(a) for a in params)
-        params, _ = jax.lax.fori_loop(0, epochs, epoch, (params, mom))
+        def store(i, w, m):
+            if in_memory:
+                outs[i][...] = w
+            mom_refs[i][...] = m
+
+        def step(s, c):
+            params, e = c
+            update, _ = update_from(lambda i: mom_refs[i][...], store)
+            weight = (lambda i: outs[i][...]) if in_memory else (lambda i: params[i])
+            new = _step(*batch(e, s), weight, n_out, dot_dtype, update)
+            return (params if in_memory else new), e
+
+        for r in mom_refs:
+            r[...] = jnp.zeros(r.shape, r.dtype)
+        if in_memory:
+            for r, r_in in zip(outs, ins, strict=True):
+                r[...] = r_in[...]
+        barrier()
+        mom = None
+
+    def epoch(e, c):
+        return jax.lax.fori_loop(0, steps, step, (*c, e))[:-1]
+
+    params = tuple(r[...] for r in ins) if carry != "memory" else ()
+    carried = (params, mom) if mom is not None else (params,)
+    params = jax.lax.fori_loop(0, epochs, epoch, carried)[0]
+    if carry != "memory":
         for r, a in zip(outs, params, strict=True):
             r[...] = a
-        return
 
-    def store(refs, values):
-        for r, a in zip(refs, values, strict=True):
-            r[...] = a
-        barrier()  # the next step's loads see this step's stores, whichever thread
 
-    def step_mem(s, e):
-        params = tuple(r[...] for r in outs)
-        grads = _grads(*batch(e, s), params, n_out, dot_dtype)
-        mom = tuple(r[...] for r in mom_refs)
-        params, mom = _sgd(params, mom, grads, lr, mu, wd)
-        store(outs, params)
-        store(mom_refs, mom)
-        return e
-
-    def epoch_mem(e, c):
-        jax.lax.fori_loop(0, steps, step_mem, e)
-        return c
-
-    store(outs, [r[...] for r in ins])
-    store(mom_refs, [jnp.zeros(r.shape, r.dtype) for r in mom_refs])
-    jax.lax.fori_loop(0, epochs, epoch_mem, 0)
+CARRIES = ("registers", "split", "memory")
 
 
 def pad_params(params, n_out):
@@ -238,8 +289,8 @@ def make_fused(
     ``dot_dtype=jnp.bfloat16`` feeds the matmuls bf16 (weights, momentum, activations'
     arithmetic and accumulation stay float32), like the engine's ``compute_dtype``.
     ``carry``: where weights and momentum live between steps (see ``_kernel``)."""
-    if carry not in ("registers", "memory"):
-        raise ValueError(f"carry is 'registers' or 'memory', not {carry!r}")
+    if carry not in CARRIES:
+        raise ValueError(f"carry is one of {CARRIES}, not {carry!r}")
     n, d = xt.shape
     steps = -(-n // tp.BATCH)
     if d & (d - 1) or d < 16:
@@ -268,14 +319,14 @@ def make_fused(
 
         whole = pl.BlockSpec()  # the whole array: rows are gathered in the kernel
         kwargs = {} if interpret else {"compiler_params": _compiler_params(num_warps)}
-        # carry="memory": the momentum gets buffers too (outputs, then dropped)
-        outs = init * (2 if carry == "memory" else 1)
+        # momentum in memory: it gets buffers too (outputs, then dropped)
+        outs = init * (1 if carry == "registers" else 2)
         out = pl.pallas_call(
             functools.partial(
                 _kernel, n, steps, n_out, dot_dtype, carry, barrier(interpret)
             ),
             grid=(P,),
-            in_specs=[whole, whole, whole, whole] + [spec(a) for a in init],
+            in_specs=[whole] * 4 + [spec(a) for a in init],
             out_specs=[spec(a) for a in outs],
             out_shape=[jax.ShapeDtypeStruct(a.shape, a.dtype) for a in outs],
             interpret=interpret,
@@ -301,6 +352,10 @@ VARIANTS = {  # name -> make_fused keywords
     "w8": {"num_warps": 8},
     "w4_bf16": {"num_warps": 4, "dot_dtype": jnp.bfloat16},
     "w8_memory": {"num_warps": 8, "carry": "memory"},
+    # Added without a GPU (2026-11-29): fewest spills by `--resources h200`.
+    "w8_split": {"num_warps": 8, "carry": "split"},
+    "w8_split_bf16": {"num_warps": 8, "carry": "split", "dot_dtype": jnp.bfloat16},
+    "w8_memory_bf16": {"num_warps": 8, "carry": "memory", "dot_dtype": jnp.bfloat16},
 }
 
 
@@ -319,6 +374,144 @@ def weight_diff(fused, ref):
 N_CHECK = 4
 
 
+# --- Without a GPU: the kernels' registers and spills, from the GPU's own compile ---
+
+_PTXAS_USED = re.compile(r"Used (\d+) registers")
+_PTXAS_SPILL = re.compile(
+    r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads"
+)
+_SASS_OP = re.compile(r"/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_]*)")
+# The static instruction mix worth reading: tensor-core matmuls, register spills
+# (local memory), shared and global memory, barriers, shuffles.
+SASS_OPS = ("HGMMA", "HMMA", "LDL", "STL", "LDS", "STS", "LDG", "STG", "BAR", "SHFL")
+REGISTERS_PER_SM = 65536
+
+
+def parse_ptxas(text):
+    """ptxas -v's report of one kernel: registers a thread, stack and spill bytes."""
+    used, spill = _PTXAS_USED.search(text), _PTXAS_SPILL.search(text)
+    if used is None or spill is None:
+        raise ValueError(f"no ptxas resource report in: {text[:500]!r}")
+    stack, stores, loads = (int(v) for v in spill.groups())
+    return {
+        "registers": int(used.group(1)),
+        "stack_bytes": stack,
+        "spill_store_bytes": stores,
+        "spill_load_bytes": loads,
+    }
+
+
+def sass_mix(text):
+    """Static instruction counts of a cuobjdump -sass listing: the total and SASS_OPS."""
+    ops = [m.group(1) for m in _SASS_OP.finditer(text)]
+    return {"instructions": len(ops), **{k: ops.count(k) for k in SASS_OPS}}
+
+
+def programs_per_sm(registers, num_warps):
+    """Programs an SM holds at once, by registers alone (allocated per warp in units
+    of 256, so a thread's count rounds up to a multiple of 8)."""
+    per_warp = -(-registers // 8) * 8 * 32
+    return REGISTERS_PER_SM // (per_warp * num_warps)
+
+
+def _cuda_tool(name):
+    """A CUDA binary from NVIDIA's pip wheels, else from PATH. The wheels' come first:
+    jax[cuda*] installs the ptxas whose version XLA compiles with, and ptxas
+    versions spill differently (nvidia-cuda-cuobjdump and nvidia-cuda-nvdisasm give
+    the SASS)."""
+    import glob
+    import shutil
+
+    try:
+        import nvidia
+
+        roots = list(nvidia.__path__)
+    except ImportError:
+        roots = []
+    for root in roots:
+        for path in sorted(glob.glob(os.path.join(root, "*", "bin", name))):
+            return path
+    return shutil.which(name)
+
+
+def kernel_resources(variants, sharding, population, dump, data, arch="sm_90a"):
+    """Compiles each variant for the GPU of ``sharding`` (``hlo_diff.target_sharding``:
+    JAX's CUDA plugin against a description of the device, no GPU) and reads its Triton
+    kernel's PTX from XLA's dump folder ``dump`` (``--xla_dump_to``, set before the
+    backend starts). ptxas then reports registers and spills, and the SASS gives the
+    static instruction mix. H100 and H200 are both ``sm_90a``."""
+    import glob
+    import subprocess
+
+    import hlo_diff
+
+    ptxas, cuobjdump = _cuda_tool("ptxas"), _cuda_tool("cuobjdump")
+    if ptxas is None:
+        raise RuntimeError("no ptxas: install JAX's CUDA plugin, e.g. jax[cuda13]")
+    version = subprocess.run([ptxas, "--version"], capture_output=True, text=True)
+    out = {"ptxas": version.stdout.strip().splitlines()[-1], "variants": {}}
+    env = dict(os.environ)
+    if cuobjdump:  # cuobjdump -sass runs nvdisasm, found beside it or on PATH
+        env["PATH"] = os.path.dirname(cuobjdump) + os.pathsep + env.get("PATH", "")
+    keys = tp.trial_keys(population)
+    hp = {k: jnp.asarray(v) for k, v in tp.hparams(population, population).items()}
+    args = hlo_diff.shapes_on(sharding, (keys, hp))
+    seen = set()
+    for name in variants:
+        kw = VARIANTS[name]
+        row = {"num_warps": kw.get("num_warps", 4)}
+        try:
+            make_fused(*data, **kw).lower(*args).compile()
+            new = sorted(set(glob.glob(os.path.join(dump, "*.ptx"))) - seen)
+            seen.update(new)
+            ptx = [f for f in new if ".entry _kernel(" in open(f).read()]
+            if len(ptx) != 1:
+                raise RuntimeError(f"expected one kernel's PTX in the dump, got {ptx}")
+            with tempfile.TemporaryDirectory() as tmp:
+                cubin = os.path.join(tmp, "kernel.cubin")
+                report = subprocess.run(
+                    [ptxas, f"-arch={arch}", "-O3", "-v", ptx[0], "-o", cubin],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                ).stderr
+                row.update(parse_ptxas(report))
+                if cuobjdump:
+                    sass = subprocess.run(
+                        [cuobjdump, "-sass", cubin],
+                        capture_output=True,
+                        text=True,
+                        env=env,
+                    )
+                    if sass.returncode == 0:
+                        row["sass"] = sass_mix(sass.stdout)
+            row["programs_per_sm"] = programs_per_sm(row["registers"], row["num_warps"])
+        except Exception as e:  # noqa: BLE001 - record why a variant failed
+            row["error"] = f"{type(e).__name__}: {e}"[:2000]
+        out["variants"][name] = row
+        print(f"{name}: {row}", file=sys.stderr, flush=True)
+    return out
+
+
+def print_resources(variants):
+    """kernel_resources' rows as a table."""
+    print(
+        f"\n{'variant':>15} {'regs':>5} {'spill st/ld B':>14} {'per SM':>6} "
+        f"{'SASS':>6} {'LDL+STL':>8} {'HGMMA':>6}"
+    )
+    for name, r in variants.items():
+        if "error" in r:
+            print(f"{name:>15} error: {r['error'][:100]}")
+            continue
+        m = r.get("sass", {})
+        spill = f"{r['spill_store_bytes']}/{r['spill_load_bytes']}"
+        print(
+            f"{name:>15} {r['registers']:>5} {spill:>14} {r['programs_per_sm']:>6} "
+            f"{m.get('instructions', '-'):>6} {m.get('LDL', 0) + m.get('STL', 0):>8} "
+            f"{m.get('HGMMA', '-'):>6}"
+        )
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--populations", type=int, nargs="*", default=[1024, 4096, 16384])
@@ -331,8 +524,24 @@ def main(argv=None):
         help="off a GPU, run the timing path with the interpreted kernel too: it "
         "exercises the script; its times mean nothing",
     )
+    ap.add_argument(
+        "--resources",
+        choices=["h100", "h200"],
+        help="no GPU needed: compile every variant for this GPU (JAX's CUDA plugin, "
+        "e.g. jax[cuda13], installed) and report ptxas's registers and spills and "
+        "the SASS instruction mix, instead of training",
+    )
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
+    if args.resources:
+        # XLA reads its flags when the backend starts: before anything touches it.
+        dump = tempfile.mkdtemp(prefix="fused_mlp_dump_")
+        os.environ["XLA_FLAGS"] = (
+            os.environ.get("XLA_FLAGS", "") + f" --xla_dump_to={dump}"
+        ).strip()
+        import hlo_diff
+
+        sharding = hlo_diff.target_sharding(args.resources)  # before any backend
     backend = jax.default_backend()
     from sklearn.datasets import load_digits
 
@@ -347,6 +556,17 @@ def main(argv=None):
         "checks": {},
         "rows": [],
     }
+    if args.resources:
+        data = (xt, yt, xv, yv, n_out)
+        P = args.populations[0]
+        result["target"] = args.resources
+        result["population"] = P
+        result.update(kernel_resources(args.variants, sharding, P, dump, data))
+        shutil.rmtree(dump, ignore_errors=True)
+        print(json.dumps(result, indent=2))
+        tp.save_json(args.out, result)
+        print_resources(result["variants"])
+        return result
     # The kernel is Triton's: anywhere else, Pallas's interpreter checks its arithmetic
     # on a few trials. On a GPU the first timed population's first trials are checked.
     interpret = backend != "gpu"

@@ -4,11 +4,11 @@
 #
 #   OUT=/some/dir bash benchmarks/gpu_check.sh                  # the check: 1, 2, 4, 5
 #   OUT=/some/dir GPU_CHECK=diag bash benchmarks/gpu_check.sh    # diagnostics: 2b-2d, 3
-#   OUT=/some/dir GPU_CHECK=all bash benchmarks/gpu_check.sh     # both (up to 11.0
+#   OUT=/some/dir GPU_CHECK=all bash benchmarks/gpu_check.sh     # both (up to 13.5
 #                                      minutes at the caps: over one 10-minute call)
 #
 # The most wanted figures first, each step under its own time cap (the check 6.2 minutes
-# at most, the diagnostics 4.8; the check's first run on an H200 took 6 with longer
+# at most, the diagnostics 7.3; the check's first run on an H200 took 6 with longer
 # steps), so that a step that fails or overruns leaves the others' JSON:
 # 1. ceilings: the device's measured copy bandwidth and matmul rates (fp32 default,
 #    fp32 highest, bf16), the yardsticks for the fraction-of-peak figures.
@@ -23,8 +23,6 @@
 #    engine's segment and of the vmap baselines (under $OUT/hlo), their loops' kernels
 #    and roofline estimates: with the autotuned matmuls, against the estimates made
 #    without a device (hlo_diff.py --target h200), and against the profile in 3.
-#    (The fused Pallas kernel, benchmarks/fused_mlp.py, was measured on the third
-#    lease and is left out: run it by hand.)
 # 2d. host work: benchmarks/host_work.py, the host's phases of a round at P = 16384
 #    with a tiny model (planning, outcomes as columns, tune's records, the commit), and
 #    sweeps of 4 rounds of 4096 reference MLPs on all of digits, with storage committed
@@ -34,6 +32,9 @@
 #    the engine's host phases, for the engine (float32 and bf16) and vmap_val at P = 64
 #    (the engine's worst ratio on the third lease, 0.69x, never profiled) and 1024
 #    (profiled on the third lease: the before of this session's launch cuts).
+# 3b. fused kernel: benchmarks/fused_mlp.py at P = 16384, the variants with the fewest
+#    register spills by ptxas (fused_mlp.py --resources h200, no device) against
+#    w4_bf16 (1.47-1.52x the plain vmap on the third lease) and the plain vmap.
 # 4. proposal cost: benchmarks/proposal_cost.py at n = 1000, d = 6, q = 64 and 1024
 #    (the restarts' vmapped-against-mapped comparison was measured on the first lease).
 # 5. smoke: the backend is a GPU; a small sweep (every strategy, k-fold, early stopping,
@@ -102,6 +103,9 @@ diag && { timeout 70 "$PY" benchmarks/host_work.py --populations 16384 --repeats
     --out "$OUT/host_work.json" > "$OUT/host_work.txt" 2>&1 || status=1; }
 diag && { timeout 60 "$PY" benchmarks/gpu_profile.py --population 64 1024 \
     --out "$OUT/profile.json" > "$OUT/profile.txt" 2>&1 || status=1; }
+diag && { timeout 150 "$PY" benchmarks/fused_mlp.py --populations 16384 --repeats 2 \
+    --variants w4_bf16 w8_split_bf16 w8_memory_bf16 w8_memory w8_split \
+    --out "$OUT/fused.json" > "$OUT/fused.txt" 2>&1 || status=1; }
 check && { timeout 45 "$PY" benchmarks/proposal_cost.py --n 1000 --d 6 --q 64 1024 \
     --out "$OUT/proposal_cost.json" > "$OUT/proposal_cost.txt" 2>&1 || status=1; }
 check && { timeout 75 "$PY" - > "$OUT/smoke.json" <<'PY' || status=1; }
@@ -146,7 +150,7 @@ print(json.dumps(out, indent=1))
 PY
 
 cat "$OUT/ceilings.json" 2>/dev/null
-tail -n 25 "$OUT"/{throughput,round_overhead,hlo_diff,host_work,profile,proposal_cost}.txt 2>/dev/null
+tail -n 25 "$OUT"/{throughput,round_overhead,hlo_diff,host_work,profile,fused,proposal_cost}.txt 2>/dev/null
 # What comes back from a lent machine is capped at 8 files (and 2 folders down): the
 # diagnostics alone write 12 or more (the HLO dumps among them). So everything goes
 # into one archive, and beside it the JSON files, the smallest first, as many as fit.

@@ -37,7 +37,7 @@ def data(fused_mlp, digits):
     return (*fused_mlp.tp.baseline_data(task), task.n_out)
 
 
-@pytest.mark.parametrize("carry", ["registers", "memory"])
+@pytest.mark.parametrize("carry", ["registers", "split", "memory"])
 def test_the_fused_kernel_trains_as_the_baselines_step(
     fused_mlp, data, monkeypatch, carry
 ):
@@ -77,3 +77,48 @@ def test_the_fused_kernel_lowers_to_triton_for_cuda(fused_mlp, data):
         )(keys, hp)
         assert triton in exported.mlir_module()
     assert jax.default_backend() == "cpu"  # nothing here needed a GPU
+
+
+# Real ptxas -v and cuobjdump -sass output (the w4 kernel, compiled for an H200 without
+# one by `fused_mlp.py --resources h200`), trimmed.
+PTXAS_REPORT = """\
+ptxas info    : 0 bytes gmem
+ptxas info    : Compiling entry function '_kernel' for 'sm_90a'
+ptxas info    : Function properties for _kernel
+    2352 bytes stack frame, 3380 bytes spill stores, 3340 bytes spill loads
+ptxas info    : Used 255 registers, used 1 barriers, 2352 bytes cumulative stack size
+ptxas info    : Compile time = 1593.820 ms
+"""
+SASS = """\
+        /*01c0*/                   STL [R1+0x6e0], R95 ;   /* 0x0006e05f01007387 */
+        /*06e0*/                   BAR.SYNC.DEFER_BLOCKING 0x0 ;   /* 0x0000000000007b1d */
+        /*4aa0*/              @!P5 IMAD.IADD.U32 R56, R56, 0x1, R2.reuse ;   /* 0x0 */
+        /*4ac0*/              @!P4 IMAD.IADD.U32 R57, R57, 0x1, R2 ;   /* 0x0 */
+        /*5010*/                   HGMMA.64x64x8.F32.TF32 R24, gdesc[UR4], RZ, !UPT ;
+        /*5020*/               @P0 LDL.64 R2, [R1+0x10] ;   /* 0x0 */
+"""
+
+
+def test_the_resource_report_reads_ptxas_and_the_sass(fused_mlp):
+    assert fused_mlp.parse_ptxas(PTXAS_REPORT) == {
+        "registers": 255,
+        "stack_bytes": 2352,
+        "spill_store_bytes": 3380,
+        "spill_load_bytes": 3340,
+    }
+    mix = fused_mlp.sass_mix(SASS)
+    assert mix["instructions"] == 6  # predicated ones counted by their opcode
+    assert (mix["STL"], mix["LDL"], mix["BAR"], mix["HGMMA"], mix["LDG"]) == (
+        1,
+        1,
+        1,
+        1,
+        0,
+    )
+    with pytest.raises(ValueError, match="no ptxas resource report"):
+        fused_mlp.parse_ptxas("ptxas fatal : Unresolved extern function")
+    # 255 registers round up to 256: a 4-warp program takes 32,768 of an SM's 65,536.
+    assert fused_mlp.programs_per_sm(255, 4) == 2
+    assert fused_mlp.programs_per_sm(255, 8) == 1
+    assert fused_mlp.programs_per_sm(128, 4) == 4
+    assert fused_mlp.programs_per_sm(100, 4) == 4  # 104 a thread: 13,312 a program
