@@ -19,6 +19,7 @@ throughput.py's ``vmap`` arm (validation after the last epoch):
   fused_w4_bf16         4 warps, the matmuls fed bf16 (float32 weights, accumulation)
   fused_w8_split(_bf16) weights in registers, momentum in the kernel's output buffers
   fused_w8_memory(_bf16) both in the output buffers, each loaded where it is used
+  fused_w8_stash_bf16   as memory, and the activations for the backward pass too
 
 Also checks, before timing, that the kernel's trained weights equal the baseline's step
 applied by ``lax.scan`` (same batches) within float tolerance (TF32 matmuls on a GPU).
@@ -88,7 +89,7 @@ def _dot(a, b, contract, dtype):
     )
 
 
-def _step(x, y, mask, weight, n_out, dot_dtype, update):
+def _step(x, y, mask, weight, n_out, dot_dtype, update, stash=None):
     """One step of the masked mean cross-entropy's SGD, written out.
 
     ``weight(i)`` gives parameter ``i`` of (w1, b1, ..., w4, b4) where it is used (a
@@ -96,7 +97,10 @@ def _step(x, y, mask, weight, n_out, dot_dtype, update):
     gradient is known, after taking the layer's input gradient from its old weights:
     ``update(layer, (w, b), (gw, gb))`` returns the layer's new (w, b), and the
     gradients die there. Only one layer's gradient is alive at a time, which keeps a
-    program's live values, and so its registers, small. Returns the new parameters."""
+    program's live values, and so its registers, small. ``stash`` (a ``Stash``) keeps
+    the activations for the backward pass in memory instead of as values. Returns the
+    new parameters."""
+    stash = stash or _Held()
 
     def mm(a, b):
         return _dot(a, b, (1, 0), dot_dtype)
@@ -108,11 +112,12 @@ def _step(x, y, mask, weight, n_out, dot_dtype, update):
         return _dot(a, b, (0, 0), dot_dtype)
 
     cols = jnp.arange(OUT_PAD)
-    acts = [x]
+    a, acts = x, [stash.keep(0, x)]
     for layer in range(3):
-        h = mm(acts[-1], weight(2 * layer)) + weight(2 * layer + 1)[None, :]
-        acts.append(jnp.maximum(h, 0.0))
-    logits = mm(acts[-1], weight(6)) + weight(7)[None, :]
+        h = mm(a, weight(2 * layer)) + weight(2 * layer + 1)[None, :]
+        a = jnp.maximum(h, 0.0)
+        acts.append(stash.keep(layer + 1, a))
+    logits = mm(a, weight(6)) + weight(7)[None, :]
     logits = jnp.where(cols[None, :] < n_out, logits, -jnp.inf)
     z = logits - jnp.max(logits, axis=1)[:, None]
     ez = jnp.exp(z)
@@ -122,8 +127,9 @@ def _step(x, y, mask, weight, n_out, dot_dtype, update):
     scale = mask / jnp.maximum(jnp.sum(mask), 1.0)
     g = (prob - onehot) * scale[:, None]
     new = [None] * 8
+    stash.sync()
     for layer in (3, 2, 1, 0):  # g: the gradient at this layer's output
-        w, h = weight(2 * layer), acts[layer]
+        w, h = weight(2 * layer), stash.recall(layer, acts[layer])
         g_in = mm_nt(g, w) * (h > 0).astype(jnp.float32) if layer else None
         grads = (mm_tn(h, g), jnp.sum(g, axis=0))
         new[2 * layer : 2 * layer + 2] = update(
@@ -131,6 +137,46 @@ def _step(x, y, mask, weight, n_out, dot_dtype, update):
         )
         g = g_in
     return tuple(new)
+
+
+class _Held:
+    """The forward pass's activations held as values (registers) for the backward."""
+
+    def keep(self, i, a):
+        return a
+
+    def sync(self):
+        pass
+
+    def recall(self, i, held):
+        return held
+
+
+class Stash(_Held):
+    """The activations stored in the program's buffers (L1/L2), in the matmuls' input
+    type (a matmul input or a sign is all the backward pass takes of them), and read
+    back by the backward pass: ``x_ref`` [B, d] the input, ``h_ref`` [3, B, width]
+    the hidden layers'. A barrier between the stores and the loads."""
+
+    def __init__(self, x_ref, h_ref, barrier):
+        self.x_ref, self.h_ref, self.barrier = x_ref, h_ref, barrier
+
+    def _ref(self, i):
+        return (self.x_ref, 0) if i == 0 else (self.h_ref, i - 1)
+
+    def keep(self, i, a):
+        ref, j = self._ref(i)
+        if i == 0:
+            ref[...] = a.astype(ref.dtype)
+        else:
+            ref[j] = a.astype(ref.dtype)
+
+    def sync(self):
+        self.barrier()
+
+    def recall(self, i, held):
+        ref, j = self._ref(i)
+        return ref[...] if i == 0 else ref[j]
 
 
 def _sgd(w, m, g, lr, mu, wd):
@@ -155,7 +201,8 @@ def _kernel(
     """One program trains one trial through every step of every epoch.
 
     refs: the trial's initial (w1, b1, w2, b2, w3, b3, w4, b4), then the same as outputs,
-    then (``carry`` "split" or "memory") the momentum's buffers. ``perm_ref[p]`` is the
+    then (``carry`` other than "registers") the momentum's buffers, then ("stash") the
+    activations' (input, hidden layers). ``perm_ref[p]`` is the
     trial's batches' row indices, epoch after epoch (each epoch's permutation clamped
     and padded to ``steps * BATCH`` as the baseline's ``batch_at``).
 
@@ -164,10 +211,12 @@ def _kernel(
       they do not fit);
     - "split": the weights are loop carries; the momentum lives in its output buffers,
       read and written once a step by the layer's update (L1/L2, ~53 kB a program);
-    - "memory": both live in the output buffers, each weight loaded where it is used.
+    - "memory": both live in the output buffers, each weight loaded where it is used;
+    - "stash": as "memory", and the forward pass's activations too (``Stash``).
     A barrier before a layer's stores: every thread has read the old values first.
     """
-    ins, outs, mom_refs = refs[:8], refs[8:16], refs[16:]
+    ins, outs, mom_refs = refs[:8], refs[8:16], refs[16:24]
+    stash = Stash(*refs[24:26], barrier) if carry == "stash" else None
     p = pl.program_id(0)
     lr, mu, wd = hp_ref[p, 0], hp_ref[p, 1], hp_ref[p, 2]
     B = tp.BATCH
@@ -199,6 +248,7 @@ def _kernel(
         return update, new_moms
 
     epochs = perm_ref.shape[1] // (steps * B)
+    in_memory = carry in ("memory", "stash")
     if carry == "registers":
 
         def step(s, c):
@@ -209,7 +259,6 @@ def _kernel(
 
         mom = tuple(jnp.zeros(r.shape, r.dtype) for r in ins)
     else:
-        in_memory = carry == "memory"
 
         def store(i, w, m):
             if in_memory:
@@ -220,7 +269,7 @@ def _kernel(
             params, e = c
             update, _ = update_from(lambda i: mom_refs[i][...], store)
             weight = (lambda i: outs[i][...]) if in_memory else (lambda i: params[i])
-            new = _step(*batch(e, s), weight, n_out, dot_dtype, update)
+            new = _step(*batch(e, s), weight, n_out, dot_dtype, update, stash)
             return (params if in_memory else new), e
 
         for r in mom_refs:
@@ -234,15 +283,15 @@ def _kernel(
     def epoch(e, c):
         return jax.lax.fori_loop(0, steps, step, (*c, e))[:-1]
 
-    params = tuple(r[...] for r in ins) if carry != "memory" else ()
+    params = tuple(r[...] for r in ins) if not in_memory else ()
     carried = (params, mom) if mom is not None else (params,)
     params = jax.lax.fori_loop(0, epochs, epoch, carried)[0]
-    if carry != "memory":
+    if not in_memory:
         for r, a in zip(outs, params, strict=True):
             r[...] = a
 
 
-CARRIES = ("registers", "split", "memory")
+CARRIES = ("registers", "split", "memory", "stash")
 
 
 def pad_params(params, n_out):
@@ -321,6 +370,13 @@ def make_fused(
         kwargs = {} if interpret else {"compiler_params": _compiler_params(num_warps)}
         # momentum in memory: it gets buffers too (outputs, then dropped)
         outs = init * (1 if carry == "registers" else 2)
+        if carry == "stash":  # the activations' buffers (outputs, then dropped)
+            act = jnp.dtype(dot_dtype)
+            width = init[0].shape[-1]
+            outs += [
+                jax.ShapeDtypeStruct((P, tp.BATCH, d), act),
+                jax.ShapeDtypeStruct((P, 3, tp.BATCH, width), act),
+            ]
         out = pl.pallas_call(
             functools.partial(
                 _kernel, n, steps, n_out, dot_dtype, carry, barrier(interpret)
@@ -356,6 +412,7 @@ VARIANTS = {  # name -> make_fused keywords
     "w8_split": {"num_warps": 8, "carry": "split"},
     "w8_split_bf16": {"num_warps": 8, "carry": "split", "dot_dtype": jnp.bfloat16},
     "w8_memory_bf16": {"num_warps": 8, "carry": "memory", "dot_dtype": jnp.bfloat16},
+    "w8_stash_bf16": {"num_warps": 8, "carry": "stash", "dot_dtype": jnp.bfloat16},
 }
 
 
