@@ -161,22 +161,19 @@ class Stash(_Held):
     def __init__(self, x_ref, h_ref, barrier):
         self.x_ref, self.h_ref, self.barrier = x_ref, h_ref, barrier
 
-    def _ref(self, i):
-        return (self.x_ref, 0) if i == 0 else (self.h_ref, i - 1)
+    def _at(self, i):
+        return (self.x_ref, (...,)) if i == 0 else (self.h_ref, (i - 1,))
 
     def keep(self, i, a):
-        ref, j = self._ref(i)
-        if i == 0:
-            ref[...] = a.astype(ref.dtype)
-        else:
-            ref[j] = a.astype(ref.dtype)
+        ref, at = self._at(i)
+        ref[at] = a.astype(ref.dtype)
 
     def sync(self):
         self.barrier()
 
     def recall(self, i, held):
-        ref, j = self._ref(i)
-        return ref[...] if i == 0 else ref[j]
+        ref, at = self._at(i)
+        return ref[at]
 
 
 def _sgd(w, m, g, lr, mu, wd):
@@ -202,9 +199,9 @@ def _kernel(
 
     refs: the trial's initial (w1, b1, w2, b2, w3, b3, w4, b4), then the same as outputs,
     then (``carry`` other than "registers") the momentum's buffers, then ("stash") the
-    activations' (input, hidden layers). ``perm_ref[p]`` is the
-    trial's batches' row indices, epoch after epoch (each epoch's permutation clamped
-    and padded to ``steps * BATCH`` as the baseline's ``batch_at``).
+    activations' (input, hidden layers). ``perm_ref[p]`` is the trial's batches' row
+    indices, epoch after epoch (each epoch's permutation clamped and padded to
+    ``steps * BATCH`` as the baseline's ``batch_at``).
 
     Where weights and momentum live between steps (``carry``):
     - "registers": both are loop carries, in registers (spilled to local memory where
@@ -213,7 +210,10 @@ def _kernel(
       read and written once a step by the layer's update (L1/L2, ~53 kB a program);
     - "memory": both live in the output buffers, each weight loaded where it is used;
     - "stash": as "memory", and the forward pass's activations too (``Stash``).
-    A barrier before a layer's stores: every thread has read the old values first.
+    Barriers, where values live in memory: before a layer's stores (every thread has
+    read the old values), and at the end of a step (the next step's first layer
+    reads what this step's last update wrote). The momentum needs no more: between
+    a layer's update and its next one lie the other layers' barriers.
     """
     ins, outs, mom_refs = refs[:8], refs[8:16], refs[16:24]
     stash = Stash(*refs[24:26], barrier) if carry == "stash" else None
@@ -227,8 +227,9 @@ def _kernel(
         return x_ref[idx, :], y_ref[idx], (s * B + rows < n).astype(jnp.float32)
 
     def update_from(moms, store):
-        """The layer update; ``moms[i]`` gives parameter i's momentum, ``store(i, w,
-        m)`` keeps the new values."""
+        """``update`` for ``_step``, and the list it writes the new momenta to.
+        ``moms(i)`` gives parameter i's momentum; ``store(i, w, m)``, where given,
+        keeps the new values in memory."""
 
         def update(layer, ws, gs):
             i = 2 * layer
@@ -270,6 +271,8 @@ def _kernel(
             update, _ = update_from(lambda i: mom_refs[i][...], store)
             weight = (lambda i: outs[i][...]) if in_memory else (lambda i: params[i])
             new = _step(*batch(e, s), weight, n_out, dot_dtype, update, stash)
+            if in_memory:
+                barrier()  # RAW: the first layer's new weights, for the next step
             return (params if in_memory else new), e
 
         for r in mom_refs:
