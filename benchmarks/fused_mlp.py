@@ -684,6 +684,9 @@ def main(argv=None):
                 mine = [(w[:N_CHECK], b[:N_CHECK]) for w, b in params]
                 check = weight_diff(mine, ref(keys[:N_CHECK], sub))
                 result["checks"][variant] = {"population": P, **check}
+            # a step cut short by a time cap (gpu_check.sh) keeps what ran so far
+            rows = [*result["rows"], row]
+            tp.save_json(args.out, {**result, "rows": rows, "partial": True})
         times = tp.best_times(list(live.values()), args.repeats)
         for name, t in zip(live, times, strict=True):
             row[name] = P / t
