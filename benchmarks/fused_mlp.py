@@ -8,7 +8,8 @@ over ~53 kB per trial. Here one kernel program trains one trial for all its epoc
 (forward, backward and update written out by hand, the batch gathered by the trial's own
 permutation inside the kernel, each layer updated as soon as its gradient is known). The
 only HBM traffic per step is the batch (16 kB) and, where weights or momentum live in
-memory, one program's ~53-106 kB, meant to stay in L1/L2.
+memory, one program's ~53-106 kB, meant to stay in L1/L2. The ``per_step`` variants
+instead train one step per call and keep the state in HBM between calls.
 
 Arms, side by side in one run, the same trials (keys, hyperparameters, data order) as
 throughput.py's ``vmap`` arm (validation after the last epoch):
@@ -20,6 +21,9 @@ throughput.py's ``vmap`` arm (validation after the last epoch):
   fused_w8_split(_bf16) weights in registers, momentum in the kernel's output buffers
   fused_w8_memory(_bf16) both in the output buffers, each loaded where it is used
   fused_w8_stash_bf16   as memory, and the activations for the backward pass too
+  fused_w*_per_step_bf16 one kernel call a step (an XLA loop around it), weights and
+                        momentum read from HBM and written back each step: the
+                        form the engine could call from its own step loop
 
 Also checks, before timing, that the kernel's trained weights equal the baseline's step
 applied by ``lax.scan`` (same batches) within float tolerance (TF32 matmuls on a GPU).
@@ -209,12 +213,19 @@ def _kernel(
     - "split": the weights are loop carries; the momentum lives in its output buffers,
       read and written once a step by the layer's update (L1/L2, ~53 kB a program);
     - "memory": both live in the output buffers, each weight loaded where it is used;
-    - "stash": as "memory", and the forward pass's activations too (``Stash``).
+    - "stash": as "memory", and the forward pass's activations too (``Stash``);
+    - "per_step": no loop here: one call of the kernel is one step of every trial,
+      weights and momentum read from memory and written back (the same buffers:
+      the call aliases them), and an XLA loop makes the calls. With no loop in the
+      kernel, no address is held across steps.
     Barriers, where values live in memory: before a layer's stores (every thread has
     read the old values), and at the end of a step (the next step's first layer
     reads what this step's last update wrote). The momentum needs no more: between
     a layer's update and its next one lie the other layers' barriers.
     """
+    if carry == "per_step":  # the step's index, then the momentum in, before the outs
+        t_ref, refs = refs[0], refs[1:]
+        mom_ins, refs = refs[8:16], refs[:8] + refs[16:]
     ins, outs, mom_refs = refs[:8], refs[8:16], refs[16:24]
     stash = Stash(*refs[24:26], barrier) if carry == "stash" else None
     p = pl.program_id(0)
@@ -247,6 +258,18 @@ def _kernel(
 
         new_moms = [None] * 8
         return update, new_moms
+
+    if carry == "per_step":
+        t = t_ref[0]
+
+        def put(i, w, m):
+            outs[i][...] = w
+            mom_refs[i][...] = m
+
+        update, _ = update_from(lambda i: mom_ins[i][...], put)
+        batch_t = batch(t // steps, t % steps)
+        _step(*batch_t, lambda i: ins[i][...], n_out, dot_dtype, update)
+        return
 
     epochs = perm_ref.shape[1] // (steps * B)
     in_memory = carry in ("memory", "stash")
@@ -294,7 +317,7 @@ def _kernel(
             r[...] = a
 
 
-CARRIES = ("registers", "split", "memory", "stash")
+CARRIES = ("registers", "split", "memory", "stash", "per_step")
 
 
 def pad_params(params, n_out):
@@ -380,17 +403,40 @@ def make_fused(
                 jax.ShapeDtypeStruct((P, tp.BATCH, d), act),
                 jax.ShapeDtypeStruct((P, 3, tp.BATCH, width), act),
             ]
-        out = pl.pallas_call(
-            functools.partial(
-                _kernel, n, steps, n_out, dot_dtype, carry, barrier(interpret)
-            ),
-            grid=(P,),
-            in_specs=[whole] * 4 + [spec(a) for a in init],
-            out_specs=[spec(a) for a in outs],
-            out_shape=[jax.ShapeDtypeStruct(a.shape, a.dtype) for a in outs],
-            interpret=interpret,
-            **kwargs,
-        )(xt, yt.astype(jnp.int32), perm, hpm, *init)
+        kernel = functools.partial(
+            _kernel, n, steps, n_out, dot_dtype, carry, barrier(interpret)
+        )
+        if carry == "per_step":
+            state = init * 2  # parameters, then momentum (zeros)
+            state = state[:8] + [jnp.zeros_like(a) for a in state[8:]]
+            call = pl.pallas_call(
+                kernel,
+                grid=(P,),
+                in_specs=[whole] * 5 + [spec(a) for a in state],
+                out_specs=[spec(a) for a in state],
+                out_shape=[jax.ShapeDtypeStruct(a.shape, a.dtype) for a in state],
+                input_output_aliases={5 + i: i for i in range(len(state))},
+                interpret=interpret,
+                **kwargs,
+            )
+            yt32 = yt.astype(jnp.int32)
+
+            def one_step(t, state):
+                t = jnp.reshape(t, (1,)).astype(jnp.int32)
+                return tuple(call(xt, yt32, perm, hpm, t, *state))
+
+            total = perm.shape[1] // tp.BATCH
+            out = jax.lax.fori_loop(0, total, one_step, tuple(state))
+        else:
+            out = pl.pallas_call(
+                kernel,
+                grid=(P,),
+                in_specs=[whole] * 4 + [spec(a) for a in init],
+                out_specs=[spec(a) for a in outs],
+                out_shape=[jax.ShapeDtypeStruct(a.shape, a.dtype) for a in outs],
+                interpret=interpret,
+                **kwargs,
+            )(xt, yt.astype(jnp.int32), perm, hpm, *init)
         params = unpad_params(out[: len(init)], n_out)
         acc = jax.vmap(lambda ps: jnp.mean(jnp.argmax(tp.forward(ps, xv), -1) == yv))(
             params
@@ -416,6 +462,16 @@ VARIANTS = {  # name -> make_fused keywords
     "w8_split_bf16": {"num_warps": 8, "carry": "split", "dot_dtype": jnp.bfloat16},
     "w8_memory_bf16": {"num_warps": 8, "carry": "memory", "dot_dtype": jnp.bfloat16},
     "w8_stash_bf16": {"num_warps": 8, "carry": "stash", "dot_dtype": jnp.bfloat16},
+    "w4_per_step_bf16": {
+        "num_warps": 4,
+        "carry": "per_step",
+        "dot_dtype": jnp.bfloat16,
+    },
+    "w8_per_step_bf16": {
+        "num_warps": 8,
+        "carry": "per_step",
+        "dot_dtype": jnp.bfloat16,
+    },
 }
 
 
@@ -556,17 +612,17 @@ def kernel_resources(variants, sharding, population, dump, data, arch="sm_90a"):
 def print_resources(variants):
     """kernel_resources' rows as a table."""
     print(
-        f"\n{'variant':>15} {'regs':>5} {'spill st/ld B':>14} {'per SM':>6} "
+        f"\n{'variant':>17} {'regs':>5} {'spill st/ld B':>14} {'per SM':>6} "
         f"{'SASS':>6} {'LDL+STL':>8} {'HGMMA':>6}"
     )
     for name, r in variants.items():
         if "error" in r:
-            print(f"{name:>15} error: {r['error'][:100]}")
+            print(f"{name:>17} error: {r['error'][:100]}")
             continue
         m = r.get("sass", {})
         spill = f"{r['spill_store_bytes']}/{r['spill_load_bytes']}"
         print(
-            f"{name:>15} {r['registers']:>5} {spill:>14} {r['programs_per_sm']:>6} "
+            f"{name:>17} {r['registers']:>5} {spill:>14} {r['programs_per_sm']:>6} "
             f"{m.get('instructions', '-'):>6} {m.get('LDL', 0) + m.get('STL', 0):>8} "
             f"{m.get('HGMMA', '-'):>6}"
         )

@@ -104,7 +104,7 @@ diag && { timeout 70 "$PY" benchmarks/host_work.py --populations 16384 --repeats
 diag && { timeout 60 "$PY" benchmarks/gpu_profile.py --population 64 1024 \
     --out "$OUT/profile.json" > "$OUT/profile.txt" 2>&1 || status=1; }
 diag && { timeout 150 "$PY" benchmarks/fused_mlp.py --populations 16384 --repeats 2 \
-    --variants w4_bf16 w8_stash_bf16 w8_memory_bf16 w8_split_bf16 w8_memory \
+    --variants w4_bf16 w8_per_step_bf16 w8_stash_bf16 w8_memory_bf16 w8_memory \
     --out "$OUT/fused.json" > "$OUT/fused.txt" 2>&1 || status=1; }
 check && { timeout 45 "$PY" benchmarks/proposal_cost.py --n 1000 --d 6 --q 64 1024 \
     --out "$OUT/proposal_cost.json" > "$OUT/proposal_cost.txt" 2>&1 || status=1; }

@@ -37,7 +37,7 @@ def data(fused_mlp, digits):
     return (*fused_mlp.tp.baseline_data(task), task.n_out)
 
 
-@pytest.mark.parametrize("carry", ["registers", "split", "memory", "stash"])
+@pytest.mark.parametrize("carry", ["registers", "split", "memory", "stash", "per_step"])
 def test_the_fused_kernel_trains_as_the_baselines_step(
     fused_mlp, data, monkeypatch, carry
 ):
