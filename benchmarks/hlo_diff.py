@@ -229,8 +229,9 @@ def estimate(
     """Kernels launched by one call of the module's entry, and a roofline estimate of
     its device time: per kernel, max(launch, bytes / bandwidth, matmul FLOPs /
     matmul_rate), loop bodies counted by their known trip counts. A kernel's bytes are
-    its result's and its operands', except what it only slices or gathers from (the
-    slice's bytes) and what it updates in place (a dynamic-update-slice: the update's).
+    its result's and its operands' (each buffer once), except what it only slices or
+    gathers from (the slice's bytes) and what it updates in place (a
+    dynamic-update-slice: the update's).
     A conditional counts a launch and its cheapest branch each time it runs, and the
     rest of its dearest branch once per call (the engine's validation every
     ``eval_every`` epochs runs in full about once a round)."""
@@ -326,10 +327,11 @@ def estimate(
             flops, partial, out = fused(callee.group(1)) if callee else (0.0, {}, None)
             if op == "dot":  # a matmul of its own (the CPU's, unfused)
                 flops = dot_flops(shape, ops, ln)
-            moved = _nbytes(shape) if out is None else out
+            reads = {}  # an operand passed twice (x.T @ x) is read once
             for i, o in enumerate(ops):
                 full = _nbytes(shapes.get(o, ""))
-                moved += min(full, partial.get(i, full))
+                reads[o] = max(reads.get(o, 0), min(full, partial.get(i, full)))
+            moved = (_nbytes(shape) if out is None else out) + sum(reads.values())
             seconds += max(launch, moved / bandwidth, flops / matmul_rate)
             kernels += 1
         return seconds, kernels, once_s, once_k

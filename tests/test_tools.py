@@ -61,3 +61,13 @@ def test_a_conditional_counts_its_dearest_branch_once_a_call():
     three_matmuls_ms = 3 * 2 * 256**3 / rates["matmul_rate"] * 1e3
     assert est[3] >= three_matmuls_ms  # the dear branch, counted once
     assert est[12] - est[3] < three_matmuls_ms / 10  # not once a trip
+
+
+def test_an_operand_passed_twice_is_read_once():
+    a = jnp.ones((512, 512), jnp.float32)
+    text = jax.jit(lambda a: a.T @ a).lower(a).compile().as_text()
+    assert "dot(%a.1, %a.1)" in text.replace("param_0", "a.1")  # the CPU's own dot
+    rates = {"bandwidth": 1e9, "matmul_rate": 1e18, "launch": 1e-12}
+    ms = hlo_diff.estimate(text, **rates)["est_ms"]
+    one_mb_ms = a.nbytes / rates["bandwidth"] * 1e3
+    assert abs(ms - 2 * one_mb_ms) < 0.01 * one_mb_ms  # the result, and a once
