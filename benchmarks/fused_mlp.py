@@ -550,6 +550,11 @@ def _cuda_tool(name):
     return shutil.which(name)
 
 
+def _read(path):
+    with open(path) as f:
+        return f.read()
+
+
 def kernel_resources(variants, sharding, population, dump, data, arch="sm_90a"):
     """Compiles each variant for the GPU of ``sharding`` (``hlo_diff.target_sharding``:
     JAX's CUDA plugin against a description of the device, no GPU) and reads its Triton
@@ -580,7 +585,7 @@ def kernel_resources(variants, sharding, population, dump, data, arch="sm_90a"):
             make_fused(*data, **kw).lower(*args).compile()
             new = sorted(set(glob.glob(os.path.join(dump, "*.ptx"))) - seen)
             seen.update(new)
-            ptx = [f for f in new if ".entry _kernel(" in open(f).read()]
+            ptx = [f for f in new if ".entry _kernel(" in _read(f)]
             if len(ptx) != 1:
                 raise RuntimeError(f"expected one kernel's PTX in the dump, got {ptx}")
             with tempfile.TemporaryDirectory() as tmp:
@@ -589,9 +594,10 @@ def kernel_resources(variants, sharding, population, dump, data, arch="sm_90a"):
                     [ptxas, f"-arch={arch}", "-O3", "-v", ptx[0], "-o", cubin],
                     capture_output=True,
                     text=True,
-                    check=True,
-                ).stderr
-                row.update(parse_ptxas(report))
+                )
+                if report.returncode:
+                    raise RuntimeError(f"ptxas failed: {report.stderr[-1500:]}")
+                row.update(parse_ptxas(report.stderr))
                 if cuobjdump:
                     sass = subprocess.run(
                         [cuobjdump, "-sass", cubin],

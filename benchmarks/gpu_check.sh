@@ -3,7 +3,7 @@
 # everything, text and HLO dumps too, in $OUT/gpu_check_<mode>.tar.gz).
 #
 #   OUT=/some/dir bash benchmarks/gpu_check.sh                  # the check: 1, 2, 4, 5
-#   OUT=/some/dir GPU_CHECK=diag bash benchmarks/gpu_check.sh    # diagnostics: 2b-2d, 3
+#   OUT=/some/dir GPU_CHECK=diag bash benchmarks/gpu_check.sh    # diagnostics: 2b-2d, 3, 3b
 #   OUT=/some/dir GPU_CHECK=all bash benchmarks/gpu_check.sh     # both (up to 13.5
 #                                      minutes at the caps: over one 10-minute call)
 #

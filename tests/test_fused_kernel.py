@@ -108,13 +108,8 @@ def test_the_resource_report_reads_ptxas_and_the_sass(fused_mlp):
     }
     mix = fused_mlp.sass_mix(SASS)
     assert mix["instructions"] == 6  # predicated ones counted by their opcode
-    assert (mix["STL"], mix["LDL"], mix["BAR"], mix["HGMMA"], mix["LDG"]) == (
-        1,
-        1,
-        1,
-        1,
-        0,
-    )
+    counts = {k: mix[k] for k in ("STL", "LDL", "BAR", "HGMMA", "LDG")}
+    assert counts == {"STL": 1, "LDL": 1, "BAR": 1, "HGMMA": 1, "LDG": 0}
     with pytest.raises(ValueError, match="no ptxas resource report"):
         fused_mlp.parse_ptxas("ptxas fatal : Unresolved extern function")
     # 255 registers round up to 256: a 4-warp program takes 32,768 of an SM's 65,536.

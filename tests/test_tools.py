@@ -2,6 +2,7 @@
 program launches, loop bodies by their trip counts."""
 
 import os
+import re
 import sys
 
 import jax
@@ -66,7 +67,7 @@ def test_a_conditional_counts_its_dearest_branch_once_a_call():
 def test_an_operand_passed_twice_is_read_once():
     a = jnp.ones((512, 512), jnp.float32)
     text = jax.jit(lambda a: a.T @ a).lower(a).compile().as_text()
-    assert "dot(%a.1, %a.1)" in text.replace("param_0", "a.1")  # the CPU's own dot
+    assert re.search(r"\bdot\((%[\w.\-]+), \1\)", text)  # the CPU's own dot(a, a)
     rates = {"bandwidth": 1e9, "matmul_rate": 1e18, "launch": 1e-12}
     ms = hlo_diff.estimate(text, **rates)["est_ms"]
     one_mb_ms = a.nbytes / rates["bandwidth"] * 1e3
