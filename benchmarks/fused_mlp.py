@@ -406,37 +406,36 @@ def make_fused(
         kernel = functools.partial(
             _kernel, n, steps, n_out, dot_dtype, carry, barrier(interpret)
         )
-        if carry == "per_step":
-            state = init * 2  # parameters, then momentum (zeros)
-            state = state[:8] + [jnp.zeros_like(a) for a in state[8:]]
-            call = pl.pallas_call(
+
+        def call(n_whole, per_trial, outs, **extra):
+            """The kernel over the population: ``n_whole`` whole arrays, then the
+            ``per_trial`` arrays' and ``outs``' slices, program by program."""
+            return pl.pallas_call(
                 kernel,
                 grid=(P,),
-                in_specs=[whole] * 5 + [spec(a) for a in state],
-                out_specs=[spec(a) for a in state],
-                out_shape=[jax.ShapeDtypeStruct(a.shape, a.dtype) for a in state],
-                input_output_aliases={5 + i: i for i in range(len(state))},
-                interpret=interpret,
-                **kwargs,
-            )
-            yt32 = yt.astype(jnp.int32)
-
-            def one_step(t, state):
-                t = jnp.reshape(t, (1,)).astype(jnp.int32)
-                return tuple(call(xt, yt32, perm, hpm, t, *state))
-
-            total = perm.shape[1] // tp.BATCH
-            out = jax.lax.fori_loop(0, total, one_step, tuple(state))
-        else:
-            out = pl.pallas_call(
-                kernel,
-                grid=(P,),
-                in_specs=[whole] * 4 + [spec(a) for a in init],
+                in_specs=[whole] * n_whole + [spec(a) for a in per_trial],
                 out_specs=[spec(a) for a in outs],
                 out_shape=[jax.ShapeDtypeStruct(a.shape, a.dtype) for a in outs],
                 interpret=interpret,
                 **kwargs,
-            )(xt, yt.astype(jnp.int32), perm, hpm, *init)
+                **extra,
+            )
+
+        yt32 = yt.astype(jnp.int32)
+        if carry == "per_step":
+            state = init * 2  # parameters, then momentum (zeros)
+            state = state[:8] + [jnp.zeros_like(a) for a in state[8:]]
+            aliases = {5 + i: i for i in range(len(state))}  # in place, step by step
+            step_call = call(5, state, state, input_output_aliases=aliases)
+
+            def one_step(t, state):
+                t = jnp.reshape(t, (1,)).astype(jnp.int32)
+                return tuple(step_call(xt, yt32, perm, hpm, t, *state))
+
+            total = perm.shape[1] // tp.BATCH
+            out = jax.lax.fori_loop(0, total, one_step, tuple(state))
+        else:
+            out = call(4, init, outs)(xt, yt32, perm, hpm, *init)
         params = unpad_params(out[: len(init)], n_out)
         acc = jax.vmap(lambda ps: jnp.mean(jnp.argmax(tp.forward(ps, xv), -1) == yv))(
             params

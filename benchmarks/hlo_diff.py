@@ -119,9 +119,15 @@ def target_sharding(target: str):
     from jax.experimental import topologies
 
     jax.config.update("jax_platforms", "cpu")  # the host runs nothing but the compiler
-    topo = topologies.get_topology_desc(
-        platform="cuda", target_config=TARGETS[target], topology="1x1x1"
-    )
+    try:
+        topo = topologies.get_topology_desc(
+            platform="cuda", target_config=TARGETS[target], topology="1x1x1"
+        )
+    except (NotImplementedError, RuntimeError) as e:
+        raise SystemExit(
+            f"compiling for {target} without a GPU needs JAX's CUDA plugin: "
+            f"pip install 'jax[cuda13]' (a side environment will do); {e}"
+        ) from e
     mesh = topologies.make_mesh(topo=topo, mesh_shape=(1,), axis_names=("x",))
     return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
 
