@@ -199,11 +199,13 @@ def _kernel(
     hp_ref,
     *refs,
 ):
-    """One program trains one trial through every step of every epoch.
+    """One program trains one trial through every step of every epoch ("per_step":
+    through one step).
 
-    refs: the trial's initial (w1, b1, w2, b2, w3, b3, w4, b4), then the same as outputs,
-    then (``carry`` other than "registers") the momentum's buffers, then ("stash") the
-    activations' (input, hidden layers). ``perm_ref[p]`` is the trial's batches' row
+    refs: ("per_step") the step's index, then the trial's initial (w1, b1, w2, b2, w3,
+    b3, w4, b4) ("per_step": its current ones, and its momentum), then the same as
+    outputs, then (``carry`` other than "registers") the momentum's buffers, then
+    ("stash") the activations' (input, hidden layers). ``perm_ref[p]`` is the trial's batches' row
     indices, epoch after epoch (each epoch's permutation clamped and padded to
     ``steps * BATCH`` as the baseline's ``batch_at``).
 
