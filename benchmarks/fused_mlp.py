@@ -396,15 +396,6 @@ def make_fused(
 
         whole = pl.BlockSpec()  # the whole array: rows are gathered in the kernel
         kwargs = {} if interpret else {"compiler_params": _compiler_params(num_warps)}
-        # momentum in memory: it gets buffers too (outputs, then dropped)
-        outs = init * (1 if carry == "registers" else 2)
-        if carry == "stash":  # the activations' buffers (outputs, then dropped)
-            act = jnp.dtype(dot_dtype)
-            width = init[0].shape[-1]
-            outs += [
-                jax.ShapeDtypeStruct((P, tp.BATCH, d), act),
-                jax.ShapeDtypeStruct((P, 3, tp.BATCH, width), act),
-            ]
         kernel = functools.partial(
             _kernel, n, steps, n_out, dot_dtype, carry, barrier(interpret)
         )
@@ -425,8 +416,7 @@ def make_fused(
 
         yt32 = yt.astype(jnp.int32)
         if carry == "per_step":
-            state = init * 2  # parameters, then momentum (zeros)
-            state = state[:8] + [jnp.zeros_like(a) for a in state[8:]]
+            state = init + [jnp.zeros_like(a) for a in init]  # parameters, momentum
             aliases = {5 + i: i for i in range(len(state))}  # in place, step by step
             step_call = call(5, state, state, input_output_aliases=aliases)
 
@@ -437,6 +427,14 @@ def make_fused(
             total = perm.shape[1] // tp.BATCH
             out = jax.lax.fori_loop(0, total, one_step, tuple(state))
         else:
+            # momentum in memory: it gets buffers too (outputs, then dropped)
+            outs = init * (1 if carry == "registers" else 2)
+            if carry == "stash":  # the activations' buffers (outputs, then dropped)
+                width = init[0].shape[-1]
+                outs += [
+                    jax.ShapeDtypeStruct((P, tp.BATCH, d), dot_dtype),
+                    jax.ShapeDtypeStruct((P, 3, tp.BATCH, width), dot_dtype),
+                ]
             out = call(4, init, outs)(xt, yt32, perm, hpm, *init)
         params = unpad_params(out[: len(init)], n_out)
         acc = jax.vmap(lambda ps: jnp.mean(jnp.argmax(tp.forward(ps, xv), -1) == yv))(
