@@ -125,8 +125,9 @@ def target_sharding(target: str):
         )
     except (NotImplementedError, RuntimeError) as e:
         raise SystemExit(
-            f"compiling for {target} without a GPU needs JAX's CUDA plugin: "
-            f"pip install 'jax[cuda13]' (a side environment will do); {e}"
+            f"compiling for {target} without a GPU needs JAX's CUDA plugin at JAX's "
+            f"version: pip install 'jax[cuda13]=={jax.__version__}' (a side "
+            f"environment will do); {e}"
         ) from e
     mesh = topologies.make_mesh(topo=topo, mesh_shape=(1,), axis_names=("x",))
     return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
