@@ -101,7 +101,9 @@ def _tune_config(cfg: dict, quiet: bool) -> int:
 def _tune(args: argparse.Namespace) -> int:
     from jaxhp import config as C
 
-    cfg = C.load_config(args.config)  # validates the file on its own first
+    # Validated once, after the overrides: a flag may supply what the file leaves out
+    # (--storage for a file without [study]) or mend a bad value in it.
+    cfg = C.read_config(args.config)
     for flag, section, key in (
         ("n_trials", "search", "n_trials"),
         ("population", "search", "population"),
@@ -161,8 +163,10 @@ def _show(args: argparse.Namespace) -> int:
     res = load(args.db, args.study)
     print(res.table(args.top))
     counts = ", ".join(f"{v} {k}" for k, v in res.summary().items() if v)
+    rounds = res.stats["rounds"]
     print(
-        f"\n{len(res)} trials ({counts or 'none yet'}) in {res.stats['rounds']} rounds"
+        f"\n{len(res)} trial{'s' * (len(res) != 1)} ({counts or 'none yet'}) "
+        f"in {rounds} round{'s' * (rounds != 1)}"
     )
     return 0
 

@@ -66,6 +66,7 @@ __all__ = [
     "build",
     "dumps",
     "load_config",
+    "read_config",
     "parse",
     "set_option",
 ]
@@ -103,16 +104,20 @@ class ConfigError(ValueError):
     """A config key with a value jaxhp cannot use; the message names the key."""
 
 
-def load_config(path: str | os.PathLike) -> dict[str, Any]:
-    """Read and validate a TOML config file."""
+def read_config(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a TOML config file, unvalidated (``parse`` validates it)."""
     try:
         with open(path, "rb") as f:
-            raw = tomllib.load(f)
+            return tomllib.load(f)
     except FileNotFoundError:
         raise ConfigError(f"config file {os.fspath(path)!r} not found") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{os.fspath(path)}: not valid TOML ({e})") from None
-    return parse(raw)
+
+
+def load_config(path: str | os.PathLike) -> dict[str, Any]:
+    """Read and validate a TOML config file."""
+    return parse(read_config(path))
 
 
 def parse(raw: dict[str, Any]) -> dict[str, Any]:

@@ -163,6 +163,21 @@ def test_bad_toml_and_overrides(tmp_path, capsys):
     assert merged["space"]["epochs"] == 7
     assert merged["search"]["strategy"] == "sobol"
 
+    # The file is validated after the options: a flag supplies what the file leaves
+    # out, or mends what it gets wrong, and a file error that no flag mends names its key.
+    bare = {k: v for k, v in SWEEP.items() if k != "study"}
+    bare["search"] = {**bare["search"], "population": 0}
+    bare_path = write_config(tmp_path, bare, "bare.toml")
+    assert main(["tune", bare_path, "--print-config"]) == 2
+    assert "search.population: expected an integer >= 1" in capsys.readouterr().err
+    db = str(tmp_path / "flag.db")
+    args = ["tune", bare_path, "--population", "4", "--storage", db]
+    assert main([*args, "--print-config"]) == 0
+    merged = tomllib.loads(capsys.readouterr().out)
+    assert merged["study"]["storage"] == db and merged["search"]["population"] == 4
+    assert main([*args[:-2], "--print-config"]) == 2
+    assert "study.storage: missing" in capsys.readouterr().err
+
 
 def _snapshot(db):
     """Trials, curve rows and rounds, read in one transaction."""
