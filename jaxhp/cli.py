@@ -331,6 +331,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\njaxhp: interrupted; finished rounds are stored", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (`jaxhp export db | head`): no traceback, and none from
+        # the interpreter's own flush of stdout at exit either.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # as a shell reports a process ended by SIGPIPE
 
 
 if __name__ == "__main__":

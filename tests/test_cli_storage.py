@@ -401,6 +401,16 @@ def test_show_export_and_report(tmp_path, capsys):
     csv_path = tmp_path / "t.csv"
     assert main(["export", str(db), "--out", str(csv_path)]) == 0
     assert len(csv_path.read_text().strip().splitlines()) == 1 + len(res)
+    # `jaxhp export db | head`: the reader is gone before the first write. No
+    # traceback; the exit status a shell gives a process that SIGPIPE ended.
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jaxhp.cli", "export", str(db)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141 and err == "", err
     pytest.importorskip("matplotlib")
     html_path = tmp_path / "report.html"
     assert main(["report", str(db), "--out", str(html_path)]) == 0
