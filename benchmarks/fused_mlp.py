@@ -43,7 +43,7 @@ interpreter (the kernel's arithmetic, not its speed) and skips the timing:
 and spill bytes and the SASS its static instruction mix.
 
 Not wired into the engine: it is a measurement of whether that work would pay, for the
-next session lent a GPU (``GPU_CHECK=diag`` in benchmarks/gpu_check.sh runs it).
+next session lent a GPU (benchmarks/gpu_check.sh runs it).
 """
 
 from __future__ import annotations
