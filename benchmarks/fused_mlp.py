@@ -40,10 +40,15 @@ interpreter (the kernel's arithmetic, not its speed) and skips the timing:
 
 ``--resources`` compiles every variant for the GPU without one (as hlo_diff.py
 --target), takes the Triton kernel's PTX from XLA's dump, and has ptxas report registers
-and spill bytes and the SASS its static instruction mix.
+and spill bytes and the SASS its static instruction mix; the engine's own per-step
+kernel (``step_kernel="fused"``, jaxhp.tasks.fused) too, as ``engine_step(_bf16)``.
 
-Not wired into the engine: it is a measurement of whether that work would pay, for the
-next session lent a GPU (benchmarks/gpu_check.sh runs it).
+The whole-training kernels are not wired into the engine: an epoch's validation, its
+stoppers and its bookkeeping sit between the engine's epochs. The per-step form is: the
+engine's ``step_kernel="fused"`` (jaxhp.tasks.fused) is a general version of it (masked
+depths, padded tiles, regressors, frozen members), timed by throughput.py. These
+variants measure how far keeping the weights on chip across steps would go further
+(benchmarks/gpu_check.sh runs them).
 """
 
 from __future__ import annotations
@@ -554,12 +559,67 @@ def _read(path):
         return f.read()
 
 
+def engine_step_compile(sharding, population, compute_dtype):
+    """A thunk compiling the engine's own fused step (``step_kernel="fused"``,
+    jaxhp.tasks.fused) for the reference MLP: one step of ``population`` trials."""
+    import hlo_diff
+
+    from jaxhp.tasks import fused
+    from jaxhp.tasks.mlp import MLPTrainable
+    from jaxhp.trainable import Batch
+
+    P = population
+    tr = MLPTrainable(
+        kind="classifier",
+        n_in=64,
+        n_out=10,
+        depth=tp.DEPTH,
+        width=tp.WIDTH,
+        dropout=False,
+        activations=(0,),
+        optimizers=(2,),  # sgd
+        min_depth=tp.DEPTH,
+        compute_dtype=compute_dtype,
+        step_kernel="fused",
+    )
+    ints = ("n_layers", "width", "activation", "optimizer")
+    hp = {
+        k: jax.ShapeDtypeStruct((P,), jnp.int32 if k in ints else jnp.float32)
+        for k in ints + ("learning_rate", "momentum", "weight_decay", "dropout")
+    }
+    state = jax.eval_shape(
+        jax.vmap(tr.init), jax.random.split(jax.random.key(0), P), hp
+    )
+    batch = Batch(
+        jax.ShapeDtypeStruct((P, tp.BATCH, 64), jnp.float32),
+        jax.ShapeDtypeStruct((P, tp.BATCH), jnp.int32),
+        jax.ShapeDtypeStruct((P, tp.BATCH), jnp.bool_),
+        None,
+        None,
+        jax.ShapeDtypeStruct((P,), jnp.int32),
+    )
+    keep = jax.ShapeDtypeStruct((P,), jnp.bool_)
+    args = hlo_diff.shapes_on(sharding, (state, batch, hp, keep))
+
+    def step(s, b, h, k):
+        step_args, run = tr.population_step(h, k, platform="gpu")
+        return run(*step_args, s, b)
+
+    step = jax.jit(step)
+    return fused.NUM_WARPS, lambda: step.lower(*args).compile()
+
+
+ENGINE_STEPS = {"engine_step": "float32", "engine_step_bf16": "bfloat16"}
+
+
 def kernel_resources(variants, sharding, population, dump, data, arch="sm_90a"):
     """Compiles each variant for the GPU of ``sharding`` (``hlo_diff.target_sharding``:
     JAX's CUDA plugin against a description of the device, no GPU) and reads its Triton
     kernel's PTX from XLA's dump folder ``dump`` (``--xla_dump_to``, set before the
     backend starts). ptxas then reports registers and spills, and the SASS gives the
-    static instruction mix. H100 and H200 are both ``sm_90a``."""
+    static instruction mix. H100 and H200 are both ``sm_90a``. Besides VARIANTS,
+    ``variants`` may name ENGINE_STEPS: the engine's own fused step (one step of the
+    population; the kernel the engine calls from its step loop)."""
     import glob
     import subprocess
 
@@ -578,10 +638,22 @@ def kernel_resources(variants, sharding, population, dump, data, arch="sm_90a"):
     args = hlo_diff.shapes_on(sharding, (keys, hp))
     seen = set()
     for name in variants:
-        kw = VARIANTS[name]
-        row = {"num_warps": kw.get("num_warps", 4)}
+        row = {}
         try:
-            make_fused(*data, **kw).lower(*args).compile()
+            if name in ENGINE_STEPS:
+                warps, build = engine_step_compile(
+                    sharding, population, ENGINE_STEPS[name]
+                )
+            else:
+                kw = VARIANTS[name]
+                train = make_fused(*data, **kw)
+                warps = kw.get("num_warps", 4)
+
+                def build(train=train):
+                    return train.lower(*args).compile()
+
+            row["num_warps"] = warps
+            build()
             new = sorted(set(glob.glob(os.path.join(dump, "*.ptx"))) - seen)
             seen.update(new)
             ptx = [f for f in new if ".entry _kernel(" in _read(f)]
@@ -682,7 +754,8 @@ def main(argv=None):
         P = args.populations[0]
         result["target"] = args.resources
         result["population"] = P
-        result.update(kernel_resources(args.variants, sharding, P, dump, data))
+        names = [*args.variants, *ENGINE_STEPS]
+        result.update(kernel_resources(names, sharding, P, dump, data))
         shutil.rmtree(dump, ignore_errors=True)
         print(json.dumps(result, indent=2))
         tp.save_json(args.out, result)

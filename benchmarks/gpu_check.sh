@@ -2,7 +2,7 @@
 # The device check for a lent GPU: one command, a few minutes, JSON under $OUT (and
 # everything, text and HLO dumps too, in $OUT/gpu_check_<mode>.tar.gz).
 #
-#   OUT=/some/dir bash benchmarks/gpu_check.sh                  # the check: 1, 2, 3b, 5
+#   OUT=/some/dir bash benchmarks/gpu_check.sh                  # the check: 1, 1b, 2, 3b, 5
 #   OUT=/some/dir GPU_CHECK=diag bash benchmarks/gpu_check.sh    # diagnostics: 2b-2d, 3, 4
 #   OUT=/some/dir GPU_CHECK=all bash benchmarks/gpu_check.sh     # both (up to 13.5
 #                                      minutes at the caps: over one 10-minute call)
@@ -10,14 +10,20 @@
 # The check holds what the open issues must show on a GPU (the engine against the plain
 # vmap, a smoke sweep) and the candidates for the 2x target (the fused kernel), so that
 # a lease with time for one call spends it there; the diagnostics say why. The most
-# wanted figures first, each step under its own time cap (the check 7.9 minutes at
+# wanted figures first, each step under its own time cap (the check 9.2 minutes at
 # most, the diagnostics 5.6; the check's first run on an H200 took 6 with longer
 # steps), so that a step that fails or overruns leaves the others' JSON:
 # 1. ceilings: the device's measured copy bandwidth and matmul rates (fp32 default,
 #    fp32 highest, bf16), the yardsticks for the fraction-of-peak figures.
+# 1b. the fused step: benchmarks/fused_step_check.py, whether step_kernel="fused"
+#    (jaxhp.tasks.fused, one Pallas kernel a step) trains what the vmapped step trains
+#    on this GPU: one step on odd sizes, and sweeps on digits and breast cancer. The CPU
+#    tests check its arithmetic in Pallas's interpreter; barriers, padded tiles and
+#    Triton's matmuls only a GPU can check.
 # 2. throughput: benchmarks/throughput.py at P = 1, 64, 1024 and 16384 (engine, engine
-#    in bf16, plain vmap and vmap_val, achieved TFLOP/s, bf16 accuracy effect; mixed
-#    architectures at P = 256: at 1024 they did not finish in the cap), capped at 210 s.
+#    in bf16, the engine with the fused step in float32 and bf16, plain vmap and
+#    vmap_val, achieved TFLOP/s, bf16 accuracy effect; mixed architectures at P = 256:
+#    at 1024 they did not finish in the cap), capped at 260 s.
 # 2b. round overhead: benchmarks/round_overhead.py at P = 1 and 1024, the engine's
 #    switches as arms side by side (host arrays packed into one matrix or a leaf each,
 #    the step's loss as per-row terms or a scalar, the epoch loop, device_put), and the
@@ -35,8 +41,9 @@
 #    the engine's host phases, for the engine (float32 and bf16) and vmap_val at P = 64
 #    (the engine's worst ratio on the third lease, 0.69x, never profiled) and 1024
 #    (profiled on the third lease: the before of this session's launch cuts).
-# 3b. fused kernel: benchmarks/fused_mlp.py at P = 16384, the variants with the fewest
-#    register spills by ptxas (fused_mlp.py --resources h200, no device) against
+# 3b. fused kernel: benchmarks/fused_mlp.py at P = 16384, the whole training in one
+#    kernel: the two variants with the fewest register spills besides the per-step
+#    form the engine now has (fused_mlp.py --resources h200, no device) against
 #    w4_bf16 (1.47-1.52x the plain vmap on the third lease) and the plain vmap.
 # 4. proposal cost: benchmarks/proposal_cost.py at n = 1000, d = 6, q = 64 and 1024
 #    (measured on the first lease, with the restarts' vmapped-against-mapped arms).
@@ -92,7 +99,9 @@ for name, dt, prec in [("fp32_default", jnp.float32, None), ("fp32_highest", jnp
 print(json.dumps(out, indent=1))
 PY
 
-check && { timeout 210 "$PY" benchmarks/throughput.py --populations 1 64 1024 16384 \
+check && { timeout 75 "$PY" benchmarks/fused_step_check.py --out "$OUT/fused_step.json" \
+    > "$OUT/fused_step.txt" 2>&1 || status=1; }
+check && { timeout 260 "$PY" benchmarks/throughput.py --populations 1 64 1024 16384 \
     --repeats 3 --min-seconds 1 --mixed-population 256 --out "$OUT/throughput.json" \
     > "$OUT/throughput.txt" 2>&1 || status=1; }
 diag && { timeout 100 "$PY" benchmarks/round_overhead.py --populations 1 1024 \
@@ -106,8 +115,8 @@ diag && { timeout 70 "$PY" benchmarks/host_work.py --populations 16384 --repeats
     --out "$OUT/host_work.json" > "$OUT/host_work.txt" 2>&1 || status=1; }
 diag && { timeout 60 "$PY" benchmarks/gpu_profile.py --population 64 1024 \
     --out "$OUT/profile.json" > "$OUT/profile.txt" 2>&1 || status=1; }
-check && { timeout 150 "$PY" benchmarks/fused_mlp.py --populations 16384 --repeats 2 \
-    --variants w4_bf16 w8_per_step_bf16 w8_stash_bf16 w8_memory_bf16 w8_memory \
+check && { timeout 100 "$PY" benchmarks/fused_mlp.py --populations 16384 --repeats 2 \
+    --variants w4_bf16 w8_stash_bf16 w8_memory_bf16 \
     --out "$OUT/fused.json" > "$OUT/fused.txt" 2>&1 || status=1; }
 diag && { timeout 45 "$PY" benchmarks/proposal_cost.py --n 1000 --d 6 --q 64 1024 \
     --out "$OUT/proposal_cost.json" > "$OUT/proposal_cost.txt" 2>&1 || status=1; }
@@ -153,7 +162,7 @@ print(json.dumps(out, indent=1))
 PY
 
 cat "$OUT/ceilings.json" 2>/dev/null
-tail -n 25 "$OUT"/{throughput,round_overhead,hlo_diff,host_work,profile,fused,proposal_cost}.txt 2>/dev/null
+tail -n 25 "$OUT"/{fused_step,throughput,round_overhead,hlo_diff,host_work,profile,fused,proposal_cost}.txt 2>/dev/null
 # What comes back from a lent machine is capped at 8 files (and 2 folders down): the
 # diagnostics alone write 12 or more (the HLO dumps among them). So everything goes
 # into one archive, and beside it the JSON files, the smallest first, as many as fit.

@@ -368,17 +368,26 @@ def main(argv=None):
         default="float32",
         help="the engine's compute_dtype (the vmap baselines stay float32)",
     )
+    ap.add_argument(
+        "--step-kernel",
+        default="xla",
+        help="the engine's step_kernel: 'fused' steps the population with one Pallas "
+        "kernel (the estimate charges it its HBM bytes alone: a floor)",
+    )
     ap.add_argument("--dump", default=None, help="write the optimized HLO texts here")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     sharding = target_sharding(args.target)
     platform = "gpu" if sharding is not None else None
-    task, space, base = tp.reference_task(compute_dtype=args.compute_dtype)
+    task, space, base = tp.reference_task(
+        compute_dtype=args.compute_dtype, step_kernel=args.step_kernel
+    )
     data = engine._device_data(task)
     result = run_header(
         "hlo_diff",
         target=args.target,
         compute_dtype=args.compute_dtype,
+        step_kernel=args.step_kernel,
         populations={},
     )
     roofline = {

@@ -12,6 +12,10 @@ own data order):
   engine_bf16 the engine with ``compute_dtype="bfloat16"`` (bf16 matmuls and
               activations, float32 weights, optimizer and loss); its accuracy effect is
               reported as the population's mean best validation accuracy against float32
+  engine_fused, engine_fused_bf16  (accelerators, or ``--fused`` to run them in Pallas's
+              interpreter) the engine with ``step_kernel="fused"``: each step of the
+              population one Pallas kernel, weights on chip through the step
+              (jaxhp.tasks.fused), in float32 and with bf16 matmuls
   vmap        a plain ``jit(vmap(train))`` written here, validation only at the end
   vmap_val    the same, validating after every epoch and keeping the best epoch's
               accuracy and weights (the engine's default work, written by hand)
@@ -283,8 +287,16 @@ def main(argv=None):
         "else; 0 skips it)",
     )
     ap.add_argument("--out", default=None, help="write the JSON here as well")
+    ap.add_argument(
+        "--fused",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="the engine_fused arms (default: on accelerators only; on a CPU they run "
+        "in Pallas's interpreter, for the code path, not its speed)",
+    )
     args = ap.parse_args(argv)
     backend = jax.default_backend()
+    fused = backend != "cpu" if args.fused is None else args.fused
     pops = args.populations or (
         [1, 8, 32]
         if args.quick
@@ -302,6 +314,16 @@ def main(argv=None):
         X, y, val_fraction=0.2, seed=0, compute_dtype="bfloat16"
     )
     task_bf16.check_space(space)
+    fused_tasks = {}
+    if fused:
+        for name, dtype in (
+            ("engine_fused", "float32"),
+            ("engine_fused_bf16", "bfloat16"),
+        ):
+            fused_tasks[name] = jaxhp.tasks.MLPClassifier(
+                X, y, val_fraction=0.2, seed=0, compute_dtype=dtype, step_kernel="fused"
+            )
+            fused_tasks[name].check_space(space)
     xt, yt, xv, yv = baseline_data(task)
     train, train_val, batch_at, steps, _ = make_train(xt, yt, xv, yv, task.n_out)
     train_val_sof = make_train(
@@ -352,6 +374,10 @@ def main(argv=None):
             "engine": engine_round,
             "engine_eval_end": lambda: engine_round(EPOCHS),
             "engine_bf16": lambda: engine_round(task=task_bf16),
+            **{
+                name: lambda t=t: engine_round(task=t)
+                for name, t in fused_tasks.items()
+            },
             "vmap": lambda k=keys, h=hp_dev: vmap_train(k, h),
             "vmap_val": lambda k=keys, h=hp_dev: vmap_train_val(k, h),
             "vmap_val_sof": lambda k=keys, h=hp_dev: vmap_train_val_sof(k, h),
@@ -384,6 +410,10 @@ def main(argv=None):
         # The accuracy effect of bf16: mean best validation accuracy of the population
         row["accuracy_fp32"] = float(np.nanmean([o.value for o in outs["engine"]]))
         row["accuracy_bf16"] = float(np.nanmean([o.value for o in outs["engine_bf16"]]))
+        for name in fused_tasks:
+            row[f"accuracy_{name[len('engine_') :]}"] = float(
+                np.nanmean([o.value for o in outs[name]])
+            )
         # A short round is at the mercy of the shared machine's brief slow spells: give
         # it more samples (about --min-seconds of timing per arm, at least --repeats).
         t0 = time.perf_counter()
@@ -433,6 +463,10 @@ def main(argv=None):
         row["engine_bf16_tflops"] = row["engine_bf16"] * flops_trial / 1e12
         row["engine_vs_scan"] = row["engine"] / row["scan"]
         row["engine_tflops"] = row["engine"] * flops_trial / 1e12
+        for name in fused_tasks:
+            row[f"{name}_vs_vmap_val"] = row[name] / row["vmap_val"]
+            row[f"{name}_vs_vmap"] = row[name] / row["vmap"]
+            row[f"{name}_tflops"] = row[name] * flops_trial / 1e12
         rows.append(row)
         # Saved after every population: a run cut short (a time cap) keeps its rows.
         save_json(args.out, {**header, "homogeneous": rows, "partial": True})
@@ -565,6 +599,22 @@ def finish(header, rows, mixed_rows, homog_at_mixed, repeats, out, P_mixed=0):
             r_["accuracy_bf16"],
         ]
         print("  ".join(f"{v:>14.3g}" for v in vals))
+    fused = [r_ for r_ in rows if "engine_fused" in r_]
+    if fused:
+        print(
+            "\nthe fused step (step_kernel='fused'): trials/s, ratio to vmap_val (equal "
+            "work) and to the plain vmap (issue 6's 2x target), mean best accuracy"
+        )
+        for r_ in fused:
+            print(
+                f"P={r_['population']}: "
+                + "; ".join(
+                    f"{k} {r_[k]:.4g} ({r_[k + '_vs_vmap_val']:.3g}x vmap_val, "
+                    f"{r_[k + '_vs_vmap']:.3g}x vmap, acc "
+                    f"{r_['accuracy_' + k[len('engine_') :]]:.4f})"
+                    for k in ("engine_fused", "engine_fused_bf16")
+                )
+            )
     chunked = [r_ for r_ in rows if r_.get("engine_chunk")]
     if chunked:
         print("\nCPU chunks: the engine against vmap_val run over the same chunks")

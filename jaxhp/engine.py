@@ -114,6 +114,9 @@ class SegmentSpec:
     eval_every: int = 1  # validate every this many epochs (and at each trial's last)
     platform: str = "cpu"  # the platform of the devices it runs on ("cpu", "gpu", ...)
     static_epochs: bool = False  # a fixed-count epoch loop (see STATIC_EPOCH_LOOP)
+    # Several devices, and a Trainable with a population_step: the population's mesh
+    # (axis "pop"), over which that step runs under shard_map.
+    mesh: Any = None
 
 
 #: Bytes the per-epoch shuffled copies of the training data may take (all trials and
@@ -408,7 +411,7 @@ def _segment(
         if shuffled:
             x_all, y_all = members(x_all), members(y_all)
 
-        def member_step(ts, perm, ekey, hpm, f, x, y, spe, live, t):
+        def member_batch(perm, ekey, hpm, f, x, y, t):
             # Fold-level arrays: a fold axis only with several folds (see _fold_data).
             def of_fold(a):
                 return a if fa is None else a[f]
@@ -430,7 +433,10 @@ def _segment(
                 bx, by = (x[rows], y[rows]) if fa is None else (x[f, rows], y[f, rows])
             # The real rows of this batch, counted by arithmetic (no reduction kernels).
             count = jnp.clip(n - start, 0, b).astype(jnp.int32)
-            batch = Batch(bx, by, rowmask, jax.random.fold_in(ekey, t + 1), aux, count)
+            return Batch(bx, by, rowmask, jax.random.fold_in(ekey, t + 1), aux, count)
+
+        def member_step(ts, perm, ekey, hpm, f, x, y, spe, live, t):
+            batch = member_batch(perm, ekey, hpm, f, x, y, t)
             new, metrics = tr.step(ts, batch, hpm)
             # The step's loss, or its per-row terms (Trainable.loss_per_row):
             # accumulated as they come and summed once per epoch.
@@ -457,12 +463,31 @@ def _segment(
             members(steps_per_epoch),
         )
         live_m = jnp.repeat(ran, n_folds, axis=0)  # [M]
+        # A Trainable may step all members at once (the built-in MLP's fused kernel,
+        # jaxhp.tasks.fused): the engine builds the batches; the step leaves a member
+        # as it is where `live` is off or its batch is empty (a trial idling through
+        # the steps its bucket takes beyond its own).
+        # Made here, outside the step loop: what it derives from `hp` once an epoch.
+        # Over several devices each runs its own members (shard_map): a kernel's
+        # custom call is opaque to XLA's partitioner, which would gather them all.
+        population_step = getattr(tr, "population_step", None)
+        if population_step is not None:
+            step_args, step_members = population_step(
+                hp_m, live_m, platform=spec.platform
+            )
+            if spec.mesh is not None:
+                step_members = _shard_members(step_members, spec.mesh, len(step_args))
+        over_batches = jax.vmap(member_batch, in_axes=(0, 0, 0, 0, xa, xa, None))
 
         def train_step(t, carry):
             ts, loss_sum = carry
-            ts, loss = over_members(
-                ts, perms_m, ekeys_m, hp_m, fold_m, x_all, y_all, spe_m, live_m, t
-            )
+            if population_step is not None:
+                batch = over_batches(perms_m, ekeys_m, hp_m, fold_m, x_all, y_all, t)
+                ts, loss = step_members(*step_args, ts, batch)
+            else:
+                ts, loss = over_members(
+                    ts, perms_m, ekeys_m, hp_m, fold_m, x_all, y_all, spe_m, live_m, t
+                )
             if loss.shape != loss_sum.shape:
                 want = f"[{spec.batch}] (per row)" if loss_per_row else "a scalar"
                 raise TypeError(
@@ -615,6 +640,25 @@ class SegmentOut(NamedTuple):
 
 
 _LAYOUTS: dict[Hashable, tuple] = {}
+
+
+def _shard_members(step: Callable, mesh: Any, n_args: int) -> Callable:
+    """``step(*args, states, batch)`` run by each device of ``mesh`` on its own
+    members: every array leads with the member axis, split over the axis "pop"."""
+    from jax.sharding import PartitionSpec
+
+    spec = PartitionSpec("pop")
+    shard_map = getattr(jax, "shard_map", None)
+    if shard_map is None:  # older JAX releases
+        from jax.experimental.shard_map import shard_map
+
+        check = {"check_rep": False}
+    else:
+        check = {"check_vma": False}
+    # No replication checks: a Pallas kernel has no rule for them.
+    return shard_map(
+        step, mesh=mesh, in_specs=(spec,) * (n_args + 2), out_specs=spec, **check
+    )
 
 
 def _pack(key: Hashable, tree: Any) -> dict[str, jax.Array]:
@@ -1198,6 +1242,8 @@ def run_population(
             task, gsub, segment_epochs, stopper, eval_every, platform
         )
         trainable = shape.trainable
+        if sharding is not None and getattr(trainable, "population_step", None):
+            spec = dataclasses.replace(spec, mesh=sharding.mesh)
         comp = _programs(spec, n_folds)
         chunk = (
             _chunk_size(comp, spec, gsub, data, seed, memory_budget, n_dev)

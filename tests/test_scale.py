@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 import jaxhp
 from jaxhp.engine import run_population
@@ -138,7 +139,11 @@ import numpy as np, jax
 import jaxhp
 from sklearn.datasets import load_digits
 X, y = load_digits(return_X_y=True)
-task = jaxhp.tasks.MLPClassifier(X[:300], y[:300], val_fraction=0.25, seed=0)
+task = jaxhp.tasks.MLPClassifier(X[:300], y[:300], val_fraction=0.25, seed=0,
+                                 **json.loads(sys.argv[1]))
+wrapped = []  # steps put under shard_map (a population_step over several devices)
+shard = jaxhp.engine._shard_members
+jaxhp.engine._shard_members = lambda *a: wrapped.append(1) or shard(*a)
 space = jaxhp.Space(
     learning_rate=jaxhp.Float(1e-3, 3e-2, log=True), width=jaxhp.Choice([8, 16]),
     batch_size=jaxhp.Choice([32, 64]), epochs=jaxhp.Int(2, 4),
@@ -147,21 +152,28 @@ out = {}
 for name, devices in (("one", jax.devices()[:1]), ("all", None)):
     res = jaxhp.tune(task, space, "sobol", n_trials=12, population=12, seed=0,
                      devices=devices)
-    out[name] = {"devices": res.stats["devices"],
+    out[name] = {"devices": res.stats["devices"], "shard_mapped": len(wrapped),
                  "trials": [[t.trial_id, t.value, t.status, t.epochs_run,
                              t.curves["train_loss"].tolist()] for t in res.trials]}
 print(json.dumps(out))
 """
 
 
-def test_sharded_over_four_devices_equals_one_device():
+# The fused step (a Pallas kernel, jaxhp.tasks.fused) runs under shard_map: each device
+# steps its own members.
+@pytest.mark.parametrize(
+    "task_args",
+    [{}, {"step_kernel": "fused", "optimizer": "sgd"}],
+    ids=["xla", "fused"],
+)
+def test_sharded_over_four_devices_equals_one_device(task_args):
     env = dict(
         os.environ,
         XLA_FLAGS="--xla_force_host_platform_device_count=4",
         JAX_PLATFORMS="cpu",
     )
     out = subprocess.run(
-        [sys.executable, "-c", SHARDED],
+        [sys.executable, "-c", SHARDED, json.dumps(task_args)],
         env=env,
         capture_output=True,
         text=True,
@@ -170,6 +182,8 @@ def test_sharded_over_four_devices_equals_one_device():
     assert out.returncode == 0, out.stderr[-3000:]
     res = json.loads(out.stdout.strip().splitlines()[-1])
     assert res["one"]["devices"] == 1 and res["all"]["devices"] == 4
+    assert res["one"]["shard_mapped"] == 0
+    assert (res["all"]["shard_mapped"] > 0) == ("step_kernel" in task_args)
     for a, b in zip(res["one"]["trials"], res["all"]["trials"], strict=True):
         assert a[0] == b[0] and a[2] == b[2] and a[3] == b[3]
         np.testing.assert_allclose(a[1], b[1], rtol=1e-5)

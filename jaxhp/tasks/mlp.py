@@ -17,6 +17,7 @@ Tunable hyperparameters (defaults in ``MLP_DEFAULTS``): ``n_layers``, ``width``,
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ import numpy as np
 
 from jaxhp.optim import OPTIMIZERS, OptState, opt_init, opt_update
 from jaxhp.space import Choice, Fixed
+from jaxhp.tasks import fused
 from jaxhp.tasks.base import Task, next_pow2, next_pow2_array
 from jaxhp.tasks.data import DataError, check_arrays, make_folds, stack_folds
 from jaxhp.trainable import Batch
@@ -137,8 +139,17 @@ class MLPTrainable:
     optimizers: tuple[int, ...]
     min_depth: int = 1  # the fewest layers a trial of the space can have
     compute_dtype: str = "float32"  # "bfloat16": bf16 matmuls, float32 master weights
+    step_kernel: str = "xla"  # "fused": the population's step as one Pallas kernel
     # step's loss: per-row terms that the engine sums once per epoch (see Trainable)
     loss_per_row: ClassVar[bool] = True
+
+    @property
+    def population_step(self):
+        """The engine's step over all members at once (``jaxhp.tasks.fused``), or None:
+        the engine vmaps ``step``."""
+        if self.step_kernel != "fused":
+            return None
+        return functools.partial(fused.population_step, self)
 
     @property
     def module(self) -> _MaskedMLP:
@@ -295,6 +306,7 @@ class _MLPTask(Task):
         standardize: bool = True,
         seed: int = 0,
         compute_dtype: str = "float32",
+        step_kernel: str = "xla",
         **defaults: Any,
     ):
         metric = next(iter(self.metrics)) if metric is None else metric
@@ -312,7 +324,12 @@ class _MLPTask(Task):
             raise ValueError(
                 f"compute_dtype must be one of {COMPUTE_DTYPES}, got {compute_dtype!r}"
             )
+        if step_kernel not in fused.STEP_KERNELS:
+            raise ValueError(
+                f"step_kernel must be one of {fused.STEP_KERNELS}, got {step_kernel!r}"
+            )
         self.compute_dtype = compute_dtype
+        self.step_kernel = step_kernel
         self.metric = metric
         self.direction = self.metrics[metric]
         self.defaults = {**MLP_DEFAULTS, **defaults}
@@ -372,6 +389,16 @@ class _MLPTask(Task):
             "optimizers": {OPTIMIZERS.index(o) for o in possible("optimizer")},
             "dropout": max(possible("dropout")) > 0,
         }
+        if self.step_kernel == "fused":
+            fused.check(
+                optimizers=possible("optimizer"),
+                activations=possible("activation"),
+                max_dropout=max(possible("dropout")),
+                max_width=max(possible("width")),
+                max_batch=max(possible("batch_size")),
+                n_in=self.n_features,
+                n_out=self.n_out,
+            )
 
     def shape_keys(self, hp) -> np.ndarray:
         return next_pow2_array(np.maximum(hp["width"], self.bucket_width_min))
@@ -403,6 +430,7 @@ class _MLPTask(Task):
             ),
             min_depth=min(int(np.min(hp["n_layers"])), st["min_depth"]),
             compute_dtype=self.compute_dtype,
+            step_kernel=self.step_kernel,
         )
 
     def flops_per_row(self, tr: MLPTrainable) -> float:
@@ -427,6 +455,11 @@ class MLPClassifier(_MLPTask):
         compute_dtype: ``"float32"`` (default) or ``"bfloat16"``: mixed precision, the
             layers computing in bfloat16 on float32 master weights (faster matmuls on
             GPUs and TPUs; on a CPU usually slower).
+        step_kernel: ``"xla"`` (default: ``jax.vmap`` of the step, XLA's kernels) or
+            ``"fused"``: each step of the whole population is one Pallas kernel that
+            keeps a trial's weights on chip through the step (``jaxhp.tasks.fused``;
+            SGD, ReLU, no dropout, width up to 128). Written for NVIDIA GPUs; elsewhere
+            it runs in Pallas's interpreter, slowly.
         **defaults: defaults for hyperparameters the space leaves out, e.g. ``epochs=30``.
 
     Example:

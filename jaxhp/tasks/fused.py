@@ -1,0 +1,353 @@
+"""The built-in MLP's training step as one Pallas kernel for the whole population.
+
+``MLPClassifier(..., step_kernel="fused")`` (and the regressor) trains with this step
+instead of ``jax.vmap`` of ``MLPTrainable.step``. Under the vmap XLA runs a step as ~26
+kernels, each reading and writing every trial's weights, momentum or gradients in HBM
+(benchmarks/RESULTS.md, the H200 profile). Here one program trains one member (trial ×
+fold) through one step: it loads its batch, weights and momentum once, runs the forward
+pass, the backward pass and the SGD update with everything on chip, and writes the new
+weights and momentum back in place (the call aliases them). A layer is updated as soon
+as its gradient is known, so one layer's gradient is alive at a time.
+
+It computes what ``MLPTrainable.step`` computes: the same masked depth (a layer past a
+trial's ``n_layers`` is an identity), padded units, per-row loss terms, SGD with momentum
+and L2 weight decay (``jaxhp.optim``), and ``bfloat16`` matmul inputs under
+``compute_dtype="bfloat16"`` (where it keeps the activations in float32: a little more
+precise than the vmapped step, which rounds them to bfloat16). A member whose ``keep``
+flag is off, or whose batch is empty (a trial with fewer steps an epoch than its bucket),
+is left bit for bit as it was.
+
+What it runs: SGD only, ReLU only, no dropout, and tiles of at most 128 units, 256
+inputs and 256 rows a batch (``check``). It is written for Triton (NVIDIA GPUs). Other
+backends run it in Pallas's interpreter: the same arithmetic, slowly (the tests use it).
+Its speed against the vmapped step is measured by ``benchmarks/throughput.py``'s
+``engine_fused`` arms.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jax.experimental import pallas as pl
+
+__all__ = ["STEP_KERNELS", "check", "population_step"]
+
+STEP_KERNELS = ("xla", "fused")
+#: Warps per program. With 8, ptxas spilled least of the forms measured without a
+#: device (benchmarks/fused_mlp.py --resources: 80 bytes a thread, ``w8_per_step_bf16``).
+NUM_WARPS = 8
+# Tiles beyond these would leave a program's working set far past its registers.
+MAX_WIDTH, MAX_INPUTS, MAX_BATCH, MAX_OUTPUTS = 128, 256, 256, 128
+# Triton's matmuls want every tile dimension a power of two, at least 16.
+MIN_TILE = 16
+
+
+def _tile(n: int) -> int:
+    return max(MIN_TILE, 1 << (int(n) - 1).bit_length())
+
+
+def check(
+    *,
+    optimizers: list,
+    activations: list,
+    max_dropout: float,
+    max_width: int,
+    max_batch: int,
+    n_in: int,
+    n_out: int,
+) -> None:
+    """Raise ``ValueError`` naming what the fused step cannot train (before compiling)."""
+
+    def bad(what):
+        raise ValueError(f"step_kernel='fused': {what}")
+
+    if set(optimizers) != {"sgd"}:
+        bad(f"it trains with SGD only; the space allows optimizer {sorted(optimizers)}")
+    if set(activations) != {"relu"}:
+        bad(f"it has ReLU only; the space allows activation {sorted(activations)}")
+    if max_dropout > 0:
+        bad(f"it has no dropout; the space allows dropout up to {max_dropout}")
+    if max_width > MAX_WIDTH:
+        bad(f"width at most {MAX_WIDTH}; the space allows {max_width}")
+    if max_batch > MAX_BATCH:
+        bad(f"batch_size at most {MAX_BATCH}; the space allows {max_batch}")
+    if n_in > MAX_INPUTS:
+        bad(f"at most {MAX_INPUTS} input features; the data has {n_in}")
+    if n_out > MAX_OUTPUTS:
+        bad(f"at most {MAX_OUTPUTS} outputs; the task has {n_out}")
+
+
+def _dot(a, b, contract, dtype):
+    """A matmul contracting ``contract`` = (a's dim, b's dim), its inputs in ``dtype``
+    (float32: the backend's default precision, TF32 on a GPU, as XLA's), float32 out."""
+    bf16 = jnp.dtype(dtype) == jnp.bfloat16
+    return jax.lax.dot_general(
+        a.astype(dtype),
+        b.astype(dtype),
+        (((contract[0],), (contract[1],)), ((), ())),
+        # bf16 inputs name their algorithm: Pallas's Triton lowering would otherwise
+        # tag the dot TF32, which is meant for float32 inputs.
+        precision=jax.lax.DotAlgorithmPreset.BF16_BF16_F32 if bf16 else None,
+        preferred_element_type=jnp.float32,
+    )
+
+
+def _load(ref, real: tuple[int, ...]):
+    """A block's values, zero outside the array's ``real`` extent (a padded tile)."""
+    v = ref[...]
+    if tuple(v.shape) == tuple(real):
+        return v
+    inside = None
+    for axis, n in enumerate(real):
+        if v.shape[axis] != n:
+            m = jax.lax.broadcasted_iota(jnp.int32, v.shape, axis) < n
+            inside = m if inside is None else inside & m
+    return jnp.where(inside, v, jnp.zeros((), v.dtype))
+
+
+def _kernel(cfg, *refs):
+    (
+        depth,
+        min_depth,
+        n_in,
+        n_out,
+        width,
+        batch,
+        classifier,
+        dot_dtype,
+        low,
+        barrier,
+    ) = cfg
+    n_leaves = 2 * (depth + 1)
+    hp_ref, count_ref, x_ref, y_ref, *refs = refs
+    p_in, mu_in = refs[:n_leaves], refs[n_leaves : 2 * n_leaves]
+    refs = refs[2 * n_leaves :]
+    low_in, refs = (refs[:n_leaves], refs[n_leaves:]) if low else ((), refs)
+    p_out, mu_out = refs[:n_leaves], refs[n_leaves : 2 * n_leaves]
+    refs = refs[2 * n_leaves :]
+    low_out, refs = (refs[:n_leaves], refs[n_leaves:]) if low else ((), refs)
+    (loss_ref,) = refs
+
+    fans = [n_in] + [width] * depth  # the rows of each layer's kernel
+    outs = [width] * depth + [n_out]  # its columns
+
+    def real(i):  # leaf i's extent: kernel [fan, out] or bias [out]
+        layer = i // 2
+        return (fans[layer], outs[layer]) if i % 2 == 0 else (outs[layer],)
+
+    def weight(i):  # what the matmuls take: the compute-dtype copy when there is one
+        return _load((low_in if low else p_in)[i], real(i))
+
+    lr, mom, wd = hp_ref[0], hp_ref[1], hp_ref[2]
+    n_layers, keep = hp_ref[3], hp_ref[4]
+    count = count_ref[0]  # the batch's real rows: its first `count`
+
+    def skip():  # a frozen member: its state stays as it is (aliased), no loss
+        loss_ref[...] = jnp.zeros(loss_ref.shape, loss_ref.dtype)
+
+    def train():
+        rows = jax.lax.broadcasted_iota(jnp.int32, (x_ref.shape[0],), 0)
+        rowmask = (rows < count).astype(jnp.float32)  # [Bp]: 1 on the real rows
+        x = _load(x_ref, (batch, n_in))
+        scale = rowmask / count.astype(
+            jnp.float32
+        )  # d(sum of loss terms) / d(row loss)
+
+        # Forward. hs[l] is layer l's input; masks[l] its ReLU's derivative; used[l]
+        # whether the trial has layer l (a layer past n_layers passes its input on).
+        h, hs, masks, used = x, [], [], []
+        for layer in range(depth):
+            hs.append(h)
+            z = _dot(h, weight(2 * layer), (1, 0), dot_dtype) + weight(2 * layer + 1)
+            a = jnp.maximum(z, 0.0)
+            masks.append((z > 0).astype(jnp.float32))
+            if layer < min_depth:
+                used.append(None)
+                h = a
+            else:
+                used.append(layer < n_layers)
+                h = jnp.where(used[-1], a, h)
+        out = _dot(h, weight(2 * depth), (1, 0), dot_dtype) + weight(2 * depth + 1)
+        cols = jax.lax.broadcasted_iota(jnp.int32, out.shape, 1)
+        if classifier:
+            y = _load(y_ref, (batch,))
+            logits = jnp.where(cols < n_out, out, -jnp.inf)
+            shifted = logits - jnp.max(logits, axis=1, keepdims=True)
+            ez = jnp.exp(shifted)
+            total = jnp.sum(ez, axis=1, keepdims=True)
+            hot = cols == y[:, None]
+            label = jnp.sum(jnp.where(hot, shifted, 0.0), axis=1)
+            row_loss = jnp.log(total[:, 0]) - label
+            g = (ez / total - hot.astype(jnp.float32)) * scale[:, None]
+        else:
+            y = _load(y_ref, (batch, n_out))
+            diff = jnp.where(cols < n_out, out - y, 0.0)
+            row_loss = jnp.sum(diff * diff, axis=1) / n_out
+            g = diff * (2.0 / n_out) * scale[:, None]
+        loss_ref[...] = jnp.where(rowmask > 0, row_loss, 0.0) / count.astype(
+            jnp.float32
+        )
+
+        def update(i, grad):
+            """SGD with momentum and L2 decay (jaxhp.optim's "sgd") on leaf i. The
+            new values overwrite the old (aliased buffers): a layer's kernel update
+            first waits at a barrier until every thread has read that layer's old
+            weights (its matmuls' operands are spread over the threads)."""
+            if i % 2 == 0:
+                barrier()
+            w = _load(p_in[i], real(i))
+            m = mom * _load(mu_in[i], real(i)) + (grad + wd * w)
+            w = w - lr * m
+            p_out[i][...] = w
+            mu_out[i][...] = m
+            if low:
+                low_out[i][...] = w.astype(low_out[i].dtype)
+
+        # Backward, from the output layer down. g: the gradient at the layer's output.
+        # Each layer's input gradient is taken from its old weights before its update.
+        h_top = h
+        g_in = _dot(g, weight(2 * depth), (1, 1), dot_dtype)
+        update(2 * depth, _dot(h_top, g, (0, 0), dot_dtype))
+        update(2 * depth + 1, jnp.sum(g, axis=0))
+        g = g_in
+        for layer in reversed(range(depth)):
+            if used[layer] is None:
+                g_a, g_pass = g, None
+            else:  # the cotangents of where(used, a, h)
+                g_a = jnp.where(used[layer], g, 0.0)
+                g_pass = jnp.where(used[layer], 0.0, g)
+            g_z = g_a * masks[layer]
+            if layer:
+                g_in = _dot(g_z, weight(2 * layer), (1, 1), dot_dtype)
+                if g_pass is not None:
+                    g_in = g_in + g_pass
+            update(2 * layer, _dot(hs[layer], g_z, (0, 0), dot_dtype))
+            update(2 * layer + 1, jnp.sum(g_z, axis=0))
+            if layer:
+                g = g_in
+
+    jax.lax.cond((keep > 0) & (count > 0), train, skip)
+
+
+def _barrier(interpret: bool):
+    """A barrier across the program's threads (Triton's); the interpreter runs a
+    program as one thread and needs none."""
+    if interpret:
+        return lambda: None
+    from jax.experimental.pallas import triton as pltriton  # noqa: PLC0415
+
+    return pltriton.debug_barrier
+
+
+def _leaves(params: dict, depth: int) -> list:
+    """The parameters in layer order: kernel, bias of hidden_0 ... hidden_{d-1}, out."""
+    names = [f"hidden_{i}" for i in range(depth)] + ["out"]
+    return [params[n][k] for n in names for k in ("kernel", "bias")]
+
+
+def _unleaves(flat: list, depth: int) -> dict:
+    names = [f"hidden_{i}" for i in range(depth)] + ["out"]
+    return {
+        n: {"kernel": flat[2 * i], "bias": flat[2 * i + 1]} for i, n in enumerate(names)
+    }
+
+
+def population_step(
+    tr: Any, hp: dict, keep: jax.Array, *, platform: str
+) -> tuple[tuple, Callable[..., tuple[Any, jax.Array]]]:
+    """``(args, step)``, ``step(*args, state, batch) -> (state, loss)`` being one step
+    of every member, with hyperparameters ``hp`` ``[M]`` and ``keep`` ``[M]`` bool. The
+    engine calls this once an epoch, outside its step loop, so ``args`` (the kernel's
+    table of hyperparameters, ``[M, 8]``) is built once, not in every step; every
+    array of ``args``, ``state`` and ``batch`` leads with the member axis, so the engine
+    can split them over devices (``shard_map``).
+
+    ``state`` is an ``MLPState`` ``[M, ...]`` and ``batch`` a ``Batch`` ``[M, B, ...]``
+    whose real rows are its first ``batch.count`` (``[M]``), as the engine makes them
+    (``batch.mask`` is not read). A member trains where ``keep`` is on and its batch has
+    rows. ``loss`` is the per-row terms ``[M, B]`` (zero for a member that did not
+    train)."""
+    m = keep.shape[0]
+    hp_cols = jnp.stack(
+        [
+            hp["learning_rate"].astype(jnp.float32),
+            hp["momentum"].astype(jnp.float32),
+            hp["weight_decay"].astype(jnp.float32),
+            hp["n_layers"].astype(jnp.float32),
+            keep.astype(jnp.float32),
+            jnp.zeros(m, jnp.float32),
+            jnp.zeros(m, jnp.float32),
+            jnp.zeros(m, jnp.float32),
+        ],
+        axis=1,
+    )
+    return (hp_cols,), functools.partial(_step, tr, platform)
+
+
+def _step(tr: Any, platform: str, hp_cols: jax.Array, state: Any, batch: Any):
+    from jaxhp.tasks.mlp import MLPState  # noqa: PLC0415 - mlp imports this module
+
+    depth, width = tr.depth, tr.width
+    m, b = batch.x.shape[0], batch.x.shape[1]
+    x = batch.x.reshape(m, b, -1)
+    n_in = x.shape[2]
+    classifier = tr.kind == "classifier"
+    y = batch.y.astype(jnp.int32) if classifier else batch.y.reshape(m, b, -1)
+    count = batch.count.astype(jnp.int32).reshape(m, 1)
+    params = _leaves(state.params, depth)
+    mu = _leaves(state.opt.mu, depth)
+    low = state.low is not None
+    lows = _leaves(state.low, depth) if low else []
+    ins = [hp_cols, count, x, y, *params, *mu, *lows]
+
+    def spec(a):
+        """Program i's slice of a [M, ...] array, each dimension tiled to a power of two."""
+        tile = tuple(_tile(d) for d in a.shape[1:])
+        return pl.BlockSpec((None, *tile), lambda i, n=a.ndim - 1: (i,) + (0,) * n)
+
+    states = [*params, *mu, *lows]
+    n_fixed = 4  # hp_cols, count, x, y
+    interpret = platform != "gpu"
+    kwargs = {}
+    if not interpret:
+        from jax.experimental.pallas import triton as pltriton  # noqa: PLC0415
+
+        # (named TritonCompilerParams in older JAX releases)
+        params_cls = (
+            getattr(pltriton, "CompilerParams", None) or pltriton.TritonCompilerParams
+        )
+        kwargs["compiler_params"] = params_cls(num_warps=NUM_WARPS, num_stages=1)
+    cfg = (
+        depth,
+        max(1, min(tr.min_depth, depth)),
+        n_in,
+        tr.n_out,
+        width,
+        b,
+        classifier,
+        jnp.dtype(tr.compute_dtype),
+        low,
+        _barrier(interpret),
+    )
+    loss_shape = jax.ShapeDtypeStruct((m, b), jnp.float32)
+    outs = pl.pallas_call(
+        functools.partial(_kernel, cfg),
+        grid=(m,),
+        in_specs=[spec(a) for a in ins],
+        out_specs=[spec(a) for a in states] + [spec(loss_shape)],
+        out_shape=[jax.ShapeDtypeStruct(a.shape, a.dtype) for a in states]
+        + [loss_shape],
+        input_output_aliases={n_fixed + i: i for i in range(len(states))},
+        interpret=interpret,
+        **kwargs,
+    )(*ins)
+    n = len(params)
+    new_params = _unleaves(outs[:n], depth)
+    new_mu = _unleaves(outs[n : 2 * n], depth)
+    new_low = _unleaves(outs[2 * n : 3 * n], depth) if low else None
+    opt = state.opt._replace(mu=new_mu)
+    return MLPState(new_params, opt, new_low), outs[-1]

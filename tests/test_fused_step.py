@@ -1,0 +1,149 @@
+"""The built-in MLP's fused population step (``step_kernel="fused"``, jaxhp.tasks.fused):
+in Pallas's interpreter on the CPU it computes what ``jax.vmap`` of ``MLPTrainable.step``
+computes, member by member, and the engine trains the same trials with it. The inputs
+are benchmarks/fused_step_check.py's, which runs the same comparison on a GPU."""
+
+import dataclasses
+import importlib.util
+import pathlib
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxhp
+from jaxhp.tasks import fused
+
+BENCH = pathlib.Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.fixture(scope="module")
+def check():
+    sys.path.insert(0, str(BENCH))
+    try:
+        spec = importlib.util.spec_from_file_location(
+            "fused_step_check", BENCH / "fused_step_check.py"
+        )
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        yield module
+    finally:  # the script puts its own folder on the path too: take every copy off
+        sys.path[:] = [p for p in sys.path if p != str(BENCH)]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("kind", ["classifier", "regressor"])
+def test_the_fused_step_equals_the_vmapped_step(check, kind, dtype):
+    # Odd sizes (30 inputs, 3 outputs, 20-row batches: padded tiles), depth 3 with
+    # trials of 1-3 layers, two short batches, an empty one and a frozen member.
+    tr, state, batch, hp, keep = check.one_step_inputs(kind, dtype)
+    args, step = tr.population_step(hp, keep, platform="cpu")
+    new, loss = step(*args, state, batch)
+    ref, metrics = jax.vmap(dataclasses.replace(tr, step_kernel="xla").step)(
+        state, batch, hp
+    )
+    assert loss.shape == (check.M, check.B)
+    # float32: the same arithmetic in another order. bfloat16: the vmapped step rounds
+    # its activations and gradients to bf16 as well, the kernel keeps them in float32.
+    tol = 2e-5 if dtype == "float32" else 3e-2
+    live = check.trains(keep, batch)
+    assert live.sum() == 4
+    np.testing.assert_allclose(
+        np.asarray(loss)[live], np.asarray(metrics["loss"])[live], rtol=tol, atol=tol
+    )
+    assert not np.asarray(loss)[~live].any()
+    for got, want, old in zip(
+        jax.tree.leaves((new.params, new.opt.mu)),
+        jax.tree.leaves((ref.params, ref.opt.mu)),
+        jax.tree.leaves((state.params, state.opt.mu)),
+        strict=True,
+    ):
+        assert got.shape == want.shape and got.dtype == want.dtype
+        np.testing.assert_allclose(got[live], want[live], rtol=tol, atol=tol)
+        # A member not trained (keep off, or no rows) is left bit for bit.
+        np.testing.assert_array_equal(got[~live], old[~live])
+    if dtype == "bfloat16":  # the compute-dtype copy is the new weights, cast
+        for lo, p in zip(
+            jax.tree.leaves(new.low), jax.tree.leaves(new.params), strict=True
+        ):
+            np.testing.assert_array_equal(lo, p.astype(jnp.bfloat16))
+    else:
+        assert new.low is None
+    # The GPU check's own verdict on the same step agrees.
+    assert check.one_step(kind, dtype, "cpu")["ok"]
+    # Padded units stay exactly zero where the vmapped step keeps them so.
+    for got, want in zip(
+        jax.tree.leaves(new.params), jax.tree.leaves(ref.params), strict=True
+    ):
+        np.testing.assert_array_equal(got[live] == 0, want[live] == 0)
+
+
+def test_the_engine_trains_the_same_trials_with_the_fused_step(small_digits):
+    # Mixed depths, widths (two buckets), batch sizes and epochs; 2-fold CV; a learning
+    # rate that diverges; early stopping: every path of the engine's step loop.
+    X, y = small_digits
+    space = jaxhp.Space(
+        learning_rate=jaxhp.Choice([0.01, 0.05, 0.2, 1e4]),
+        momentum=jaxhp.Float(0.5, 0.9),
+        n_layers=jaxhp.Int(1, 3),
+        width=jaxhp.Choice([16, 48]),
+        batch_size=jaxhp.Choice([24, 64]),
+        epochs=jaxhp.Int(2, 5),
+    )
+    runs = {}
+    for kernel in ("xla", "fused"):
+        task = jaxhp.tasks.MLPClassifier(
+            X, y, folds=2, optimizer="sgd", step_kernel=kernel
+        )
+        runs[kernel] = jaxhp.tune(
+            task,
+            space,
+            "random",
+            n_trials=12,
+            population=12,
+            seed=0,
+            early_stopping=jaxhp.stopping.Patience(1),
+        )
+    xla, fz = runs["xla"].trials, runs["fused"].trials
+    assert [t.status for t in fz] == [t.status for t in xla]
+    assert {t.status for t in fz} >= {"complete", "diverged"}
+    assert [t.epochs_run for t in fz] == [t.epochs_run for t in xla]
+    ok = [t.status != "diverged" for t in xla]
+    np.testing.assert_allclose(
+        [t.value for t, k in zip(fz, ok, strict=True) if k],
+        [t.value for t, k in zip(xla, ok, strict=True) if k],
+        atol=1e-6,
+    )
+    for a, b in zip(fz, xla, strict=True):
+        if a.status != "diverged":
+            np.testing.assert_allclose(
+                a.curves["train_loss"], b.curves["train_loss"], rtol=1e-4
+            )
+    np.testing.assert_allclose(
+        runs["fused"].predict(X[:50]), runs["xla"].predict(X[:50]), atol=1e-4
+    )
+
+
+@pytest.mark.parametrize(
+    "over,message",
+    [
+        ({"optimizer": jaxhp.Choice(["sgd", "adam"])}, "SGD only"),
+        ({"activation": jaxhp.Choice(["relu", "tanh"])}, "ReLU only"),
+        ({"dropout": jaxhp.Float(0.0, 0.3)}, "no dropout"),
+        ({"width": jaxhp.Int(16, 200)}, "width at most 128"),
+        ({"batch_size": jaxhp.Fixed(512)}, "batch_size at most 256"),
+    ],
+)
+def test_what_the_fused_step_cannot_train_fails_before_compiling(
+    small_digits, over, message
+):
+    X, y = small_digits
+    task = jaxhp.tasks.MLPClassifier(X, y, optimizer="sgd", step_kernel="fused")
+    space = jaxhp.Space(learning_rate=jaxhp.Float(1e-3, 0.1, log=True), **over)
+    with pytest.raises(ValueError, match=message):
+        jaxhp.tune(task, space, n_trials=2)
+    with pytest.raises(ValueError, match="step_kernel must be one of"):
+        jaxhp.tasks.MLPClassifier(X, y, step_kernel="triton")
+    assert fused.STEP_KERNELS == ("xla", "fused")
