@@ -99,8 +99,8 @@ def trains(keep, batch) -> np.ndarray:
 
 
 def one_step(kind: str, dtype: str, platform: str) -> dict:
-    """The fused step against the vmapped one: relative errors, and whether the frozen
-    member and the bf16 copy are exact."""
+    """The fused step against the vmapped one: relative errors, and whether the members
+    it does not train are left exactly as they were."""
     tr, state, batch, hp, keep = one_step_inputs(kind, dtype)
 
     def step(s, b, h, k):
@@ -136,12 +136,6 @@ def one_step(kind: str, dtype: str, platform: str) -> dict:
         )
         and not np.asarray(loss)[~live].any()
     )
-    low = new.low is None or all(
-        np.array_equal(np.asarray(lo), np.asarray(p.astype(jnp.bfloat16)))
-        for lo, p in zip(
-            jax.tree.leaves(new.low), jax.tree.leaves(new.params), strict=True
-        )
-    )
     worst = max(errs)
     return {
         "kind": kind,
@@ -150,8 +144,7 @@ def one_step(kind: str, dtype: str, platform: str) -> dict:
         "loss_rel_error": errs[0],
         "finite": bool(np.isfinite(worst)),
         "frozen_exact": bool(frozen),
-        "low_exact": bool(low),
-        "ok": bool(np.isfinite(worst) and worst < BOUND[dtype] and frozen and low),
+        "ok": bool(np.isfinite(worst) and worst < BOUND[dtype] and frozen),
     }
 
 

@@ -9,7 +9,6 @@ import pathlib
 import sys
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -64,13 +63,8 @@ def test_the_fused_step_equals_the_vmapped_step(check, kind, dtype):
         np.testing.assert_allclose(got[live], want[live], rtol=tol, atol=tol)
         # A member not trained (keep off, or no rows) is left bit for bit.
         np.testing.assert_array_equal(got[~live], old[~live])
-    if dtype == "bfloat16":  # the compute-dtype copy is the new weights, cast
-        for lo, p in zip(
-            jax.tree.leaves(new.low), jax.tree.leaves(new.params), strict=True
-        ):
-            np.testing.assert_array_equal(lo, p.astype(jnp.bfloat16))
-    else:
-        assert new.low is None
+    # No compute-dtype copy: the kernel casts the float32 weights in registers.
+    assert state.low is None and new.low is None
     # The GPU check's own verdict on the same step agrees.
     assert check.one_step(kind, dtype, "cpu")["ok"]
     # Padded units stay exactly zero where the vmapped step keeps them so.
@@ -147,3 +141,18 @@ def test_what_the_fused_step_cannot_train_fails_before_compiling(
     with pytest.raises(ValueError, match="step_kernel must be one of"):
         jaxhp.tasks.MLPClassifier(X, y, step_kernel="triton")
     assert fused.STEP_KERNELS == ("xla", "fused")
+
+
+def test_a_bucket_the_fused_step_cannot_train_fails_without_a_checked_space(
+    small_digits,
+):
+    # run_population straight away: no space was checked, the bucket itself is vetted.
+    from jaxhp.engine import run_population
+
+    X, y = small_digits
+    task = jaxhp.tasks.MLPClassifier(X, y, step_kernel="fused")
+    hp = {k: np.asarray([v, v]) for k, v in task.defaults.items() if k != "optimizer"}
+    hp.update(epochs=np.asarray([1, 1]), optimizer=np.asarray([0, 2]))  # adam, sgd
+    hp["activation"] = np.zeros(2, np.int32)
+    with pytest.raises(ValueError, match="SGD with ReLU only"):
+        run_population(task, hp, np.arange(2), seed=0)

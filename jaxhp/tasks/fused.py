@@ -34,6 +34,8 @@ import jax
 import jax.numpy as jnp
 from jax.experimental import pallas as pl
 
+from jaxhp.optim import OPTIMIZERS
+
 __all__ = ["STEP_KERNELS", "check", "population_step"]
 
 STEP_KERNELS = ("xla", "fused")
@@ -119,17 +121,14 @@ def _kernel(cfg, *refs):
         batch,
         classifier,
         dot_dtype,
-        low,
         barrier,
     ) = cfg
     n_leaves = 2 * (depth + 1)
     hp_ref, count_ref, x_ref, y_ref, *refs = refs
     p_in, mu_in = refs[:n_leaves], refs[n_leaves : 2 * n_leaves]
     refs = refs[2 * n_leaves :]
-    low_in, refs = (refs[:n_leaves], refs[n_leaves:]) if low else ((), refs)
     p_out, mu_out = refs[:n_leaves], refs[n_leaves : 2 * n_leaves]
     refs = refs[2 * n_leaves :]
-    low_out, refs = (refs[:n_leaves], refs[n_leaves:]) if low else ((), refs)
     (loss_ref,) = refs
 
     fans = [n_in] + [width] * depth  # the rows of each layer's kernel
@@ -139,8 +138,8 @@ def _kernel(cfg, *refs):
         layer = i // 2
         return (fans[layer], outs[layer]) if i % 2 == 0 else (outs[layer],)
 
-    def weight(i):  # what the matmuls take: the compute-dtype copy when there is one
-        return _load((low_in if low else p_in)[i], real(i))
+    def weight(i):  # cast to the compute dtype by the matmul (_dot), in registers
+        return _load(p_in[i], real(i))
 
     lr, mom, wd = hp_ref[0], hp_ref[1], hp_ref[2]
     n_layers, keep = hp_ref[3], hp_ref[4]
@@ -153,9 +152,8 @@ def _kernel(cfg, *refs):
         rows = jax.lax.broadcasted_iota(jnp.int32, (x_ref.shape[0],), 0)
         rowmask = (rows < count).astype(jnp.float32)  # [Bp]: 1 on the real rows
         x = _load(x_ref, (batch, n_in))
-        scale = rowmask / count.astype(
-            jnp.float32
-        )  # d(sum of loss terms) / d(row loss)
+        n_real = count.astype(jnp.float32)
+        scale = rowmask / n_real  # d(the loss terms' sum) / d(a row's loss)
 
         # Forward. hs[l] is layer l's input; masks[l] its ReLU's derivative; used[l]
         # whether the trial has layer l (a layer past n_layers passes its input on).
@@ -188,9 +186,7 @@ def _kernel(cfg, *refs):
             diff = jnp.where(cols < n_out, out - y, 0.0)
             row_loss = jnp.sum(diff * diff, axis=1) / n_out
             g = diff * (2.0 / n_out) * scale[:, None]
-        loss_ref[...] = jnp.where(rowmask > 0, row_loss, 0.0) / count.astype(
-            jnp.float32
-        )
+        loss_ref[...] = jnp.where(rowmask > 0, row_loss, 0.0) / n_real
 
         def update(i, grad):
             """SGD with momentum and L2 decay (jaxhp.optim's "sgd") on leaf i. The
@@ -204,14 +200,11 @@ def _kernel(cfg, *refs):
             w = w - lr * m
             p_out[i][...] = w
             mu_out[i][...] = m
-            if low:
-                low_out[i][...] = w.astype(low_out[i].dtype)
 
         # Backward, from the output layer down. g: the gradient at the layer's output.
         # Each layer's input gradient is taken from its old weights before its update.
-        h_top = h
         g_in = _dot(g, weight(2 * depth), (1, 1), dot_dtype)
-        update(2 * depth, _dot(h_top, g, (0, 0), dot_dtype))
+        update(2 * depth, _dot(h, g, (0, 0), dot_dtype))
         update(2 * depth + 1, jnp.sum(g, axis=0))
         g = g_in
         for layer in reversed(range(depth)):
@@ -271,6 +264,15 @@ def population_step(
     (``batch.mask`` is not read). A member trains where ``keep`` is on and its batch has
     rows. ``loss`` is the per-row terms ``[M, B]`` (zero for a member that did not
     train)."""
+    # check() has vetted the space; a bucket built without it is vetted here.
+    if tr.optimizers != (OPTIMIZERS.index("sgd"),) or tr.activations != (0,):
+        raise ValueError(
+            "step_kernel='fused' trains SGD with ReLU only; this bucket has optimizers "
+            f"{[OPTIMIZERS[o] for o in tr.optimizers]} and activation codes "
+            f"{list(tr.activations)}"
+        )
+    if tr.dropout:
+        raise ValueError("step_kernel='fused' has no dropout; this bucket has dropout")
     m = keep.shape[0]
     hp_cols = jnp.stack(
         [
@@ -300,16 +302,14 @@ def _step(tr: Any, platform: str, hp_cols: jax.Array, state: Any, batch: Any):
     count = batch.count.astype(jnp.int32).reshape(m, 1)
     params = _leaves(state.params, depth)
     mu = _leaves(state.opt.mu, depth)
-    low = state.low is not None
-    lows = _leaves(state.low, depth) if low else []
-    ins = [hp_cols, count, x, y, *params, *mu, *lows]
+    ins = [hp_cols, count, x, y, *params, *mu]
 
     def spec(a):
         """Program i's slice of a [M, ...] array, each dimension tiled to a power of two."""
         tile = tuple(_tile(d) for d in a.shape[1:])
         return pl.BlockSpec((None, *tile), lambda i, n=a.ndim - 1: (i,) + (0,) * n)
 
-    states = [*params, *mu, *lows]
+    states = [*params, *mu]
     n_fixed = 4  # hp_cols, count, x, y
     interpret = platform != "gpu"
     kwargs = {}
@@ -330,7 +330,6 @@ def _step(tr: Any, platform: str, hp_cols: jax.Array, state: Any, batch: Any):
         b,
         classifier,
         jnp.dtype(tr.compute_dtype),
-        low,
         _barrier(interpret),
     )
     loss_shape = jax.ShapeDtypeStruct((m, b), jnp.float32)
@@ -348,6 +347,6 @@ def _step(tr: Any, platform: str, hp_cols: jax.Array, state: Any, batch: Any):
     n = len(params)
     new_params = _unleaves(outs[:n], depth)
     new_mu = _unleaves(outs[n : 2 * n], depth)
-    new_low = _unleaves(outs[2 * n : 3 * n], depth) if low else None
     opt = state.opt._replace(mu=new_mu)
-    return MLPState(new_params, opt, new_low), outs[-1]
+    # No compute-dtype copy of the weights (MLPTrainable._low): the kernel casts them.
+    return MLPState(new_params, opt, None), outs[-1]

@@ -200,8 +200,11 @@ class MLPTrainable:
         """The weights in the compute dtype, or None in float32. The step makes them
         right after the optimizer writes the float32 weights, so on a GPU the cast fuses
         into the update's kernel; cast at each use, they cost a kernel per layer per
-        step (benchmarks/RESULTS.md)."""
-        if self.compute_dtype == "float32":
+        step (benchmarks/RESULTS.md). None with the fused step too: its kernel reads the
+        float32 weights for the update anyway and casts them in registers, where a copy
+        would cost it a read and a write more a step. (The layers' own cast gives
+        ``evaluate`` the same values.)"""
+        if self.compute_dtype == "float32" or self.step_kernel == "fused":
             return None
         return jax.tree.map(lambda p: p.astype(self.compute_dtype), params)
 
