@@ -20,8 +20,9 @@ is left bit for bit as it was.
 What it runs: SGD only, ReLU only, no dropout, and tiles of at most 128 units, 256
 inputs and 256 rows a batch (``check``). It is written for Triton (NVIDIA GPUs). Other
 backends run it in Pallas's interpreter: the same arithmetic, slowly (the tests use it).
-Its speed against the vmapped step is measured by ``benchmarks/throughput.py``'s
-``engine_fused`` arms.
+``benchmarks/throughput.py``'s ``engine_fused`` arms time it against the vmapped step;
+no GPU has run them yet, so ``"xla"`` stays the default. ``benchmarks/fused_step_check.py``
+checks on a GPU that the Triton kernel trains what the vmapped step trains.
 """
 
 from __future__ import annotations
