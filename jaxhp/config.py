@@ -87,7 +87,7 @@ STOPPERS = {
 }
 SECTIONS = {
     "data": {"dataset", "path", "target"},
-    "task": {"kind", "val_fraction", "folds"},
+    "task": {"kind", "val_fraction", "folds", "compute_dtype", "step_kernel"},
     "search": {"strategy", "n_trials", "population", "seed", "options"},
     "early_stopping": {"kind"} | {k for _, keys in STOPPERS.values() for k in keys},
     "study": {"storage", "name"},
@@ -177,6 +177,18 @@ def parse(raw: dict[str, Any]) -> dict[str, Any]:
         if not (_is_real(v) and 0 < v < 1):
             raise ConfigError(
                 f"task.val_fraction: expected a number between 0 and 1, got {v!r}"
+            )
+
+    from jaxhp.tasks.fused import STEP_KERNELS
+    from jaxhp.tasks.mlp import COMPUTE_DTYPES
+
+    for key, allowed in (
+        ("compute_dtype", COMPUTE_DTYPES),
+        ("step_kernel", STEP_KERNELS),
+    ):
+        if key in task and task[key] not in allowed:
+            raise ConfigError(
+                f"task.{key}: expected one of {', '.join(allowed)}, got {task[key]!r}"
             )
 
     search = cfg["search"]
@@ -440,12 +452,15 @@ def build(cfg: dict[str, Any]) -> dict[str, Any]:
     split = (
         {"folds": t["folds"]} if "folds" in t else {"val_fraction": t["val_fraction"]}
     )
-    task = cls(X, y, seed=cfg["search"]["seed"], **split)
+    kernels = {k: t[k] for k in ("compute_dtype", "step_kernel") if k in t}
+    task = cls(X, y, seed=cfg["search"]["seed"], **split, **kernels)
     space = space_of(cfg)
     try:
         task.check_space(space)
     except SpaceError as e:
         raise ConfigError(f"space.{e}") from None
+    except ValueError as e:  # what the fused step cannot train (task.step_kernel)
+        raise ConfigError(f"task.{e}") from None
     s = cfg["search"]
     from jaxhp.strategies import make_strategy
 

@@ -115,6 +115,9 @@ BAD = [
     ("space.widht", 8, "space.widht"),
     ("space.dropout", {"float": [0.0, 1.5]}, "space.dropout"),
     ("sampler", {"x": 1}, "sampler: unknown section"),
+    ("task.compute_dtype", "fp8", "task.compute_dtype: expected one of"),
+    ("task.step_kernel", "triton", "task.step_kernel: expected one of"),
+    ("task.step_kernel", "fused", "task.step_kernel: 'fused' trains with SGD only"),
     ("run.eval_every", 0, "run.eval_every: expected an integer >= 1"),
     ("run.eval_every", 2, "run.eval_every: early stopping reads the validation"),
 ]

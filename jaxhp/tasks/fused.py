@@ -66,22 +66,22 @@ def check(
     """Raise ``ValueError`` naming what the fused step cannot train (before compiling)."""
 
     def bad(what):
-        raise ValueError(f"step_kernel='fused': {what}")
+        raise ValueError(f"step_kernel: 'fused' {what}")
 
     if set(optimizers) != {"sgd"}:
-        bad(f"it trains with SGD only; the space allows optimizer {sorted(optimizers)}")
+        bad(f"trains with SGD only; the space allows optimizer {sorted(optimizers)}")
     if set(activations) != {"relu"}:
-        bad(f"it has ReLU only; the space allows activation {sorted(activations)}")
+        bad(f"has ReLU only; the space allows activation {sorted(activations)}")
     if max_dropout > 0:
-        bad(f"it has no dropout; the space allows dropout up to {max_dropout}")
+        bad(f"has no dropout; the space allows dropout up to {max_dropout}")
     if max_width > MAX_WIDTH:
-        bad(f"width at most {MAX_WIDTH}; the space allows {max_width}")
+        bad(f"takes width at most {MAX_WIDTH}; the space allows {max_width}")
     if max_batch > MAX_BATCH:
-        bad(f"batch_size at most {MAX_BATCH}; the space allows {max_batch}")
+        bad(f"takes batch_size at most {MAX_BATCH}; the space allows {max_batch}")
     if n_in > MAX_INPUTS:
-        bad(f"at most {MAX_INPUTS} input features; the data has {n_in}")
+        bad(f"takes at most {MAX_INPUTS} input features; the data has {n_in}")
     if n_out > MAX_OUTPUTS:
-        bad(f"at most {MAX_OUTPUTS} outputs; the task has {n_out}")
+        bad(f"takes at most {MAX_OUTPUTS} outputs; the task has {n_out}")
 
 
 def _dot(a, b, contract, dtype):
