@@ -7,11 +7,12 @@ masked loads and stores of padded tiles, Triton's matmuls. So on a GPU this runs
 
 1. one step of six members on odd sizes (30 inputs, 3 outputs, 20-row batches with short
    ones, depth 3 with trials of 1-3 layers, one member frozen), classifier and regressor,
-   float32 and bf16: the largest error of the new weights, momentum and loss terms
-   against ``jax.vmap`` of ``MLPTrainable.step``, relative to the values' scale;
+   float32 and bf16, SGD alone and Adam/AdamW/SGD mixed: the largest error of the new
+   weights, moments and loss terms against ``jax.vmap`` of ``MLPTrainable.step``,
+   relative to the values' scale;
 2. a sweep on digits and on breast cancer (30 features, 2 classes: padded tiles) with
-   mixed depths, widths, batch sizes and epochs, 2-fold CV, early stopping and a
-   diverging learning rate, trained with each step: statuses, epochs and values.
+   mixed optimizers, depths, widths, batch sizes and epochs, 2-fold CV and early
+   stopping, trained with each step: statuses, epochs and values.
 
 Both compare two float computations in different orders (TF32 matmuls on a GPU for both),
 so the bounds are loose; a race or a masking bug gives errors of order one, or NaN.
@@ -34,7 +35,7 @@ import numpy as np
 from sklearn.datasets import load_breast_cancer, load_digits
 
 import jaxhp
-from jaxhp.optim import SGD
+from jaxhp.optim import ADAM, ADAMW, SGD
 from jaxhp.tasks.mlp import MLPTrainable
 from jaxhp.trainable import Batch
 
@@ -46,11 +47,16 @@ M, B, N_IN, N_OUT, WIDTH, DEPTH = 6, 20, 30, 3, 32, 3
 BOUND = {"float32": 2e-2, "bfloat16": 6e-2}
 
 
-def one_step_inputs(kind: str, dtype: str):
+OPTIMIZER_SETS = {"sgd": (SGD,), "mixed": (ADAM, ADAMW, SGD)}
+
+
+def one_step_inputs(kind: str, dtype: str, optimizers: str = "sgd"):
     """A fused MLPTrainable, states, a batch, hyperparameters and ``keep`` for ``M``
     members on odd sizes (30 inputs, 3 outputs and 20-row batches pad to 32, 16 and 32
     in the kernel's tiles). Members 1 and 4 have short batches, member 5 an empty one
-    (it idles, as a trial past its own steps of an epoch); member 2 is frozen."""
+    (it idles, as a trial past its own steps of an epoch); member 2 is frozen.
+    ``optimizers``: "sgd", or "mixed" (Adam, AdamW and SGD, two members each, with
+    Adam's moments and step count as after a few steps)."""
     tr = MLPTrainable(
         kind=kind,
         n_in=N_IN,
@@ -59,7 +65,7 @@ def one_step_inputs(kind: str, dtype: str):
         width=WIDTH,
         dropout=False,
         activations=(0,),
-        optimizers=(SGD,),
+        optimizers=OPTIMIZER_SETS[optimizers],
         min_depth=1,
         compute_dtype=dtype,
         step_kernel="fused",
@@ -72,15 +78,28 @@ def one_step_inputs(kind: str, dtype: str):
         "momentum": jnp.asarray(r.uniform(0.0, 0.95, M), jnp.float32),
         "weight_decay": jnp.asarray(r.uniform(0.0, 1e-2, M), jnp.float32),
         "activation": jnp.zeros(M, jnp.int32),
-        "optimizer": jnp.full(M, SGD, jnp.int32),
+        "optimizer": jnp.asarray(
+            [SGD] * M if optimizers == "sgd" else [ADAM, ADAMW, SGD] * (M // 3),
+            jnp.int32,
+        ),
         "dropout": jnp.zeros(M, jnp.float32),
     }
     state = jax.vmap(tr.init)(jax.random.split(jax.random.key(1), M), hp)
-    mu = jax.tree.map(  # nonzero momentum, as after some steps
-        lambda a: 0.1 * jax.random.normal(jax.random.key(2), a.shape, a.dtype),
-        state.opt.mu,
+    opt = state.opt._replace(  # nonzero moments, as after some steps
+        mu=jax.tree.map(
+            lambda a: 0.1 * jax.random.normal(jax.random.key(2), a.shape, a.dtype),
+            state.opt.mu,
+        )
     )
-    state = state._replace(opt=state.opt._replace(mu=mu))
+    if opt.nu is not None:
+        opt = opt._replace(
+            count=jnp.full(M, 3, jnp.int32),
+            nu=jax.tree.map(
+                lambda a: 0.01 * jax.random.uniform(jax.random.key(4), a.shape),
+                opt.nu,
+            ),
+        )
+    state = state._replace(opt=opt)
     x = jnp.asarray(r.normal(size=(M, B, N_IN)), jnp.float32)
     if kind == "classifier":
         y = jnp.asarray(r.integers(0, N_OUT, (M, B)), jnp.int32)
@@ -98,17 +117,16 @@ def trains(keep, batch) -> np.ndarray:
     return np.asarray(keep) & (np.asarray(batch.count) > 0)
 
 
-def one_step(kind: str, dtype: str, platform: str) -> dict:
+def one_step(kind: str, dtype: str, optimizers: str, platform: str) -> dict:
     """The fused step against the vmapped one: relative errors, and whether the members
     it does not train are left exactly as they were."""
-    tr, state, batch, hp, keep = one_step_inputs(kind, dtype)
+    tr, state, batch, hp, keep = one_step_inputs(kind, dtype, optimizers)
 
     def step(s, b, h, k):
         args, run = tr.population_step(h, k, platform=platform)
         return run(*args, s, b)
 
-    step = jax.jit(step)
-    new, loss = step(state, batch, hp, keep)
+    new, loss = jax.jit(step)(state, batch, hp, keep)
     xla = dataclasses.replace(tr, step_kernel="xla")
     ref, metrics = jax.jit(jax.vmap(xla.step))(state, batch, hp)
     live = trains(keep, batch)
@@ -117,34 +135,36 @@ def one_step(kind: str, dtype: str, platform: str) -> dict:
         a, b = np.asarray(a, np.float64)[live], np.asarray(b, np.float64)[live]
         return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-12))
 
+    def arrays(s):  # weights and moments (Adam's second too, where there is one)
+        return jax.tree.leaves((s.params, s.opt.mu, s.opt.nu))
+
     errs = [rel(loss, metrics["loss"])] + [
-        rel(a, b)
+        rel(a, b) for a, b in zip(arrays(new), arrays(ref), strict=True)
+    ]
+    untouched = all(
+        np.array_equal(np.asarray(a)[~live], np.asarray(b)[~live])
         for a, b in zip(
-            jax.tree.leaves((new.params, new.opt.mu)),
-            jax.tree.leaves((ref.params, ref.opt.mu)),
+            jax.tree.leaves((new.params, new.opt)),
+            jax.tree.leaves((state.params, state.opt)),
             strict=True,
         )
-    ]
-    frozen = (
-        all(
-            np.array_equal(np.asarray(a)[~live], np.asarray(b)[~live])
-            for a, b in zip(
-                jax.tree.leaves((new.params, new.opt.mu)),
-                jax.tree.leaves((state.params, state.opt.mu)),
-                strict=True,
-            )
-        )
-        and not np.asarray(loss)[~live].any()
+    )
+    frozen = untouched and not np.asarray(loss)[~live].any()
+    # Adam's step count: one more where a member trained, as the vmapped step's.
+    count = np.array_equal(
+        np.asarray(new.opt.count)[live], np.asarray(ref.opt.count)[live]
     )
     worst = max(errs)
     return {
         "kind": kind,
         "dtype": dtype,
+        "optimizers": optimizers,
         "max_rel_error": worst,
         "loss_rel_error": errs[0],
         "finite": bool(np.isfinite(worst)),
         "frozen_exact": bool(frozen),
-        "ok": bool(np.isfinite(worst) and worst < BOUND[dtype] and frozen),
+        "count_exact": bool(count),
+        "ok": bool(np.isfinite(worst) and worst < BOUND[dtype] and frozen and count),
     }
 
 
@@ -153,6 +173,7 @@ def sweep(name: str, X, y, n_trials: int) -> dict:
     space = jaxhp.Space(
         learning_rate=jaxhp.Float(3e-3, 0.3, log=True),
         momentum=jaxhp.Float(0.5, 0.95),
+        optimizer=jaxhp.Choice(["adam", "sgd"]),
         n_layers=jaxhp.Int(1, 3),
         width=jaxhp.Choice([16, 64]),
         batch_size=jaxhp.Choice([32, 100]),
@@ -160,9 +181,7 @@ def sweep(name: str, X, y, n_trials: int) -> dict:
     )
     runs, seconds = {}, {}
     for kernel in ("xla", "fused"):
-        task = jaxhp.tasks.MLPClassifier(
-            X, y, folds=2, optimizer="sgd", step_kernel=kernel
-        )
+        task = jaxhp.tasks.MLPClassifier(X, y, folds=2, step_kernel=kernel)
         t0 = time.perf_counter()
         runs[kernel] = jaxhp.tune(
             task,
@@ -233,7 +252,8 @@ def main(argv=None) -> dict:
 
     for kind in ("classifier", "regressor"):
         for dtype in ("float32", "bfloat16"):
-            add("steps", one_step(kind, dtype, platform))
+            for optimizers in OPTIMIZER_SETS:
+                add("steps", one_step(kind, dtype, optimizers, platform))
     if not args.no_sweeps:
         for name, loader in (
             ("digits", load_digits),

@@ -117,7 +117,6 @@ BAD = [
     ("sampler", {"x": 1}, "sampler: unknown section"),
     ("task.compute_dtype", "fp8", "task.compute_dtype: expected one of"),
     ("task.step_kernel", "triton", "task.step_kernel: expected one of"),
-    ("task.step_kernel", "fused", "task.step_kernel: 'fused' trains with SGD only"),
     ("run.eval_every", 0, "run.eval_every: expected an integer >= 1"),
     ("run.eval_every", 2, "run.eval_every: early stopping reads the validation"),
 ]
@@ -134,6 +133,19 @@ def test_bad_config_gives_one_line_error_naming_the_key(
     assert err.count("\n") == 0, err
     assert err.startswith("jaxhp: error: ") and message in err, err
     assert not (tmp_path / "s.db").exists()  # nothing ran, nothing was created
+
+
+def test_what_the_fused_step_cannot_train_is_a_config_error(tmp_path, capsys):
+    cfg = with_storage(SWEEP, tmp_path / "s.db")
+    cfg["task"]["step_kernel"] = "fused"
+    cfg["space"]["activation"] = ["relu", "tanh"]
+    assert main(["tune", write_config(tmp_path, cfg), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        "jaxhp: error: task.step_kernel: 'fused' has ReLU only; "
+        "the space allows activation ['relu', 'tanh']"
+    ), err
+    assert not (tmp_path / "s.db").exists()
 
 
 def test_bad_toml_and_overrides(tmp_path, capsys):

@@ -34,10 +34,12 @@ def check():
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 @pytest.mark.parametrize("kind", ["classifier", "regressor"])
-def test_the_fused_step_equals_the_vmapped_step(check, kind, dtype):
+@pytest.mark.parametrize("optimizers", ["sgd", "mixed"])
+def test_the_fused_step_equals_the_vmapped_step(check, kind, dtype, optimizers):
     # Odd sizes (30 inputs, 3 outputs, 20-row batches: padded tiles), depth 3 with
-    # trials of 1-3 layers, two short batches, an empty one and a frozen member.
-    tr, state, batch, hp, keep = check.one_step_inputs(kind, dtype)
+    # trials of 1-3 layers, two short batches, an empty one and a frozen member; SGD
+    # alone, or Adam, AdamW and SGD side by side (Adam's moments and count mid-run).
+    tr, state, batch, hp, keep = check.one_step_inputs(kind, dtype, optimizers)
     args, step = tr.population_step(hp, keep, platform="cpu")
     new, loss = step(*args, state, batch)
     ref, metrics = jax.vmap(dataclasses.replace(tr, step_kernel="xla").step)(
@@ -53,10 +55,13 @@ def test_the_fused_step_equals_the_vmapped_step(check, kind, dtype):
         np.asarray(loss)[live], np.asarray(metrics["loss"])[live], rtol=tol, atol=tol
     )
     assert not np.asarray(loss)[~live].any()
+    if optimizers == "mixed":  # Adam's step count: one more where a member trained
+        np.testing.assert_array_equal(new.opt.count, np.where(live, 4, 3))
+        np.testing.assert_array_equal(ref.opt.count[live], 4)
     for got, want, old in zip(
-        jax.tree.leaves((new.params, new.opt.mu)),
-        jax.tree.leaves((ref.params, ref.opt.mu)),
-        jax.tree.leaves((state.params, state.opt.mu)),
+        jax.tree.leaves((new.params, new.opt.mu, new.opt.nu)),
+        jax.tree.leaves((ref.params, ref.opt.mu, ref.opt.nu)),
+        jax.tree.leaves((state.params, state.opt.mu, state.opt.nu)),
         strict=True,
     ):
         assert got.shape == want.shape and got.dtype == want.dtype
@@ -66,7 +71,7 @@ def test_the_fused_step_equals_the_vmapped_step(check, kind, dtype):
     # No compute-dtype copy: the kernel casts the float32 weights in registers.
     assert state.low is None and new.low is None
     # The GPU check's own verdict on the same step agrees.
-    assert check.one_step(kind, dtype, "cpu")["ok"]
+    assert check.one_step(kind, dtype, optimizers, "cpu")["ok"]
     # Padded units stay exactly zero where the vmapped step keeps them so.
     for got, want in zip(
         jax.tree.leaves(new.params), jax.tree.leaves(ref.params), strict=True
@@ -75,12 +80,15 @@ def test_the_fused_step_equals_the_vmapped_step(check, kind, dtype):
 
 
 def test_the_engine_trains_the_same_trials_with_the_fused_step(small_digits):
-    # Mixed depths, widths (two buckets), batch sizes and epochs; 2-fold CV; a learning
-    # rate that diverges; early stopping: every path of the engine's step loop.
+    # Mixed optimizers, depths, widths (two buckets), batch sizes and epochs; 2-fold
+    # CV; a learning rate that diverges; early stopping: every path of the engine's
+    # step loop.
     X, y = small_digits
     space = jaxhp.Space(
         learning_rate=jaxhp.Choice([0.01, 0.05, 0.2, 1e4]),
         momentum=jaxhp.Float(0.5, 0.9),
+        optimizer=jaxhp.Choice(["adam", "adamw", "sgd"]),
+        weight_decay=jaxhp.Float(1e-5, 1e-2, log=True),
         n_layers=jaxhp.Int(1, 3),
         width=jaxhp.Choice([16, 48]),
         batch_size=jaxhp.Choice([24, 64]),
@@ -88,9 +96,7 @@ def test_the_engine_trains_the_same_trials_with_the_fused_step(small_digits):
     )
     runs = {}
     for kernel in ("xla", "fused"):
-        task = jaxhp.tasks.MLPClassifier(
-            X, y, folds=2, optimizer="sgd", step_kernel=kernel
-        )
+        task = jaxhp.tasks.MLPClassifier(X, y, folds=2, step_kernel=kernel)
         runs[kernel] = jaxhp.tune(
             task,
             space,
@@ -123,7 +129,6 @@ def test_the_engine_trains_the_same_trials_with_the_fused_step(small_digits):
 @pytest.mark.parametrize(
     "over,message",
     [
-        ({"optimizer": jaxhp.Choice(["sgd", "adam"])}, "SGD only"),
         ({"activation": jaxhp.Choice(["relu", "tanh"])}, "ReLU only"),
         ({"dropout": jaxhp.Float(0.0, 0.3)}, "no dropout"),
         ({"width": jaxhp.Int(16, 200)}, "width at most 128"),
@@ -134,7 +139,7 @@ def test_what_the_fused_step_cannot_train_fails_before_compiling(
     small_digits, over, message
 ):
     X, y = small_digits
-    task = jaxhp.tasks.MLPClassifier(X, y, optimizer="sgd", step_kernel="fused")
+    task = jaxhp.tasks.MLPClassifier(X, y, step_kernel="fused")
     space = jaxhp.Space(learning_rate=jaxhp.Float(1e-3, 0.1, log=True), **over)
     with pytest.raises(ValueError, match=message):
         jaxhp.tune(task, space, n_trials=2)
@@ -151,8 +156,8 @@ def test_a_bucket_the_fused_step_cannot_train_fails_without_a_checked_space(
 
     X, y = small_digits
     task = jaxhp.tasks.MLPClassifier(X, y, step_kernel="fused")
-    hp = {k: np.asarray([v, v]) for k, v in task.defaults.items() if k != "optimizer"}
+    hp = {k: np.asarray([v, v]) for k, v in task.defaults.items()}
     hp.update(epochs=np.asarray([1, 1]), optimizer=np.asarray([0, 2]))  # adam, sgd
-    hp["activation"] = np.zeros(2, np.int32)
-    with pytest.raises(ValueError, match="SGD with ReLU only"):
+    hp["activation"] = np.asarray([0, 1])  # relu, tanh
+    with pytest.raises(ValueError, match="'fused' has ReLU only"):
         run_population(task, hp, np.arange(2), seed=0)

@@ -4,20 +4,21 @@
 instead of ``jax.vmap`` of ``MLPTrainable.step``. Under the vmap XLA runs a step as ~26
 kernels, each reading and writing every trial's weights, momentum or gradients in HBM
 (benchmarks/RESULTS.md, the H200 profile). Here one program trains one member (trial ×
-fold) through one step: it loads its batch, weights and momentum once, runs the forward
-pass, the backward pass and the SGD update with everything on chip, and writes the new
-weights and momentum back in place (the call aliases them). A layer is updated as soon
+fold) through one step: it loads its batch, weights and optimizer state once, runs the
+forward pass, the backward pass and the optimizer's update with everything on chip, and
+writes the new weights and state back in place (the call aliases them). A layer is updated as soon
 as its gradient is known, so one layer's gradient is alive at a time.
 
 It computes what ``MLPTrainable.step`` computes: the same masked depth (a layer past a
-trial's ``n_layers`` is an identity), padded units, per-row loss terms, SGD with momentum
-and L2 weight decay (``jaxhp.optim``), and ``bfloat16`` matmul inputs under
+trial's ``n_layers`` is an identity), padded units, per-row loss terms, ``jaxhp.optim``'s
+Adam, AdamW and SGD with momentum (mixed per trial, weight decay included, Adam's step
+count kept for the members that train), and ``bfloat16`` matmul inputs under
 ``compute_dtype="bfloat16"`` (where it keeps the activations in float32: a little more
 precise than the vmapped step, which rounds them to bfloat16). A member whose ``keep``
 flag is off, or whose batch is empty (a trial with fewer steps an epoch than its bucket),
 is left bit for bit as it was.
 
-What it runs: SGD only, ReLU only, no dropout, and tiles of at most 128 units, 256
+What it runs: ReLU only, no dropout, and tiles of at most 128 units, 256
 inputs and 256 rows a batch (``check``). It is written for Triton (NVIDIA GPUs). Other
 backends run it in Pallas's interpreter: the same arithmetic, slowly (the tests use it).
 ``benchmarks/throughput.py``'s ``engine_fused`` arms time it against the vmapped step;
@@ -35,7 +36,7 @@ import jax
 import jax.numpy as jnp
 from jax.experimental import pallas as pl
 
-from jaxhp.optim import OPTIMIZERS
+from jaxhp.optim import ADAM, ADAMW, B1, B2, EPS, SGD
 
 __all__ = ["STEP_KERNELS", "check", "population_step"]
 
@@ -55,7 +56,6 @@ def _tile(n: int) -> int:
 
 def check(
     *,
-    optimizers: list,
     activations: list,
     max_dropout: float,
     max_width: int,
@@ -68,8 +68,6 @@ def check(
     def bad(what):
         raise ValueError(f"step_kernel: 'fused' {what}")
 
-    if set(optimizers) != {"sgd"}:
-        bad(f"trains with SGD only; the space allows optimizer {sorted(optimizers)}")
     if set(activations) != {"relu"}:
         bad(f"has ReLU only; the space allows activation {sorted(activations)}")
     if max_dropout > 0:
@@ -122,15 +120,16 @@ def _kernel(cfg, *refs):
         batch,
         classifier,
         dot_dtype,
+        kinds,
         barrier,
     ) = cfg
     n_leaves = 2 * (depth + 1)
-    hp_ref, count_ref, x_ref, y_ref, *refs = refs
-    p_in, mu_in = refs[:n_leaves], refs[n_leaves : 2 * n_leaves]
-    refs = refs[2 * n_leaves :]
-    p_out, mu_out = refs[:n_leaves], refs[n_leaves : 2 * n_leaves]
-    refs = refs[2 * n_leaves :]
-    (loss_ref,) = refs
+    has_adam = ADAM in kinds or ADAMW in kinds
+    n_state = (3 if has_adam else 2) * n_leaves  # params, mu (and nu)
+    hp_ref, step_ref, x_ref, y_ref, *refs = refs
+    ins, outs, (loss_ref,) = refs[:n_state], refs[n_state:-1], refs[-1:]
+    p_in, mu_in, nu_in = ins[:n_leaves], ins[n_leaves:], ins[2 * n_leaves :]
+    p_out, mu_out, nu_out = outs[:n_leaves], outs[n_leaves:], outs[2 * n_leaves :]
 
     fans = [n_in] + [width] * depth  # the rows of each layer's kernel
     outs = [width] * depth + [n_out]  # its columns
@@ -143,8 +142,14 @@ def _kernel(cfg, *refs):
         return _load(p_in[i], real(i))
 
     lr, mom, wd = hp_ref[0], hp_ref[1], hp_ref[2]
-    n_layers, keep = hp_ref[3], hp_ref[4]
-    count = count_ref[0]  # the batch's real rows: its first `count`
+    n_layers, keep, code = hp_ref[3], hp_ref[4], hp_ref[5]
+    # The batch's real rows (its first `count`), and Adam's bias corrections.
+    count = step_ref[0].astype(jnp.int32)
+    bc1, bc2 = step_ref[1], step_ref[2]
+    # jaxhp.optim's coefficients: L2 decay in the gradient, except AdamW's decoupled one.
+    is_adamw = code == ADAMW
+    wd_l2 = jnp.where(is_adamw, 0.0, wd) if ADAMW in kinds else wd
+    wd_dec = jnp.where(is_adamw, wd, 0.0) if ADAMW in kinds else None
 
     def skip():  # a frozen member: its state stays as it is (aliased), no loss
         loss_ref[...] = jnp.zeros(loss_ref.shape, loss_ref.dtype)
@@ -190,16 +195,34 @@ def _kernel(cfg, *refs):
         loss_ref[...] = jnp.where(rowmask > 0, row_loss, 0.0) / n_real
 
         def update(i, grad):
-            """SGD with momentum and L2 decay (jaxhp.optim's "sgd") on leaf i. The
-            new values overwrite the old (aliased buffers): a layer's kernel update
-            first waits at a barrier until every thread has read that layer's old
-            weights (its matmuls' operands are spread over the threads)."""
+            """jaxhp.optim's update of leaf i (Adam, AdamW or SGD with momentum, by
+            the trial's code). The new values overwrite the old (aliased buffers): a
+            layer's kernel update first waits at a barrier until every thread has
+            read that layer's old weights (its matmuls' operands are spread over the
+            threads)."""
             if i % 2 == 0:
                 barrier()
             w = _load(p_in[i], real(i))
-            m = mom * _load(mu_in[i], real(i)) + (grad + wd * w)
-            w = w - lr * m
-            p_out[i][...] = w
+            m = _load(mu_in[i], real(i))
+            g = grad + wd_l2 * w
+            if has_adam:
+                v = _load(nu_in[i], real(i))
+                m_a = B1 * m + (1.0 - B1) * g
+                v_a = B2 * v + (1.0 - B2) * g * g
+                u = (m_a / bc1) / (jnp.sqrt(v_a / bc2) + EPS)
+                if wd_dec is not None:
+                    u = u + wd_dec * w
+                if SGD in kinds:
+                    is_sgd = code == SGD
+                    m_s = mom * m + g
+                    m_a = jnp.where(is_sgd, m_s, m_a)
+                    v_a = jnp.where(is_sgd, v, v_a)
+                    u = jnp.where(is_sgd, m_s, u)
+                m = m_a
+                nu_out[i][...] = v_a
+            else:
+                m = u = mom * m + g
+            p_out[i][...] = w - lr * u
             mu_out[i][...] = m
 
         # Backward, from the output layer down. g: the gradient at the layer's output.
@@ -266,14 +289,13 @@ def population_step(
     rows. ``loss`` is the per-row terms ``[M, B]`` (zero for a member that did not
     train)."""
     # check() has vetted the space; a bucket built without it is vetted here.
-    if tr.optimizers != (OPTIMIZERS.index("sgd"),) or tr.activations != (0,):
+    if tr.activations != (0,):
         raise ValueError(
-            "step_kernel='fused' trains SGD with ReLU only; this bucket has optimizers "
-            f"{[OPTIMIZERS[o] for o in tr.optimizers]} and activation codes "
+            "step_kernel: 'fused' has ReLU only; this bucket has activation codes "
             f"{list(tr.activations)}"
         )
     if tr.dropout:
-        raise ValueError("step_kernel='fused' has no dropout; this bucket has dropout")
+        raise ValueError("step_kernel: 'fused' has no dropout; this bucket has dropout")
     m = keep.shape[0]
     hp_cols = jnp.stack(
         [
@@ -282,7 +304,7 @@ def population_step(
             hp["weight_decay"].astype(jnp.float32),
             hp["n_layers"].astype(jnp.float32),
             keep.astype(jnp.float32),
-            jnp.zeros(m, jnp.float32),
+            hp["optimizer"].astype(jnp.float32),
             jnp.zeros(m, jnp.float32),
             jnp.zeros(m, jnp.float32),
         ],
@@ -300,18 +322,28 @@ def _step(tr: Any, platform: str, hp_cols: jax.Array, state: Any, batch: Any):
     n_in = x.shape[2]
     classifier = tr.kind == "classifier"
     y = batch.y.astype(jnp.int32) if classifier else batch.y.reshape(m, b, -1)
-    count = batch.count.astype(jnp.int32).reshape(m, 1)
+    has_adam = ADAM in tr.optimizers or ADAMW in tr.optimizers
+    rows = batch.count.astype(jnp.int32)
+    # jaxhp.optim counts steps for Adam's bias corrections: a member that trains
+    # counts this one (the kernel leaves the others as they are).
+    trains = (hp_cols[:, 4] > 0) & (rows > 0)
+    count = state.opt.count + trains if has_adam else state.opt.count
+    t = count.astype(jnp.float32)
+    step_cols = jnp.stack(
+        [rows.astype(jnp.float32), 1.0 - B1**t, 1.0 - B2**t, jnp.zeros_like(t)], axis=1
+    )
     params = _leaves(state.params, depth)
     mu = _leaves(state.opt.mu, depth)
-    ins = [hp_cols, count, x, y, *params, *mu]
+    nu = _leaves(state.opt.nu, depth) if has_adam else []
+    ins = [hp_cols, step_cols, x, y, *params, *mu, *nu]
 
     def spec(a):
         """Program i's slice of a [M, ...] array, each dimension tiled to a power of two."""
         tile = tuple(_tile(d) for d in a.shape[1:])
         return pl.BlockSpec((None, *tile), lambda i, n=a.ndim - 1: (i,) + (0,) * n)
 
-    states = [*params, *mu]
-    n_fixed = 4  # hp_cols, count, x, y
+    states = [*params, *mu, *nu]
+    n_fixed = 4  # hp_cols, step_cols, x, y
     interpret = platform != "gpu"
     kwargs = {}
     if not interpret:
@@ -331,6 +363,7 @@ def _step(tr: Any, platform: str, hp_cols: jax.Array, state: Any, batch: Any):
         b,
         classifier,
         jnp.dtype(tr.compute_dtype),
+        tuple(tr.optimizers),
         _barrier(interpret),
     )
     loss_shape = jax.ShapeDtypeStruct((m, b), jnp.float32)
@@ -348,6 +381,7 @@ def _step(tr: Any, platform: str, hp_cols: jax.Array, state: Any, batch: Any):
     n = len(params)
     new_params = _unleaves(outs[:n], depth)
     new_mu = _unleaves(outs[n : 2 * n], depth)
-    opt = state.opt._replace(mu=new_mu)
+    new_nu = _unleaves(outs[2 * n : 3 * n], depth) if has_adam else state.opt.nu
+    opt = state.opt._replace(count=count, mu=new_mu, nu=new_nu)
     # No compute-dtype copy of the weights (MLPTrainable._low): the kernel casts them.
     return MLPState(new_params, opt, None), outs[-1]

@@ -394,7 +394,6 @@ class _MLPTask(Task):
         }
         if self.step_kernel == "fused":
             fused.check(
-                optimizers=possible("optimizer"),
                 activations=possible("activation"),
                 max_dropout=max(possible("dropout")),
                 max_width=max(possible("width")),
@@ -461,8 +460,8 @@ class MLPClassifier(_MLPTask):
         step_kernel: ``"xla"`` (default: ``jax.vmap`` of the step, XLA's kernels) or
             ``"fused"``: each step of the whole population is one Pallas kernel that
             keeps a trial's weights on chip through the step (``jaxhp.tasks.fused``;
-            SGD, ReLU, no dropout, width up to 128). Written for NVIDIA GPUs; elsewhere
-            it runs in Pallas's interpreter, slowly.
+            every optimizer; ReLU, no dropout, width up to 128). Written for NVIDIA
+            GPUs; elsewhere it runs in Pallas's interpreter, slowly.
         **defaults: defaults for hyperparameters the space leaves out, e.g. ``epochs=30``.
 
     Example:
