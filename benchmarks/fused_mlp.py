@@ -72,30 +72,10 @@ sys.path.insert(0, os.path.dirname(__file__))
 import throughput as tp  # noqa: E402
 from runinfo import run_header  # noqa: E402
 
+# The engine's fused step (jaxhp.tasks.fused) shares these with the kernels here.
+from jaxhp.tasks.fused import _barrier, _compiler_params, _dot  # noqa: E402
+
 OUT_PAD = 16  # the 10 classes padded to a tensor-core tile
-
-
-def _compiler_params(num_warps):
-    from jax.experimental.pallas import triton as pltriton
-
-    # (named TritonCompilerParams in older JAX releases)
-    cls = getattr(pltriton, "CompilerParams", None) or pltriton.TritonCompilerParams
-    return cls(num_warps=num_warps, num_stages=1)
-
-
-def _dot(a, b, contract, dtype):
-    """A matmul contracting ``contract`` = (a's dim, b's dim), its inputs cast to
-    ``dtype`` (float32: the backend's default precision, TF32 on a GPU), float32 out."""
-    # bf16 inputs name their algorithm: Pallas's Triton lowering would otherwise tag
-    # the dot TF32, which is meant for float32 inputs.
-    bf16 = jnp.dtype(dtype) == jnp.bfloat16
-    return jax.lax.dot_general(
-        a.astype(dtype),
-        b.astype(dtype),
-        (((contract[0],), (contract[1],)), ((), ())),
-        precision=jax.lax.DotAlgorithmPreset.BF16_BF16_F32 if bf16 else None,
-        preferred_element_type=jnp.float32,
-    )
 
 
 def _step(x, y, mask, weight, n_out, dot_dtype, update, stash=None):
@@ -345,16 +325,6 @@ def unpad_params(flat, n_out):
     return pairs
 
 
-def barrier(interpret):
-    """A barrier across the program's threads (Triton's); the interpreter runs a
-    program as one thread and needs none."""
-    if interpret:
-        return lambda: None
-    from jax.experimental.pallas import triton as pltriton
-
-    return pltriton.debug_barrier
-
-
 def make_fused(
     xt,
     yt,
@@ -402,7 +372,7 @@ def make_fused(
         whole = pl.BlockSpec()  # the whole array: rows are gathered in the kernel
         kwargs = {} if interpret else {"compiler_params": _compiler_params(num_warps)}
         kernel = functools.partial(
-            _kernel, n, steps, n_out, dot_dtype, carry, barrier(interpret)
+            _kernel, n, steps, n_out, dot_dtype, carry, _barrier(interpret)
         )
 
         def call(n_whole, per_trial, outs, **extra):

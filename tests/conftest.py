@@ -1,3 +1,7 @@
+import importlib.util
+import pathlib
+import sys
+
 import numpy as np
 import pytest
 from sklearn.datasets import load_digits
@@ -43,3 +47,19 @@ def tiny_space(**over):
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+BENCH = pathlib.Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def load_benchmark(name: str):
+    """Yields the module of benchmarks/<name>.py (a fixture's body). The scripts put
+    their own folder on the path to import each other: every copy comes off after."""
+    sys.path.insert(0, str(BENCH))
+    try:
+        spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        sys.path[:] = [p for p in sys.path if p != str(BENCH)]

@@ -2,30 +2,17 @@
 its arithmetic, run by Pallas's interpreter on the CPU, equals the benchmark baseline's
 own step, and it still lowers to a Triton kernel for CUDA with this JAX."""
 
-import importlib.util
-import pathlib
-import sys
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-BENCH = pathlib.Path(__file__).resolve().parents[1] / "benchmarks"
+from .conftest import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def fused_mlp():
-    sys.path.insert(0, str(BENCH))
-    try:
-        spec = importlib.util.spec_from_file_location(
-            "fused_mlp", BENCH / "fused_mlp.py"
-        )
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        yield module
-    finally:  # fused_mlp puts its own folder on the path too: take every copy off
-        sys.path[:] = [p for p in sys.path if p != str(BENCH)]
+    yield from load_benchmark("fused_mlp")
 
 
 @pytest.fixture

@@ -4,9 +4,6 @@ computes, member by member, and the engine trains the same trials with it. The i
 are benchmarks/fused_step_check.py's, which runs the same comparison on a GPU."""
 
 import dataclasses
-import importlib.util
-import pathlib
-import sys
 
 import jax
 import numpy as np
@@ -15,21 +12,12 @@ import pytest
 import jaxhp
 from jaxhp.tasks import fused
 
-BENCH = pathlib.Path(__file__).resolve().parents[1] / "benchmarks"
+from .conftest import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def check():
-    sys.path.insert(0, str(BENCH))
-    try:
-        spec = importlib.util.spec_from_file_location(
-            "fused_step_check", BENCH / "fused_step_check.py"
-        )
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        yield module
-    finally:  # the script puts its own folder on the path too: take every copy off
-        sys.path[:] = [p for p in sys.path if p != str(BENCH)]
+    yield from load_benchmark("fused_step_check")
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])

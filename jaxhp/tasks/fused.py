@@ -250,6 +250,15 @@ def _kernel(cfg, *refs):
     jax.lax.cond((keep > 0) & (count > 0), train, skip)
 
 
+def _compiler_params(num_warps: int):
+    """Pallas's Triton parameters: ``num_warps`` a program, no software pipelining."""
+    from jax.experimental.pallas import triton as pltriton  # noqa: PLC0415
+
+    # (named TritonCompilerParams in older JAX releases)
+    cls = getattr(pltriton, "CompilerParams", None) or pltriton.TritonCompilerParams
+    return cls(num_warps=num_warps, num_stages=1)
+
+
 def _barrier(interpret: bool):
     """A barrier across the program's threads (Triton's); the interpreter runs a
     program as one thread and needs none."""
@@ -345,15 +354,7 @@ def _step(tr: Any, platform: str, hp_cols: jax.Array, state: Any, batch: Any):
     states = [*params, *mu, *nu]
     n_fixed = 4  # hp_cols, step_cols, x, y
     interpret = platform != "gpu"
-    kwargs = {}
-    if not interpret:
-        from jax.experimental.pallas import triton as pltriton  # noqa: PLC0415
-
-        # (named TritonCompilerParams in older JAX releases)
-        params_cls = (
-            getattr(pltriton, "CompilerParams", None) or pltriton.TritonCompilerParams
-        )
-        kwargs["compiler_params"] = params_cls(num_warps=NUM_WARPS, num_stages=1)
+    kwargs = {} if interpret else {"compiler_params": _compiler_params(NUM_WARPS)}
     cfg = (
         depth,
         max(1, min(tr.min_depth, depth)),
