@@ -4,15 +4,16 @@
 #
 #   OUT=/some/dir bash benchmarks/gpu_check.sh                  # the check: 1, 1b, 2, 3b, 5
 #   OUT=/some/dir GPU_CHECK=diag bash benchmarks/gpu_check.sh    # diagnostics: 2b-2d, 3, 4
-#   OUT=/some/dir GPU_CHECK=all bash benchmarks/gpu_check.sh     # both (up to 13.5
+#   OUT=/some/dir GPU_CHECK=all bash benchmarks/gpu_check.sh     # both (up to 14.8
 #                                      minutes at the caps: over one 10-minute call)
 #
 # The check holds what the open issues must show on a GPU (the engine against the plain
-# vmap, a smoke sweep) and the candidates for the 2x target (the fused kernel), so that
-# a lease with time for one call spends it there; the diagnostics say why. The most
-# wanted figures first, each step under its own time cap (the check 9.2 minutes at
-# most, the diagnostics 5.6; the check's first run on an H200 took 6 with longer
-# steps), so that a step that fails or overruns leaves the others' JSON:
+# vmap, a smoke sweep) and the candidates for the 2x target (the engine's fused step,
+# the whole-training kernels), so that a lease with time for one call spends it there;
+# the diagnostics say why. The most wanted figures first, each step under its own time
+# cap (the check 9.2 minutes at most, the diagnostics 5.6; the check's first run on an
+# H200 took 6 with longer steps), so that a step that fails or overruns leaves the
+# others' JSON:
 # 1. ceilings: the device's measured copy bandwidth and matmul rates (fp32 default,
 #    fp32 highest, bf16), the yardsticks for the fraction-of-peak figures.
 # 1b. the fused step: benchmarks/fused_step_check.py, whether step_kernel="fused"

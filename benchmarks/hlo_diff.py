@@ -370,6 +370,7 @@ def main(argv=None):
     )
     ap.add_argument(
         "--step-kernel",
+        choices=["xla", "fused"],
         default="xla",
         help="the engine's step_kernel: 'fused' steps the population with one Pallas "
         "kernel (the estimate charges it its HBM bytes alone: a floor)",

@@ -464,12 +464,12 @@ def _segment(
         )
         live_m = jnp.repeat(ran, n_folds, axis=0)  # [M]
         # A Trainable may step all members at once (the built-in MLP's fused kernel,
-        # jaxhp.tasks.fused): the engine builds the batches; the step leaves a member
-        # as it is where `live` is off or its batch is empty (a trial idling through
-        # the steps its bucket takes beyond its own).
-        # Made here, outside the step loop: what it derives from `hp` once an epoch.
-        # Over several devices each runs its own members (shard_map): a kernel's
-        # custom call is opaque to XLA's partitioner, which would gather them all.
+        # jaxhp.tasks.fused): the engine builds the batches, and the step leaves a
+        # member as it is where `live` is off or its batch is empty (a trial idling
+        # through the steps its bucket takes beyond its own). It is made here, outside
+        # the step loop, so what it derives from `hp` is computed once an epoch. Over
+        # several devices each runs its own members (shard_map): a kernel's custom
+        # call is opaque to XLA's partitioner, which would gather them all.
         population_step = getattr(tr, "population_step", None)
         if population_step is not None:
             step_args, step_members = population_step(

@@ -24,12 +24,13 @@ shrinks alike. ``predict`` is then given ``keep(state)``. A Trainable whose
 terms that sum to the step's loss (zero on padding rows): the engine adds them up once
 per epoch instead of reducing them over the batch in every step (a kernel fewer per
 step on an accelerator; the built-in MLPs do this).
-A Trainable may also offer ``population_step(hp, keep, *, platform)``, which returns
-``step(states, batch) -> (states, loss)``: one step of all members at once (leading
-axis ``M`` on everything; a member trains where ``keep`` is on and ``batch.count`` > 0,
-its real rows the first ``count``). The engine makes it once an epoch and calls it in
-place of the vmapped ``step``; ``None`` means there is none. The built-in MLP's fused Pallas kernel
-(``jaxhp.tasks.fused``) is one.
+A Trainable may also offer ``population_step(hp, keep, *, platform)``, returning
+``(args, step)`` with ``step(*args, states, batch) -> (states, loss)``: one step of all
+members at once (every array leads with the member axis ``M``; a member trains where
+``keep`` is on and ``batch.count`` > 0, its real rows the first ``count``). The engine
+calls ``population_step`` once an epoch and ``step`` in place of the vmapped ``step``
+(over several devices under ``shard_map``, each on its own members); ``None`` means
+there is none. The built-in MLP's fused Pallas kernel (``jaxhp.tasks.fused``) is one.
 A non-finite ``loss`` marks the trial ``diverged``: the engine discards that step, freezes
 the trial and carries on with the others.
 """

@@ -6,8 +6,8 @@ kernels, each reading and writing every trial's weights, momentum or gradients i
 (benchmarks/RESULTS.md, the H200 profile). Here one program trains one member (trial ×
 fold) through one step: it loads its batch, weights and optimizer state once, runs the
 forward pass, the backward pass and the optimizer's update with everything on chip, and
-writes the new weights and state back in place (the call aliases them). A layer is updated as soon
-as its gradient is known, so one layer's gradient is alive at a time.
+writes the new weights and state back in place (the call aliases them). A layer is
+updated as soon as its gradient is known, so one layer's gradient is alive at a time.
 
 It computes what ``MLPTrainable.step`` computes: the same masked depth (a layer past a
 trial's ``n_layers`` is an identity), padded units, per-row loss terms, ``jaxhp.optim``'s
@@ -18,12 +18,13 @@ precise than the vmapped step, which rounds them to bfloat16). A member whose ``
 flag is off, or whose batch is empty (a trial with fewer steps an epoch than its bucket),
 is left bit for bit as it was.
 
-What it runs: ReLU only, no dropout, and tiles of at most 128 units, 256
-inputs and 256 rows a batch (``check``). It is written for Triton (NVIDIA GPUs). Other
-backends run it in Pallas's interpreter: the same arithmetic, slowly (the tests use it).
+What it runs: ReLU only, no dropout, and tiles of at most 128 units, 256 inputs and 256
+rows a batch (``check``). It is written for Triton (NVIDIA GPUs). Other backends run it
+in Pallas's interpreter: the same arithmetic, slowly (the tests use it).
 ``benchmarks/throughput.py``'s ``engine_fused`` arms time it against the vmapped step;
-no GPU has run them yet, so ``"xla"`` stays the default. ``benchmarks/fused_step_check.py``
-checks on a GPU that the Triton kernel trains what the vmapped step trains.
+no GPU has run them yet, so ``"xla"`` stays the default.
+``benchmarks/fused_step_check.py`` checks on a GPU that the Triton kernel trains what the
+vmapped step trains.
 """
 
 from __future__ import annotations
@@ -41,8 +42,9 @@ from jaxhp.optim import ADAM, ADAMW, B1, B2, EPS, SGD
 __all__ = ["STEP_KERNELS", "check", "population_step"]
 
 STEP_KERNELS = ("xla", "fused")
-#: Warps per program. With 8, ptxas spilled least of the forms measured without a
-#: device (benchmarks/fused_mlp.py --resources: 80 bytes a thread, ``w8_per_step_bf16``).
+#: Warps per program. With 8 the reference MLP's step spills 188 bytes a thread in
+#: float32 and 16 in bf16, against 508 and 204 with 4 (benchmarks/fused_mlp.py
+#: --resources h200: the H200's compile, read without a device).
 NUM_WARPS = 8
 # Tiles beyond these would leave a program's working set far past its registers.
 MAX_WIDTH, MAX_INPUTS, MAX_BATCH, MAX_OUTPUTS = 128, 256, 256, 128
@@ -305,6 +307,11 @@ def population_step(
         )
     if tr.dropout:
         raise ValueError("step_kernel: 'fused' has no dropout; this bucket has dropout")
+    if tr.width > MAX_WIDTH:
+        raise ValueError(
+            f"step_kernel: 'fused' takes width at most {MAX_WIDTH}; this bucket is "
+            f"{tr.width} wide"
+        )
     m = keep.shape[0]
     hp_cols = jnp.stack(
         [
