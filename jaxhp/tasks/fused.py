@@ -37,13 +37,19 @@ import jax
 import jax.numpy as jnp
 from jax.experimental import pallas as pl
 
+try:  # masked loads and stores (Pallas's Triton primitives; pl.load in older JAX)
+    from jax.experimental.pallas.triton import load as _masked_load
+    from jax.experimental.pallas.triton import store as _masked_store
+except ImportError:  # pragma: no cover
+    _masked_load, _masked_store = pl.load, pl.store
+
 from jaxhp.optim import ADAM, ADAMW, B1, B2, EPS, SGD
 
 __all__ = ["STEP_KERNELS", "check", "population_step"]
 
 STEP_KERNELS = ("xla", "fused")
-#: Warps per program. With 8 the reference MLP's step spills 188 bytes a thread in
-#: float32 and 16 in bf16, against 508 and 204 with 4 (benchmarks/fused_mlp.py
+#: Warps per program. With 8 the reference MLP's step spills 484 bytes a thread in
+#: float32 and 16 in bf16, against 692 and 224 with 4 (benchmarks/fused_mlp.py
 #: --resources h200: the H200's compile, read without a device).
 NUM_WARPS = 8
 # Tiles beyond these would leave a program's working set far past its registers.
@@ -99,17 +105,34 @@ def _dot(a, b, contract, dtype):
     )
 
 
-def _load(ref, real: tuple[int, ...]):
-    """A block's values, zero outside the array's ``real`` extent (a padded tile)."""
-    v = ref[...]
-    if tuple(v.shape) == tuple(real):
-        return v
+def _inside(shape: tuple[int, ...], real: tuple[int, ...]):
+    """Where a tile of ``shape`` lies inside the array's ``real`` extent (None: all of
+    it). Pallas's Triton lowering addresses a padded tile with the array's own strides
+    and masks nothing: unmasked, a padded tile's extra columns are the next row's
+    elements, and storing them would overwrite those."""
     inside = None
     for axis, n in enumerate(real):
-        if v.shape[axis] != n:
-            m = jax.lax.broadcasted_iota(jnp.int32, v.shape, axis) < n
+        if shape[axis] != n:
+            m = jax.lax.broadcasted_iota(jnp.int32, shape, axis) < n
             inside = m if inside is None else inside & m
-    return jnp.where(inside, v, jnp.zeros((), v.dtype))
+    return inside
+
+
+def _load(ref, real: tuple[int, ...]):
+    """A tile's values, zero outside the array's ``real`` extent."""
+    inside = _inside(ref.shape, real)
+    if inside is None:
+        return ref[...]
+    return _masked_load(ref, mask=inside, other=jnp.zeros((), ref.dtype))
+
+
+def _store(ref, value, real: tuple[int, ...]):
+    """Store a tile, leaving what lies outside the array's ``real`` extent alone."""
+    inside = _inside(ref.shape, real)
+    if inside is None:
+        ref[...] = value.astype(ref.dtype)
+    else:
+        _masked_store(ref, value.astype(ref.dtype), mask=inside)
 
 
 def _kernel(cfg, *refs):
@@ -154,7 +177,7 @@ def _kernel(cfg, *refs):
     wd_dec = jnp.where(is_adamw, wd, 0.0) if ADAMW in kinds else None
 
     def skip():  # a frozen member: its state stays as it is (aliased), no loss
-        loss_ref[...] = jnp.zeros(loss_ref.shape, loss_ref.dtype)
+        _store(loss_ref, jnp.zeros(loss_ref.shape, loss_ref.dtype), (batch,))
 
     def train():
         rows = jax.lax.broadcasted_iota(jnp.int32, (x_ref.shape[0],), 0)
@@ -194,7 +217,7 @@ def _kernel(cfg, *refs):
             diff = jnp.where(cols < n_out, out - y, 0.0)
             row_loss = jnp.sum(diff * diff, axis=1) / n_out
             g = diff * (2.0 / n_out) * scale[:, None]
-        loss_ref[...] = jnp.where(rowmask > 0, row_loss, 0.0) / n_real
+        _store(loss_ref, jnp.where(rowmask > 0, row_loss, 0.0) / n_real, (batch,))
 
         def update(i, grad):
             """jaxhp.optim's update of leaf i (Adam, AdamW or SGD with momentum, by
@@ -221,11 +244,11 @@ def _kernel(cfg, *refs):
                     v_a = jnp.where(is_sgd, v, v_a)
                     u = jnp.where(is_sgd, m_s, u)
                 m = m_a
-                nu_out[i][...] = v_a
+                _store(nu_out[i], v_a, real(i))
             else:
                 m = u = mom * m + g
-            p_out[i][...] = w - lr * u
-            mu_out[i][...] = m
+            _store(p_out[i], w - lr * u, real(i))
+            _store(mu_out[i], m, real(i))
 
         # Backward, from the output layer down. g: the gradient at the layer's output.
         # Each layer's input gradient is taken from its old weights before its update.
