@@ -152,16 +152,19 @@ def _kernel(cfg, *refs):
     has_adam = ADAM in kinds or ADAMW in kinds
     n_state = (3 if has_adam else 2) * n_leaves  # params, mu (and nu)
     hp_ref, step_ref, x_ref, y_ref, *refs = refs
-    ins, outs, (loss_ref,) = refs[:n_state], refs[n_state:-1], refs[-1:]
-    p_in, mu_in, nu_in = ins[:n_leaves], ins[n_leaves:], ins[2 * n_leaves :]
-    p_out, mu_out, nu_out = outs[:n_leaves], outs[n_leaves:], outs[2 * n_leaves :]
+    state_in, state_out, (loss_ref,) = refs[:n_state], refs[n_state:-1], refs[-1:]
 
+    def split(rs):  # params, mu, nu (empty without Adam): n_leaves refs each
+        return [rs[k * n_leaves : (k + 1) * n_leaves] for k in range(3)]
+
+    p_in, mu_in, nu_in = split(state_in)
+    p_out, mu_out, nu_out = split(state_out)
     fans = [n_in] + [width] * depth  # the rows of each layer's kernel
-    outs = [width] * depth + [n_out]  # its columns
+    units = [width] * depth + [n_out]  # its columns
 
-    def real(i):  # leaf i's extent: kernel [fan, out] or bias [out]
+    def real(i):  # leaf i's extent: kernel [fan, units] or bias [units]
         layer = i // 2
-        return (fans[layer], outs[layer]) if i % 2 == 0 else (outs[layer],)
+        return (fans[layer], units[layer]) if i % 2 == 0 else (units[layer],)
 
     def weight(i):  # cast to the compute dtype by the matmul (_dot), in registers
         return _load(p_in[i], real(i))
