@@ -190,9 +190,9 @@ def _kernel(
     refs: ("per_step") the step's index, then the trial's initial (w1, b1, w2, b2, w3,
     b3, w4, b4) ("per_step": its current ones, and its momentum), then the same as
     outputs, then (``carry`` other than "registers") the momentum's buffers, then
-    ("stash") the activations' (input, hidden layers). ``perm_ref[p]`` is the trial's batches' row
-    indices, epoch after epoch (each epoch's permutation clamped and padded to
-    ``steps * BATCH`` as the baseline's ``batch_at``).
+    ("stash") the activations' (input, hidden layers). ``perm_ref[p]`` is the trial's
+    batches' row indices, epoch after epoch (each epoch's permutation clamped and
+    padded to ``steps * BATCH`` as the baseline's ``batch_at``).
 
     Where weights and momentum live between steps (``carry``):
     - "registers": both are loop carries, in registers (spilled to local memory where
@@ -531,37 +531,22 @@ def _read(path):
 
 def engine_step_compile(sharding, population, compute_dtype):
     """A thunk compiling the engine's own fused step (``step_kernel="fused"``,
-    jaxhp.tasks.fused) for the reference MLP: one step of ``population`` trials."""
+    jaxhp.tasks.fused) for the reference MLP: one step of ``population`` trials, the
+    bucket's trainable made by the reference task as the engine makes it."""
     import hlo_diff
 
     from jaxhp.tasks import fused
-    from jaxhp.tasks.mlp import MLPTrainable
     from jaxhp.trainable import Batch
 
     P = population
-    tr = MLPTrainable(
-        kind="classifier",
-        n_in=64,
-        n_out=10,
-        depth=tp.DEPTH,
-        width=tp.WIDTH,
-        dropout=False,
-        activations=(0,),
-        optimizers=(2,),  # sgd
-        min_depth=tp.DEPTH,
-        compute_dtype=compute_dtype,
-        step_kernel="fused",
-    )
-    ints = ("n_layers", "width", "activation", "optimizer")
-    hp = {
-        k: jax.ShapeDtypeStruct((P,), jnp.int32 if k in ints else jnp.float32)
-        for k in ints + ("learning_rate", "momentum", "weight_decay", "dropout")
-    }
+    task, space, _ = tp.reference_task(compute_dtype=compute_dtype, step_kernel="fused")
+    hp = task.hparams(space, tp.hparams(P, P))
+    tr = task.trainable(hp)
     state = jax.eval_shape(
         jax.vmap(tr.init), jax.random.split(jax.random.key(0), P), hp
     )
     batch = Batch(
-        jax.ShapeDtypeStruct((P, tp.BATCH, 64), jnp.float32),
+        jax.ShapeDtypeStruct((P, tp.BATCH, tr.n_in), jnp.float32),
         jax.ShapeDtypeStruct((P, tp.BATCH), jnp.int32),
         jax.ShapeDtypeStruct((P, tp.BATCH), jnp.bool_),
         None,

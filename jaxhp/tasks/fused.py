@@ -297,16 +297,21 @@ def _barrier(interpret: bool):
     return pltriton.debug_barrier
 
 
+def _layers(depth: int) -> list[str]:
+    """The MLP's layers in order (``_MaskedMLP``'s parameter names)."""
+    return [f"hidden_{i}" for i in range(depth)] + ["out"]
+
+
 def _leaves(params: dict, depth: int) -> list:
     """The parameters in layer order: kernel, bias of hidden_0 ... hidden_{d-1}, out."""
-    names = [f"hidden_{i}" for i in range(depth)] + ["out"]
-    return [params[n][k] for n in names for k in ("kernel", "bias")]
+    return [params[n][k] for n in _layers(depth) for k in ("kernel", "bias")]
 
 
 def _unleaves(flat: list, depth: int) -> dict:
-    names = [f"hidden_{i}" for i in range(depth)] + ["out"]
+    """``_leaves``' inverse."""
     return {
-        n: {"kernel": flat[2 * i], "bias": flat[2 * i + 1]} for i, n in enumerate(names)
+        n: {"kernel": flat[2 * i], "bias": flat[2 * i + 1]}
+        for i, n in enumerate(_layers(depth))
     }
 
 
