@@ -149,3 +149,23 @@ def test_a_bucket_the_fused_step_cannot_train_fails_without_a_checked_space(
     hp["activation"] = np.asarray([0, 1])  # relu, tanh
     with pytest.raises(ValueError, match="'fused' has ReLU only"):
         run_population(task, hp, np.arange(2), seed=0)
+
+
+def test_without_pallas_triton_the_interpreter_runs_and_a_gpu_says_why(
+    check, monkeypatch
+):
+    # JAX 0.11 deprecated Pallas's Triton backend. Where it is gone, the interpreter's
+    # masked loads and stores fall back to selects, with the same result bit for bit,
+    # and a GPU's fused step names the way out instead of failing on an import.
+    tr, state, batch, hp, keep = check.one_step_inputs("regressor", "float32", "mixed")
+    args, step = tr.population_step(hp, keep, platform="cpu")
+    with_triton = jax.jit(step)(*args, state, batch)
+    monkeypatch.setattr(fused, "_pltriton", lambda: None)
+    args, step = tr.population_step(hp, keep, platform="cpu")
+    without = jax.jit(step)(*args, state, batch)
+    for a, b in zip(
+        jax.tree.leaves(with_triton), jax.tree.leaves(without), strict=True
+    ):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(RuntimeError, match="use step_kernel='xla'"):
+        tr.population_step(hp, keep, platform="gpu")

@@ -19,8 +19,9 @@ flag is off, or whose batch is empty (a trial with fewer steps an epoch than its
 is left bit for bit as it was.
 
 What it runs: ReLU only, no dropout, and tiles of at most 128 units, 256 inputs and 256
-rows a batch (``check``). It is written for Triton (NVIDIA GPUs). Other backends run it
-in Pallas's interpreter: the same arithmetic, slowly (the tests use it).
+rows a batch (``check``). It is written for Triton (NVIDIA GPUs), a Pallas backend that
+JAX 0.11 deprecated (``_pltriton``). Other backends run it in Pallas's interpreter: the
+same arithmetic, slowly (the tests use it).
 ``benchmarks/throughput.py``'s ``engine_fused`` arms time it against the vmapped step;
 no GPU has run them yet, so ``"xla"`` stays the default.
 ``benchmarks/fused_step_check.py`` checks on a GPU that the Triton kernel trains what the
@@ -36,12 +37,6 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 from jax.experimental import pallas as pl
-
-try:  # masked loads and stores (Pallas's Triton primitives; pl.load in older JAX)
-    from jax.experimental.pallas.triton import load as _masked_load
-    from jax.experimental.pallas.triton import store as _masked_store
-except ImportError:  # pragma: no cover
-    _masked_load, _masked_store = pl.load, pl.store
 
 from jaxhp.optim import ADAM, ADAMW, B1, B2, EPS, SGD
 
@@ -118,21 +113,40 @@ def _inside(shape: tuple[int, ...], real: tuple[int, ...]):
     return inside
 
 
+@functools.cache
+def _pltriton():
+    """Pallas's Triton backend (``jax.experimental.pallas.triton``), or None where this
+    JAX has none. JAX 0.11 deprecated it, and a later release will drop it, so it is
+    imported here, when a fused step is built, not when jaxhp is: without it the
+    library still imports, Pallas's interpreter still runs the kernel (the CPU tests),
+    and only a GPU's fused step fails, saying why (``population_step``)."""
+    try:
+        from jax.experimental.pallas import triton  # noqa: PLC0415
+    except ImportError:
+        return None
+    return triton
+
+
 def _load(ref, real: tuple[int, ...]):
     """A tile's values, zero outside the array's ``real`` extent."""
     inside = _inside(ref.shape, real)
     if inside is None:
         return ref[...]
-    return _masked_load(ref, mask=inside, other=jnp.zeros((), ref.dtype))
+    if (triton := _pltriton()) is None:  # the interpreter pads; select the inside
+        return jnp.where(inside, ref[...], jnp.zeros((), ref.dtype))
+    return triton.load(ref, mask=inside, other=jnp.zeros((), ref.dtype))
 
 
 def _store(ref, value, real: tuple[int, ...]):
     """Store a tile, leaving what lies outside the array's ``real`` extent alone."""
     inside = _inside(ref.shape, real)
+    value = value.astype(ref.dtype)
     if inside is None:
-        ref[...] = value.astype(ref.dtype)
+        ref[...] = value
+    elif (triton := _pltriton()) is None:  # the interpreter drops the padding
+        ref[...] = jnp.where(inside, value, ref[...])
     else:
-        _masked_store(ref, value.astype(ref.dtype), mask=inside)
+        triton.store(ref, value, mask=inside)
 
 
 def _kernel(cfg, *refs):
@@ -278,12 +292,21 @@ def _kernel(cfg, *refs):
     jax.lax.cond((keep > 0) & (count > 0), train, skip)
 
 
+def _need_triton():
+    """Pallas's Triton backend, or a ``RuntimeError`` saying this JAX has none."""
+    if (triton := _pltriton()) is None:
+        raise RuntimeError(
+            f"step_kernel: 'fused' runs on Pallas's Triton backend, which JAX "
+            f"{jax.__version__} does not have; use step_kernel='xla'"
+        )
+    return triton
+
+
 def _compiler_params(num_warps: int):
     """Pallas's Triton parameters: ``num_warps`` a program, no software pipelining."""
-    from jax.experimental.pallas import triton as pltriton  # noqa: PLC0415
-
+    triton = _need_triton()
     # (named TritonCompilerParams in older JAX releases)
-    cls = getattr(pltriton, "CompilerParams", None) or pltriton.TritonCompilerParams
+    cls = getattr(triton, "CompilerParams", None) or triton.TritonCompilerParams
     return cls(num_warps=num_warps, num_stages=1)
 
 
@@ -292,9 +315,7 @@ def _barrier(interpret: bool):
     program as one thread and needs none."""
     if interpret:
         return lambda: None
-    from jax.experimental.pallas import triton as pltriton  # noqa: PLC0415
-
-    return pltriton.debug_barrier
+    return _need_triton().debug_barrier
 
 
 def _layers(depth: int) -> list[str]:
@@ -343,6 +364,8 @@ def population_step(
             f"step_kernel: 'fused' takes width at most {MAX_WIDTH}; this bucket is "
             f"{tr.width} wide"
         )
+    if platform == "gpu":
+        _need_triton()
     m = keep.shape[0]
     hp_cols = jnp.stack(
         [
