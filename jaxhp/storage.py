@@ -106,6 +106,11 @@ class StorageError(RuntimeError):
     """A storage path or study that cannot be used as asked."""
 
 
+class StudyMismatchError(StorageError, ValueError):
+    """A stored study resumed with other settings (data, space, strategy, ...): the
+    caller's arguments conflict with the storage, hence a ``ValueError`` too."""
+
+
 class _Key:
     """A pickled PRNG key array: its raw data and implementation name."""
 

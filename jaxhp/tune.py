@@ -18,6 +18,7 @@ from jaxhp.engine import BucketReport, run_population
 from jaxhp.progress import Progress
 from jaxhp.results import Model, Results, Trial
 from jaxhp.space import Space
+from jaxhp.storage import StudyMismatchError
 from jaxhp.strategies import Strategy, make_strategy, resolve_n_trials
 from jaxhp.tasks.base import Task
 
@@ -434,7 +435,7 @@ def _check_same_study(study, config: dict, storage: str, name: str) -> None:
         # Keys added after a study was stored default to the behaviour it ran with.
         before = stored.get(key, _ADDED_KEYS.get(key))
         if before != config[key]:
-            raise ValueError(
+            raise StudyMismatchError(
                 f"storage {storage!r} already holds study {name!r} with a different "
                 f"{what} ({before!r}, now {config[key]!r}): resume it with the "
                 "same settings, or pick another study_name or storage path"

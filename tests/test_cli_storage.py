@@ -410,6 +410,12 @@ def test_show_export_and_report(tmp_path, capsys):
     cfg["space"]["learning_rate"] = {"float": [1e-3, 30.0], "log": True}  # some diverge
     assert main(["tune", write_config(tmp_path, cfg), "--quiet"]) == 0
     res = load(db)
+    capsys.readouterr()
+    # The same study again with another space: one line saying so, not a traceback.
+    cfg["space"]["width"] = 16
+    assert main(["tune", write_config(tmp_path, cfg, "other.toml"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("jaxhp: error: storage") and "different search space" in err
     assert main(["show", str(db), "--top", "3"]) == 0
     out = capsys.readouterr().out
     assert "learning_rate" in out and "8 trials" in out
