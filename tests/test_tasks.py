@@ -28,6 +28,22 @@ def test_data_errors_are_clear(small_digits):
         jaxhp.tasks.MLPClassifier(X, y, metric="f1")
     with pytest.raises(TypeError, match="unknown hyperparameter default"):
         jaxhp.tasks.MLPClassifier(X, y, widht=3)
+    with pytest.raises(DataError, match=r"no features \(shape \(400, 0\)\)"):
+        jaxhp.tasks.MLPClassifier(X[:, :0], y)
+    # Labels as a pandas column would bring them: objects, with gaps or mixed types.
+    labels = np.array([f"c{v}" for v in y], dtype=object)
+    labels[5] = None
+    with pytest.raises(DataError, match="1 missing value.*first at row 5"):
+        jaxhp.tasks.MLPClassifier(X, labels)
+    labels[5] = 3
+    with pytest.raises(DataError, match=r"one type.*\['int', 'str'\]"):
+        jaxhp.tasks.MLPClassifier(X, labels)
+    with pytest.raises(DataError, match="y must be numeric for a regressor"):
+        jaxhp.tasks.MLPRegressor(X, labels)
+    with pytest.raises(DataError, match="y_val has 1 target.* y has 2"):
+        jaxhp.tasks.MLPRegressor(
+            X[:300], np.zeros((300, 2)), X_val=X[300:], y_val=np.zeros(100)
+        )
 
 
 def test_tune_argument_errors(clf_task):

@@ -50,6 +50,8 @@ def check_arrays(X: Any, y: Any, *, name: str = "X") -> tuple[np.ndarray, np.nda
         raise DataError(f"{name} has {len(X)} rows but y has {len(y)}")
     if len(X) == 0:
         raise DataError(f"{name} has no rows")
+    if X[0].size == 0:
+        raise DataError(f"{name} has no features (shape {X.shape})")
     bad = ~np.isfinite(X).reshape(len(X), -1).all(1)
     if bad.any():
         raise DataError(
@@ -60,6 +62,15 @@ def check_arrays(X: Any, y: Any, *, name: str = "X") -> tuple[np.ndarray, np.nda
         raise DataError(
             f"y has NaN or Inf at row {int(np.argmax(~np.isfinite(y).reshape(len(y), -1).all(1)))}"
         )
+    if y.dtype.kind == "O":  # e.g. a pandas column of labels with gaps
+        gap = np.array(
+            [v is None or (isinstance(v, float) and v != v) for v in y.reshape(-1)]
+        ).reshape(len(y), -1)
+        if gap.any():
+            raise DataError(
+                f"y has {int(gap.sum())} missing value(s) (None or NaN), first at row "
+                f"{int(gap.any(1).argmax())}; drop those rows first"
+            )
     return X, y
 
 

@@ -476,7 +476,13 @@ class MLPClassifier(_MLPTask):
         y = np.asarray(y)
         if y.ndim != 1:
             raise DataError(f"y must be a vector of class labels, got shape {y.shape}")
-        self.classes_ = np.unique(y)
+        try:
+            self.classes_ = np.unique(y)
+        except TypeError:  # labels of several types that do not compare: 1 and "a"
+            kinds = sorted({type(v).__name__ for v in y})
+            raise DataError(
+                f"y's labels must be of one type to sort them into classes, got {kinds}"
+            ) from None
         if len(self.classes_) < 2:
             raise DataError("y has a single class; a classifier needs at least two")
         self.n_out = len(self.classes_)
@@ -488,6 +494,14 @@ class MLPClassifier(_MLPTask):
         if unknown:
             raise DataError(f"y_val has classes not seen in y: {sorted(unknown)[:5]}")
         return np.searchsorted(self.classes_, y).astype(np.int32)
+
+
+def _numeric_targets(y, name: str) -> np.ndarray:
+    """A regressor's targets as float32, or a ``DataError`` saying they are not numbers."""
+    try:
+        return np.asarray(y, np.float32)
+    except (TypeError, ValueError) as e:
+        raise DataError(f"{name} must be numeric for a regressor: {e}") from None
 
 
 class MLPRegressor(_MLPTask):
@@ -510,7 +524,7 @@ class MLPRegressor(_MLPTask):
     }  # first: default
 
     def _targets(self, y):
-        y = np.asarray(y, np.float32)
+        y = _numeric_targets(y, "y")
         if y.ndim not in (1, 2):
             raise DataError(f"y must have shape [N] or [N, k], got {y.shape}")
         self.n_out = 1 if y.ndim == 1 else y.shape[1]
@@ -518,7 +532,12 @@ class MLPRegressor(_MLPTask):
         return y.reshape(len(y), -1), None
 
     def _val_targets(self, y):
-        return np.asarray(y, np.float32).reshape(len(y), -1)
+        y = _numeric_targets(y, "y_val").reshape(len(y), -1)
+        if y.shape[1] != self.n_out:
+            raise DataError(
+                f"y_val has {y.shape[1]} target(s) a row but y has {self.n_out}"
+            )
+        return y
 
     def _scale(self, splits):
         out, means, stds = [], [], []
