@@ -465,9 +465,15 @@ def build(cfg: dict[str, Any]) -> dict[str, Any]:
     from jaxhp.strategies import make_strategy
 
     try:  # the strategy's own checks of its options, before anything runs
-        make_strategy(s["strategy"], space, **(s.get("options") or {}))
+        strategy = make_strategy(s["strategy"], space, **(s.get("options") or {}))
     except (TypeError, ValueError) as e:
         raise ConfigError(f"search.options: {e}") from None
+    if strategy.size is not None and s["n_trials"] > strategy.size:
+        raise ConfigError(
+            f"search.n_trials: the grid has {strategy.size} points but n_trials="
+            f"{s['n_trials']}; set n_trials to {strategy.size} for the whole grid "
+            "(fewer: a random part of it), or add grid points"
+        )
     return dict(
         task=task,
         space=space,

@@ -92,6 +92,11 @@ BAD = [
         "search.options: output_warp must be one of",
     ),
     ("search.options", {"restart": 4}, "search.options: "),
+    (
+        "search",
+        {"strategy": "grid", "n_trials": 28, "options": {"points": 2}},
+        "search.n_trials: the grid has 4 points but n_trials=28; set n_trials to 4",
+    ),
     ("data.dataset", "mnist", "data.dataset: expected one of digits"),
     ("data", {"path": "x.parquet"}, "data.path: expected a .csv or .npz file"),
     ("data.path", "x.csv", "data: give exactly one of data.dataset or data.path"),
