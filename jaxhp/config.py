@@ -466,6 +466,8 @@ def build(cfg: dict[str, Any]) -> dict[str, Any]:
 
     try:  # the strategy's own checks of its options, before anything runs
         strategy = make_strategy(s["strategy"], space, **(s.get("options") or {}))
+    except SpaceError as e:  # what the strategy cannot search
+        raise ConfigError(f"space: {e}") from None
     except (TypeError, ValueError) as e:
         raise ConfigError(f"search.options: {e}") from None
     if strategy.size is not None and s["n_trials"] > strategy.size:

@@ -145,6 +145,10 @@ def tune(
         raise TypeError(
             f"early_stopping must be a stopper such as Patience(5), got {early_stopping!r}"
         )
+    if devices is not None:
+        devices = list(devices)  # read twice: here and by every round
+        if not devices:
+            raise ValueError("devices is empty; pass None for every local device")
     strat = make_strategy(strategy, space, **dict(strategy_options or {}))
     n_trials = resolve_n_trials(strat, n_trials)
 
@@ -227,8 +231,6 @@ def tune(
         )
         buckets.extend(recycled_buckets)
         started = n_trials
-    if devices is not None:
-        devices = list(devices)  # read twice: here and by every round
     platform = devices[0].platform if devices else jax.default_backend()
     writer = _Writer(study, platform) if study is not None and leader else None
     try:

@@ -118,6 +118,7 @@ BAD = [
     ("space.width", {"int": [8, 16], "step": 2}, "space.width: unexpected key"),
     ("space.batch_size", [], "space.batch_size: an empty list"),
     ("space.widht", 8, "space.widht"),
+    ("space", {"width": 8}, "space: the bayes strategy needs a parameter to search"),
     ("space.dropout", {"float": [0.0, 1.5]}, "space.dropout"),
     ("sampler", {"x": 1}, "sampler: unknown section"),
     ("task.compute_dtype", "fp8", "task.compute_dtype: expected one of"),

@@ -58,6 +58,11 @@ def test_tune_argument_errors(clf_task):
         jaxhp.tune(clf_task, space, n_trials=1, early_stopping=5)
     with pytest.raises(ValueError, match="Patience: patience must be"):
         jaxhp.stopping.Patience(0)
+    with pytest.raises(ValueError, match="devices is empty"):
+        jaxhp.tune(clf_task, space, n_trials=1, devices=[])
+    # Nothing to search: bayes says so before training (random repeats the one point).
+    with pytest.raises(jaxhp.SpaceError, match="bayes strategy needs a parameter"):
+        jaxhp.tune(clf_task, Space(width=Fixed(8)), "bayes", n_trials=2)
 
 
 def test_stratified_split_and_standardisation(small_digits):

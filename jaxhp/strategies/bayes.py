@@ -49,7 +49,7 @@ import numpy as np
 from jaxhp.gp import acquisition
 from jaxhp.gp import fit as gpfit
 from jaxhp.gp.kernels import Dims, KernelParams, dims_of
-from jaxhp.space import Space
+from jaxhp.space import Space, SpaceError
 from jaxhp.strategies.base import Strategy
 from jaxhp.strategies.random import _points
 from jaxhp.strategies.sobol import _sobol_points
@@ -223,6 +223,11 @@ def gp_bo(
     ):
         if value not in allowed:
             raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+    if space.dim == 0:
+        raise SpaceError(
+            "the bayes strategy needs a parameter to search, and this space has only "
+            "Fixed values (the random strategy repeats a configuration with new seeds)"
+        )
     dims = dims_of(space)
     d = space.dim
     n_init = default_n_initial(d) if n_initial is None else int(n_initial)
