@@ -91,10 +91,12 @@ def _tune_config(cfg: dict, quiet: bool) -> int:
     if not quiet and jaxhp.distributed.is_leader():
         print(result.table(10))
         counts = ", ".join(f"{v} {k}" for k, v in result.summary().items() if v)
-        print(
-            f"\n{len(result)} trials ({counts}); best {result.metric} "
-            f"{result.best_value:.4f}; stored in {storage}"
+        best = (
+            f"best {result.metric} {result.best_value:.4f}"
+            if result.best_trial is not None
+            else f"no trial finished with a finite {result.metric}"
         )
+        print(f"\n{len(result)} trials ({counts}); {best}; stored in {storage}")
     return 0
 
 

@@ -452,6 +452,17 @@ def test_show_export_and_report(tmp_path, capsys):
         assert f"<td>{t.trial_id}</td>" in doc
 
 
+def test_a_sweep_whose_every_trial_diverges_ends_with_a_summary(tmp_path, capsys):
+    cfg = with_storage(SWEEP, tmp_path / "d.db")
+    del cfg["early_stopping"]
+    cfg["search"] = {"strategy": "random", "n_trials": 2, "population": 2}
+    cfg["space"] = {"learning_rate": 1e6, "optimizer": "sgd", "width": 8, "epochs": 2}
+    assert main(["tune", write_config(tmp_path, cfg)]) == 0
+    out = capsys.readouterr().out
+    assert "2 trials (2 diverged); no trial finished with a finite accuracy" in out
+    assert load(tmp_path / "d.db").summary()["diverged"] == 2
+
+
 def test_storage_errors(tmp_path, capsys):
     assert main(["show", str(tmp_path / "missing.db")]) == 2
     assert "no database" in capsys.readouterr().err
