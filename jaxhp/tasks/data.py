@@ -58,9 +58,11 @@ def check_arrays(X: Any, y: Any, *, name: str = "X") -> tuple[np.ndarray, np.nda
             f"{name} has NaN or Inf in {int(bad.sum())} row(s), first at row {int(bad.argmax())}; "
             "impute or drop them first"
         )
+    y_name = "y" + name[1:]  # y, or y_val beside X_val
     if y.dtype.kind in "fc" and not np.isfinite(y).all():
         raise DataError(
-            f"y has NaN or Inf at row {int(np.argmax(~np.isfinite(y).reshape(len(y), -1).all(1)))}"
+            f"{y_name} has NaN or Inf at row "
+            f"{int(np.argmax(~np.isfinite(y).reshape(len(y), -1).all(1)))}"
         )
     if y.dtype.kind == "O":  # e.g. a pandas column of labels with gaps
         gap = np.array(
@@ -68,7 +70,7 @@ def check_arrays(X: Any, y: Any, *, name: str = "X") -> tuple[np.ndarray, np.nda
         ).reshape(len(y), -1)
         if gap.any():
             raise DataError(
-                f"y has {int(gap.sum())} missing value(s) (None or NaN), first at row "
+                f"{y_name} has {int(gap.sum())} missing value(s) (None or NaN), first at row "
                 f"{int(gap.any(1).argmax())}; drop those rows first"
             )
     return X, y
