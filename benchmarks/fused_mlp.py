@@ -41,7 +41,8 @@ interpreter (the kernel's arithmetic, not its speed) and skips the timing:
 ``--resources`` compiles every variant for the GPU without one (as hlo_diff.py
 --target), takes the Triton kernel's PTX from XLA's dump, and has ptxas report registers
 and spill bytes and the SASS its static instruction mix; the engine's own per-step
-kernel (``step_kernel="fused"``, jaxhp.tasks.fused) too, as ``engine_step(_bf16)``.
+kernel (``step_kernel="fused"``, jaxhp.tasks.fused) too, as ``engine_step(_bf16)``, and
+with dropout (its masks drawn in the kernel) as ``engine_step_dropout_bf16``.
 
 The whole-training kernels are not wired into the engine: an epoch's validation, its
 stoppers and its bookkeeping sit between the engine's epochs. The per-step form is: the
@@ -65,6 +66,7 @@ import time
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.experimental import pallas as pl
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -529,18 +531,24 @@ def _read(path):
         return f.read()
 
 
-def engine_step_compile(sharding, population, compute_dtype):
+def engine_step_compile(sharding, population, compute_dtype, dropout=False):
     """A thunk compiling the engine's own fused step (``step_kernel="fused"``,
     jaxhp.tasks.fused) for the reference MLP: one step of ``population`` trials, the
-    bucket's trainable made by the reference task as the engine makes it."""
+    bucket's trainable made by the reference task as the engine makes it (``dropout``:
+    with dropout 0.1, whose masks the kernel draws)."""
     import hlo_diff
 
+    import jaxhp
     from jaxhp.tasks import fused
     from jaxhp.trainable import Batch
 
     P = population
     task, space, _ = tp.reference_task(compute_dtype=compute_dtype, step_kernel="fused")
-    hp = task.hparams(space, tp.hparams(P, P))
+    values = tp.hparams(P, P)
+    if dropout:
+        space = jaxhp.Space(**dict(space.items()), dropout=jaxhp.Float(0.0, 0.5))
+        values["dropout"] = np.full(P, 0.1, np.float32)
+    hp = task.hparams(space, values)
     tr = task.trainable(hp)
     state = jax.eval_shape(
         jax.vmap(tr.init), jax.random.split(jax.random.key(0), P), hp
@@ -549,7 +557,7 @@ def engine_step_compile(sharding, population, compute_dtype):
         jax.ShapeDtypeStruct((P, tp.BATCH, tr.n_in), jnp.float32),
         jax.ShapeDtypeStruct((P, tp.BATCH), jnp.int32),
         jax.ShapeDtypeStruct((P, tp.BATCH), jnp.bool_),
-        None,
+        jax.eval_shape(lambda: jax.random.split(jax.random.key(0), P)),
         None,
         jax.ShapeDtypeStruct((P,), jnp.int32),
     )
@@ -564,7 +572,11 @@ def engine_step_compile(sharding, population, compute_dtype):
     return fused.NUM_WARPS, lambda: step.lower(*args).compile()
 
 
-ENGINE_STEPS = {"engine_step": "float32", "engine_step_bf16": "bfloat16"}
+ENGINE_STEPS = {  # name: (compute dtype, dropout)
+    "engine_step": ("float32", False),
+    "engine_step_bf16": ("bfloat16", False),
+    "engine_step_dropout_bf16": ("bfloat16", True),
+}
 
 
 def kernel_resources(variants, sharding, population, dump, data, arch="sm_90a"):
@@ -597,7 +609,7 @@ def kernel_resources(variants, sharding, population, dump, data, arch="sm_90a"):
         try:
             if name in ENGINE_STEPS:
                 warps, build = engine_step_compile(
-                    sharding, population, ENGINE_STEPS[name]
+                    sharding, population, *ENGINE_STEPS[name]
                 )
             else:
                 kw = VARIANTS[name]

@@ -7,12 +7,13 @@ masked loads and stores of padded tiles, Triton's matmuls. So on a GPU this runs
 
 1. one step of six members on odd sizes (30 inputs, 3 outputs, 20-row batches with short
    ones, depth 3 with trials of 1-3 layers, one member frozen), classifier and regressor,
-   float32 and bf16, SGD alone and Adam/AdamW/SGD mixed: the largest error of the new
+   float32 and bf16, SGD alone and Adam/AdamW/SGD mixed with dropout (the kernel draws
+   the vmapped step's masks, jaxhp.bits): the largest error of the new
    weights, moments and loss terms against ``jax.vmap`` of ``MLPTrainable.step``,
    relative to the values' scale;
 2. a sweep on digits and on breast cancer (30 features, 2 classes: padded tiles) with
-   mixed optimizers, depths, widths, batch sizes and epochs, 2-fold CV and early
-   stopping, trained with each step: statuses, epochs and values.
+   mixed optimizers, depths, widths, batch sizes, epochs and dropout, 2-fold CV and
+   early stopping, trained with each step: statuses, epochs and values.
 
 Both compare two float computations in different orders (TF32 matmuls on a GPU for both),
 so the bounds are loose; a race or a masking bug gives errors of order one, or NaN.
@@ -56,14 +57,16 @@ def one_step_inputs(kind: str, dtype: str, optimizers: str = "sgd"):
     in the kernel's tiles). Members 1 and 4 have short batches, member 5 an empty one
     (it idles, as a trial past its own steps of an epoch); member 2 is frozen.
     ``optimizers``: "sgd", or "mixed" (Adam, AdamW and SGD, two members each, with
-    Adam's moments and step count as after a few steps)."""
+    Adam's moments and step count as after a few steps, and dropout: rates of 0 to
+    0.5)."""
+    mixed = optimizers == "mixed"
     tr = MLPTrainable(
         kind=kind,
         n_in=N_IN,
         n_out=N_OUT,
         depth=DEPTH,
         width=WIDTH,
-        dropout=False,
+        dropout=mixed,
         activations=(0,),
         optimizers=OPTIMIZER_SETS[optimizers],
         min_depth=1,
@@ -82,7 +85,9 @@ def one_step_inputs(kind: str, dtype: str, optimizers: str = "sgd"):
             [SGD] * M if optimizers == "sgd" else [ADAM, ADAMW, SGD] * (M // 3),
             jnp.int32,
         ),
-        "dropout": jnp.zeros(M, jnp.float32),
+        "dropout": jnp.asarray(
+            [0.1, 0.5, 0.2, 0.0, 0.3, 0.1] if mixed else [0.0] * M, jnp.float32
+        ),
     }
     state = jax.vmap(tr.init)(jax.random.split(jax.random.key(1), M), hp)
     opt = state.opt._replace(  # nonzero moments, as after some steps
@@ -178,6 +183,7 @@ def sweep(name: str, X, y, n_trials: int) -> dict:
         width=jaxhp.Choice([16, 64]),
         batch_size=jaxhp.Choice([32, 100]),
         epochs=jaxhp.Int(3, 6),
+        dropout=jaxhp.Choice([0.0, 0.2]),
     )
     runs, seconds = {}, {}
     for kernel in ("xla", "fused"):

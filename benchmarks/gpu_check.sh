@@ -3,15 +3,15 @@
 # everything, text and HLO dumps too, in $OUT/gpu_check_<mode>.tar.gz).
 #
 #   OUT=/some/dir bash benchmarks/gpu_check.sh                  # the check: 1, 1b, 2, 3b, 5
-#   OUT=/some/dir GPU_CHECK=diag bash benchmarks/gpu_check.sh    # diagnostics: 2b-2d, 3, 4
-#   OUT=/some/dir GPU_CHECK=all bash benchmarks/gpu_check.sh     # both (up to 14.8
+#   OUT=/some/dir GPU_CHECK=diag bash benchmarks/gpu_check.sh    # diagnostics: 2b-2e, 3, 4
+#   OUT=/some/dir GPU_CHECK=all bash benchmarks/gpu_check.sh     # both (up to 15.8
 #                                      minutes at the caps: over one 10-minute call)
 #
 # The check holds what the open issues must show on a GPU (the engine against the plain
 # vmap, a smoke sweep) and the candidates for the 2x target (the engine's fused step,
 # the whole-training kernels), so that a lease with time for one call spends it there;
 # the diagnostics say why. The most wanted figures first, each step under its own time
-# cap (the check 9.2 minutes at most, the diagnostics 5.6; the check's first run on an
+# cap (the check 9.2 minutes at most, the diagnostics 6.6; the check's first run on an
 # H200 took 6 with longer steps), so that a step that fails or overruns leaves the
 # others' JSON:
 # 1. ceilings: the device's measured copy bandwidth and matmul rates (fp32 default,
@@ -38,6 +38,8 @@
 #    sweeps of 4 rounds of 4096 reference MLPs on all of digits, with storage committed
 #    in the round loop or on the writer thread (tune.COMMIT_IN_BACKGROUND: on by default on a GPU,
 #    unmeasured there; it gained nothing on a 2-core CPU).
+# 2e. dropout: benchmarks/dropout_cost.py at P = 1024 and 4096, the engine without
+#    dropout, with threefry's draws (before 2026-11-29) and with jaxhp.bits' hash (now).
 # 3. profile: benchmarks/gpu_profile.py, the device time of one round by kernel and
 #    the engine's host phases, for the engine (float32 and bf16) and vmap_val at P = 64
 #    (the engine's worst ratio on the third lease, 0.69x, never profiled) and 1024
@@ -114,6 +116,8 @@ diag && { timeout 70 "$PY" benchmarks/host_work.py --populations 16384 --repeats
     --rounds 4 --round-population 4096 --sweep-epochs 10 --sweep-model 64 3 \
     --sweep-rows 1797 \
     --out "$OUT/host_work.json" > "$OUT/host_work.txt" 2>&1 || status=1; }
+diag && { timeout 60 "$PY" benchmarks/dropout_cost.py --populations 1024 4096 \
+    --repeats 3 --out "$OUT/dropout_cost.json" > "$OUT/dropout_cost.txt" 2>&1 || status=1; }
 diag && { timeout 60 "$PY" benchmarks/gpu_profile.py --population 64 1024 \
     --out "$OUT/profile.json" > "$OUT/profile.txt" 2>&1 || status=1; }
 check && { timeout 100 "$PY" benchmarks/fused_mlp.py --populations 16384 --repeats 2 \
@@ -163,7 +167,7 @@ print(json.dumps(out, indent=1))
 PY
 
 cat "$OUT/ceilings.json" 2>/dev/null
-tail -n 25 "$OUT"/{fused_step,throughput,round_overhead,hlo_diff,host_work,profile,fused,proposal_cost}.txt 2>/dev/null
+tail -n 25 "$OUT"/{fused_step,throughput,round_overhead,hlo_diff,host_work,dropout_cost,profile,fused,proposal_cost}.txt 2>/dev/null
 # What comes back from a lent machine is capped at 8 files (and 2 folders down): the
 # diagnostics alone write 12 or more (the HLO dumps among them). So everything goes
 # into one archive, and beside it the JSON files, the smallest first, as many as fit.

@@ -55,6 +55,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxhp import stopping
+from jaxhp.bits import mix32
 from jaxhp.stopping import Report
 from jaxhp.tasks.base import Task, next_pow2, next_pow2_array
 from jaxhp.trainable import Batch, tree_where
@@ -269,15 +270,6 @@ def _fold_data(n_folds: int, arrays: tuple) -> tuple[tuple, int | None]:
     return jax.tree.map(lambda v: v[0], arrays), None
 
 
-def _mix32(h: jax.Array) -> jax.Array:
-    """MurmurHash3's 32-bit finaliser: a fast bijective mix of a ``uint32`` array."""
-    h = h ^ (h >> 16)
-    h = h * jnp.uint32(0x85EBCA6B)
-    h = h ^ (h >> 13)
-    h = h * jnp.uint32(0xC2B2AE35)
-    return h ^ (h >> 16)
-
-
 def shuffle_rounds(size: int) -> int:
     """Rounds of :func:`_member_perm`'s swap-or-not shuffle for ``size`` rows."""
     return max(24, 2 * math.ceil(math.log2(max(size, 2))) + 8)
@@ -317,7 +309,7 @@ def _perm_from_bits(bits: jax.Array, n: jax.Array, size: int) -> jax.Array:
     for r in range(rounds):
         k = ks[r]
         partner = jnp.where(x <= k, k - x, k + n - x)  # (k - x) mod n, for x < n
-        flip = (_mix32(jnp.maximum(x, partner) ^ bits[r, 1]) & 1) == 1
+        flip = (mix32(jnp.maximum(x, partner) ^ bits[r, 1]) & 1) == 1
         x = jnp.where(real & flip, partner, x)
     return x.astype(jnp.int32)
 

@@ -26,7 +26,8 @@ def check():
 def test_the_fused_step_equals_the_vmapped_step(check, kind, dtype, optimizers):
     # Odd sizes (30 inputs, 3 outputs, 20-row batches: padded tiles), depth 3 with
     # trials of 1-3 layers, two short batches, an empty one and a frozen member; SGD
-    # alone, or Adam, AdamW and SGD side by side (Adam's moments and count mid-run).
+    # alone, or Adam, AdamW and SGD side by side (Adam's moments and count mid-run)
+    # with dropout rates of 0 to 0.5 (the kernel draws the vmapped step's masks).
     tr, state, batch, hp, keep = check.one_step_inputs(kind, dtype, optimizers)
     args, step = tr.population_step(hp, keep, platform="cpu")
     new, loss = jax.jit(step)(*args, state, batch)
@@ -46,6 +47,13 @@ def test_the_fused_step_equals_the_vmapped_step(check, kind, dtype, optimizers):
     if optimizers == "mixed":  # Adam's step count: one more where a member trained
         np.testing.assert_array_equal(new.opt.count, np.where(live, 4, 3))
         np.testing.assert_array_equal(ref.opt.count[live], 4)
+        # Dropout changed the step: without it, the members with a rate train otherwise.
+        plain = dataclasses.replace(tr, step_kernel="xla", dropout=False)
+        _, undropped = jax.jit(jax.vmap(plain.step))(state, batch, hp)
+        rated = live & (np.asarray(hp["dropout"]) > 0)
+        assert rated.sum() == 3
+        gap = np.abs(np.asarray(undropped["loss"]) - np.asarray(metrics["loss"]))
+        assert (gap.max(axis=1)[rated] > 1e-3).all()
     for got, want, old in zip(
         jax.tree.leaves((new.params, new.opt.mu, new.opt.nu)),
         jax.tree.leaves((ref.params, ref.opt.mu, ref.opt.nu)),
@@ -68,8 +76,8 @@ def test_the_fused_step_equals_the_vmapped_step(check, kind, dtype, optimizers):
 
 
 def test_the_engine_trains_the_same_trials_with_the_fused_step(small_digits):
-    # Mixed optimizers, depths, widths (two buckets), batch sizes and epochs; 2-fold
-    # CV; a learning rate that diverges; early stopping: every path of the engine's
+    # Mixed optimizers, depths, widths (two buckets), batch sizes, epochs and dropout;
+    # 2-fold CV; a learning rate that diverges; early stopping: every path of the engine's
     # step loop.
     X, y = small_digits
     space = jaxhp.Space(
@@ -81,6 +89,7 @@ def test_the_engine_trains_the_same_trials_with_the_fused_step(small_digits):
         width=jaxhp.Choice([16, 48]),
         batch_size=jaxhp.Choice([24, 64]),
         epochs=jaxhp.Int(2, 5),
+        dropout=jaxhp.Choice([0.0, 0.25]),
     )
     runs = {}
     for kernel in ("xla", "fused"):
@@ -104,10 +113,12 @@ def test_the_engine_trains_the_same_trials_with_the_fused_step(small_digits):
         [t.value for t, k in zip(xla, ok, strict=True) if k],
         atol=1e-6,
     )
+    # Training losses agree to float order, amplified a little in the chaotic trials
+    # (AdamW at 0.2 through three dropout layers: 3e-4 apart by its second epoch).
     for a, b in zip(fz, xla, strict=True):
         if a.status != "diverged":
             np.testing.assert_allclose(
-                a.curves["train_loss"], b.curves["train_loss"], rtol=1e-4
+                a.curves["train_loss"], b.curves["train_loss"], rtol=1e-3
             )
     np.testing.assert_allclose(
         runs["fused"].predict(X[:50]), runs["xla"].predict(X[:50]), atol=1e-4
@@ -118,7 +129,6 @@ def test_the_engine_trains_the_same_trials_with_the_fused_step(small_digits):
     "over,message",
     [
         ({"activation": jaxhp.Choice(["relu", "tanh"])}, "ReLU only"),
-        ({"dropout": jaxhp.Float(0.0, 0.3)}, "no dropout"),
         ({"width": jaxhp.Int(16, 200)}, "width at most 128"),
         ({"batch_size": jaxhp.Fixed(512)}, "batch_size at most 256"),
     ],

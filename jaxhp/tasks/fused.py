@@ -12,13 +12,15 @@ updated as soon as its gradient is known, so one layer's gradient is alive at a 
 It computes what ``MLPTrainable.step`` computes: the same masked depth (a layer past a
 trial's ``n_layers`` is an identity), padded units, per-row loss terms, ``jaxhp.optim``'s
 Adam, AdamW and SGD with momentum (mixed per trial, weight decay included, Adam's step
-count kept for the members that train), and ``bfloat16`` matmul inputs under
+count kept for the members that train), dropout (the kernel draws the vmapped step's
+masks from the step key's two words with ``jaxhp.bits``' integer hash, so they are the
+same unit for unit), and ``bfloat16`` matmul inputs under
 ``compute_dtype="bfloat16"`` (where it keeps the activations in float32: a little more
 precise than the vmapped step, which rounds them to bfloat16). A member whose ``keep``
 flag is off, or whose batch is empty (a trial with fewer steps an epoch than its bucket),
 is left bit for bit as it was.
 
-What it runs: ReLU only, no dropout, and tiles of at most 128 units, 256 inputs and 256
+What it runs: ReLU only, and tiles of at most 128 units, 256 inputs and 256
 rows a batch (``check``). It is written for Triton (NVIDIA GPUs), a Pallas backend that
 JAX 0.11 deprecated (``_pltriton``). Other backends run it in Pallas's interpreter: the
 same arithmetic, slowly (the tests use it).
@@ -38,6 +40,7 @@ import jax
 import jax.numpy as jnp
 from jax.experimental import pallas as pl
 
+from jaxhp import bits
 from jaxhp.optim import ADAM, ADAMW, B1, B2, EPS, SGD
 
 __all__ = ["STEP_KERNELS", "check", "population_step"]
@@ -60,7 +63,6 @@ def _tile(n: int) -> int:
 def check(
     *,
     activations: list,
-    max_dropout: float,
     max_width: int,
     max_batch: int,
     n_in: int,
@@ -73,8 +75,6 @@ def check(
 
     if set(activations) != {"relu"}:
         bad(f"has ReLU only; the space allows activation {sorted(activations)}")
-    if max_dropout > 0:
-        bad(f"has no dropout; the space allows dropout up to {max_dropout}")
     if max_width > MAX_WIDTH:
         bad(f"takes width at most {MAX_WIDTH}; the space allows {max_width}")
     if max_batch > MAX_BATCH:
@@ -160,12 +160,15 @@ def _kernel(cfg, *refs):
         classifier,
         dot_dtype,
         kinds,
+        dropout,
         barrier,
     ) = cfg
     n_leaves = 2 * (depth + 1)
     has_adam = ADAM in kinds or ADAMW in kinds
     n_state = (3 if has_adam else 2) * n_leaves  # params, mu (and nu)
-    hp_ref, step_ref, x_ref, y_ref, *refs = refs
+    hp_ref, step_ref, *refs = refs
+    key_ref = refs.pop(0) if dropout else None  # the step key's two words
+    x_ref, y_ref, *refs = refs
     state_in, state_out, (loss_ref,) = refs[:n_state], refs[n_state:-1], refs[-1:]
 
     def split(rs):  # params, mu, nu (empty without Adam): n_leaves refs each
@@ -184,7 +187,7 @@ def _kernel(cfg, *refs):
         return _load(p_in[i], real(i))
 
     lr, mom, wd = hp_ref[0], hp_ref[1], hp_ref[2]
-    n_layers, keep, code = hp_ref[3], hp_ref[4], hp_ref[5]
+    n_layers, keep, code, keep_rate = hp_ref[3], hp_ref[4], hp_ref[5], hp_ref[6]
     # The batch's real rows (its first `count`), and Adam's bias corrections.
     count = step_ref[0].astype(jnp.int32)
     bc1, bc2 = step_ref[1], step_ref[2]
@@ -203,14 +206,22 @@ def _kernel(cfg, *refs):
         n_real = count.astype(jnp.float32)
         scale = rowmask / n_real  # d(the loss terms' sum) / d(a row's loss)
 
-        # Forward. hs[l] is layer l's input; masks[l] its ReLU's derivative; used[l]
-        # whether the trial has layer l (a layer past n_layers passes its input on).
+        # Forward. hs[l] is layer l's input; masks[l] where its ReLU and its dropout
+        # pass the gradient; used[l] whether the trial has layer l (a layer past
+        # n_layers passes its input on).
         h, hs, masks, used = x, [], [], []
         for layer in range(depth):
             hs.append(h)
             z = _dot(h, weight(2 * layer), (1, 0), dot_dtype) + weight(2 * layer + 1)
             a = jnp.maximum(z, 0.0)
-            masks.append((z > 0).astype(jnp.float32))
+            passes = z > 0
+            if dropout:  # the vmapped step's draws (jaxhp.bits), unit by unit
+                seed = bits.row_seeds(key_ref[0], key_ref[1], jnp.uint32(layer), rows)
+                units_i = jax.lax.broadcasted_iota(jnp.uint32, a.shape, 1)
+                drawn = bits.unit_uniforms(seed[:, None], units_i) < keep_rate
+                a = jnp.where(drawn, a / keep_rate, 0.0)
+                passes = passes & drawn
+            masks.append(passes.astype(jnp.float32))
             if layer < min_depth:
                 used.append(None)
                 h = a
@@ -280,6 +291,8 @@ def _kernel(cfg, *refs):
                 g_a = jnp.where(used[layer], g, 0.0)
                 g_pass = jnp.where(used[layer], 0.0, g)
             g_z = g_a * masks[layer]
+            if dropout:  # as the vmapped step's derivative of a / keep_rate
+                g_z = g_z / keep_rate
             if layer:
                 g_in = _dot(g_z, weight(2 * layer), (1, 1), dot_dtype)
                 if g_pass is not None:
@@ -357,8 +370,11 @@ def population_step(
             "step_kernel: 'fused' has ReLU only; this bucket has activation codes "
             f"{list(tr.activations)}"
         )
-    if tr.dropout:
-        raise ValueError("step_kernel: 'fused' has no dropout; this bucket has dropout")
+    if tr.dropout and tr.dropout_draws != "hash":
+        raise ValueError(
+            "step_kernel: 'fused' draws dropout with jaxhp.bits (DROPOUT_DRAWS='hash'); "
+            f"this bucket draws it with {tr.dropout_draws!r}"
+        )
     if tr.width > MAX_WIDTH:
         raise ValueError(
             f"step_kernel: 'fused' takes width at most {MAX_WIDTH}; this bucket is "
@@ -375,7 +391,7 @@ def population_step(
             hp["n_layers"].astype(jnp.float32),
             keep.astype(jnp.float32),
             hp["optimizer"].astype(jnp.float32),
-            jnp.zeros(m, jnp.float32),
+            1.0 - hp["dropout"].astype(jnp.float32),  # the vmapped step's keep rate
             jnp.zeros(m, jnp.float32),
         ],
         axis=1,
@@ -405,7 +421,9 @@ def _step(tr: Any, platform: str, hp_cols: jax.Array, state: Any, batch: Any):
     params = _leaves(state.params, depth)
     mu = _leaves(state.opt.mu, depth)
     nu = _leaves(state.opt.nu, depth) if has_adam else []
-    ins = [hp_cols, step_cols, x, y, *params, *mu, *nu]
+    # Dropout's seed: the two words of each member's step key (jaxhp.bits).
+    keys = [jnp.stack(bits.key_words(batch.key), axis=1)] if tr.dropout else []
+    ins = [hp_cols, step_cols, *keys, x, y, *params, *mu, *nu]
 
     def spec(a):
         """Program i's slice of a [M, ...] array, each dimension tiled to a power of two."""
@@ -413,7 +431,7 @@ def _step(tr: Any, platform: str, hp_cols: jax.Array, state: Any, batch: Any):
         return pl.BlockSpec((None, *tile), lambda i, n=a.ndim - 1: (i,) + (0,) * n)
 
     states = [*params, *mu, *nu]
-    n_fixed = 4  # hp_cols, step_cols, x, y
+    n_fixed = len(ins) - len(states)  # hp_cols, step_cols, (keys), x, y
     interpret = platform != "gpu"
     kwargs = {} if interpret else {"compiler_params": _compiler_params(NUM_WARPS)}
     cfg = (
@@ -426,6 +444,7 @@ def _step(tr: Any, platform: str, hp_cols: jax.Array, state: Any, batch: Any):
         classifier,
         jnp.dtype(tr.compute_dtype),
         tuple(tr.optimizers),
+        tr.dropout,
         _barrier(interpret),
     )
     loss_shape = jax.ShapeDtypeStruct((m, b), jnp.float32)

@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxhp import bits
 from jaxhp.optim import OPTIMIZERS, OptState, opt_init, opt_update
 from jaxhp.space import Choice, Fixed
 from jaxhp.tasks import fused
@@ -78,6 +79,25 @@ def _activate(z: jax.Array, code: jax.Array, used: tuple[int, ...]) -> jax.Array
     return out
 
 
+#: How dropout draws its uniforms: ``"hash"`` (:func:`jaxhp.bits.uniforms`, ~10 integer
+#: operations a unit; the fused kernel draws the same) or ``"threefry"`` (JAX's
+#: ``uniform`` of ``fold_in(key, layer * 2**16 + row)``, the draws before 2026-11-29, ~10x
+#: the operations: at 0.49-0.52x the dropout-free throughput on the 2-core CPU, against
+#: 0.91-0.93x with the hash; benchmarks/dropout_cost.py times both).
+DROPOUT_DRAWS = "hash"
+
+
+def _dropout_uniforms(draws: str, key: jax.Array, layers: int, rows: int, units: int):
+    """``[layers, rows, units]`` uniforms in ``[0, 1)`` for one step's dropout."""
+    if draws == "hash":
+        return bits.uniforms(key, layers, rows, units)
+    ids = (np.arange(layers)[:, None] * 2**16 + np.arange(rows)).ravel()
+    u = jax.vmap(lambda i: jax.random.uniform(jax.random.fold_in(key, i), (units,)))(
+        jnp.asarray(ids, jnp.uint32)
+    )
+    return u.reshape(layers, rows, units)
+
+
 class _MaskedMLP(nn.Module):
     depth: int
     width: int
@@ -86,6 +106,7 @@ class _MaskedMLP(nn.Module):
     dropout: bool
     min_depth: int = 1  # layers below it are used by every trial: no mask
     dtype: Any = None  # compute dtype of the layers (None: the parameters' float32)
+    draws: str = "hash"  # dropout's uniforms (DROPOUT_DRAWS)
 
     @nn.compact
     def __call__(
@@ -96,15 +117,11 @@ class _MaskedMLP(nn.Module):
         # every gradient reaching them is zero (zero outgoing weights); no optimizer here
         # moves a weight whose gradient and value are zero. They stay exactly zero.
         if self.dropout and key is not None:
-            # Row (l, b) of the masks comes from fold_in(key, l * 2**16 + b): a trial's
-            # dropout does not depend on the bucket's depth, width or batch padding.
-            ids = (
-                np.arange(self.depth)[:, None] * 2**16 + np.arange(h.shape[0])
-            ).ravel()
-            drop_u = jax.vmap(
-                lambda i: jax.random.uniform(jax.random.fold_in(key, i), (self.width,))
-            )(jnp.asarray(ids, jnp.uint32))
-            drop_u = drop_u.reshape(self.depth, h.shape[0], self.width)
+            # Unit (l, b, j)'s draw depends on (key, l, b, j) alone: a trial's dropout
+            # does not depend on the bucket's depth, width or batch padding.
+            drop_u = _dropout_uniforms(
+                self.draws, key, self.depth, h.shape[0], self.width
+            )
         for layer in range(self.depth):
             z = nn.Dense(self.width, dtype=self.dtype, name=f"hidden_{layer}")(h)
             a = _activate(z, hp["activation"], self.activations)
@@ -140,6 +157,7 @@ class MLPTrainable:
     min_depth: int = 1  # the fewest layers a trial of the space can have
     compute_dtype: str = "float32"  # "bfloat16": bf16 matmuls, float32 master weights
     step_kernel: str = "xla"  # "fused": the population's step as one Pallas kernel
+    dropout_draws: str = "hash"  # DROPOUT_DRAWS when the bucket was made
     # step's loss: per-row terms that the engine sums once per epoch (see Trainable)
     loss_per_row: ClassVar[bool] = True
 
@@ -161,6 +179,7 @@ class MLPTrainable:
             self.dropout,
             max(1, min(self.min_depth, self.depth)),
             None if self.compute_dtype == "float32" else jnp.dtype(self.compute_dtype),
+            self.dropout_draws,
         )
 
     def init(self, key: jax.Array, hp: Mapping[str, jax.Array]) -> MLPState:
@@ -395,7 +414,6 @@ class _MLPTask(Task):
         if self.step_kernel == "fused":
             fused.check(
                 activations=possible("activation"),
-                max_dropout=max(possible("dropout")),
                 max_width=max(possible("width")),
                 max_batch=max(possible("batch_size")),
                 n_in=self.n_features,
@@ -433,6 +451,7 @@ class _MLPTask(Task):
             min_depth=min(int(np.min(hp["n_layers"])), st["min_depth"]),
             compute_dtype=self.compute_dtype,
             step_kernel=self.step_kernel,
+            dropout_draws=DROPOUT_DRAWS,
         )
 
     def flops_per_row(self, tr: MLPTrainable) -> float:
@@ -460,7 +479,7 @@ class MLPClassifier(_MLPTask):
         step_kernel: ``"xla"`` (default: ``jax.vmap`` of the step, XLA's kernels) or
             ``"fused"``: each step of the whole population is one Pallas kernel that
             keeps a trial's weights on chip through the step (``jaxhp.tasks.fused``;
-            every optimizer; ReLU, no dropout, width up to 128). Written for NVIDIA
+            every optimizer, dropout; ReLU, width up to 128). Written for NVIDIA
             GPUs; elsewhere it runs in Pallas's interpreter, slowly.
         **defaults: defaults for hyperparameters the space leaves out, e.g. ``epochs=30``.
 
