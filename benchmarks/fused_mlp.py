@@ -42,7 +42,8 @@ interpreter (the kernel's arithmetic, not its speed) and skips the timing:
 --target), takes the Triton kernel's PTX from XLA's dump, and has ptxas report registers
 and spill bytes and the SASS its static instruction mix; the engine's own per-step
 kernel (``step_kernel="fused"``, jaxhp.tasks.fused) too, as ``engine_step(_bf16)``, and
-with dropout (its masks drawn in the kernel) as ``engine_step_dropout_bf16``.
+with dropout (its masks drawn in the kernel) as ``engine_step_dropout_bf16``, and with
+the four activations mixed as ``engine_step_activations_bf16``.
 
 The whole-training kernels are not wired into the engine: an epoch's validation, its
 stoppers and its bookkeeping sit between the engine's epochs. The per-step form is: the
@@ -531,11 +532,14 @@ def _read(path):
         return f.read()
 
 
-def engine_step_compile(sharding, population, compute_dtype, dropout=False):
+def engine_step_compile(
+    sharding, population, compute_dtype, dropout=False, activations=False
+):
     """A thunk compiling the engine's own fused step (``step_kernel="fused"``,
     jaxhp.tasks.fused) for the reference MLP: one step of ``population`` trials, the
     bucket's trainable made by the reference task as the engine makes it (``dropout``:
-    with dropout 0.1, whose masks the kernel draws)."""
+    with dropout 0.1, whose masks the kernel draws; ``activations``: ReLU, tanh, GELU
+    and SiLU, a quarter of the trials each)."""
     import hlo_diff
 
     import jaxhp
@@ -545,9 +549,14 @@ def engine_step_compile(sharding, population, compute_dtype, dropout=False):
     P = population
     task, space, _ = tp.reference_task(compute_dtype=compute_dtype, step_kernel="fused")
     values = tp.hparams(P, P)
+    extra = {}
     if dropout:
-        space = jaxhp.Space(**dict(space.items()), dropout=jaxhp.Float(0.0, 0.5))
+        extra["dropout"] = jaxhp.Float(0.0, 0.5)
         values["dropout"] = np.full(P, 0.1, np.float32)
+    if activations:
+        extra["activation"] = jaxhp.Choice(["relu", "tanh", "gelu", "silu"])
+        values["activation"] = np.arange(P) % 4
+    space = jaxhp.Space(**dict(space.items()), **extra)
     hp = task.hparams(space, values)
     tr = task.trainable(hp)
     state = jax.eval_shape(
@@ -572,10 +581,11 @@ def engine_step_compile(sharding, population, compute_dtype, dropout=False):
     return fused.NUM_WARPS, lambda: step.lower(*args).compile()
 
 
-ENGINE_STEPS = {  # name: (compute dtype, dropout)
-    "engine_step": ("float32", False),
-    "engine_step_bf16": ("bfloat16", False),
-    "engine_step_dropout_bf16": ("bfloat16", True),
+ENGINE_STEPS = {  # name: (compute dtype, dropout, every activation)
+    "engine_step": ("float32", False, False),
+    "engine_step_bf16": ("bfloat16", False, False),
+    "engine_step_dropout_bf16": ("bfloat16", True, False),
+    "engine_step_activations_bf16": ("bfloat16", False, True),
 }
 
 

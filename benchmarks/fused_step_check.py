@@ -8,12 +8,13 @@ masked loads and stores of padded tiles, Triton's matmuls. So on a GPU this runs
 1. one step of six members on odd sizes (30 inputs, 3 outputs, 20-row batches with short
    ones, depth 3 with trials of 1-3 layers, one member frozen), classifier and regressor,
    float32 and bf16, SGD alone and Adam/AdamW/SGD mixed with dropout (the kernel draws
-   the vmapped step's masks, jaxhp.bits): the largest error of the new
+   the vmapped step's masks, jaxhp.bits) and every activation: the largest error of the
+   new
    weights, moments and loss terms against ``jax.vmap`` of ``MLPTrainable.step``,
    relative to the values' scale;
 2. a sweep on digits and on breast cancer (30 features, 2 classes: padded tiles) with
-   mixed optimizers, depths, widths, batch sizes, epochs and dropout, 2-fold CV and
-   early stopping, trained with each step: statuses, epochs and values.
+   mixed optimizers, depths, widths, batch sizes, epochs, dropout and activations,
+   2-fold CV and early stopping, trained with each step: statuses, epochs and values.
 
 Both compare two float computations in different orders (TF32 matmuls on a GPU for both),
 so the bounds are loose; a race or a masking bug gives errors of order one, or NaN.
@@ -57,8 +58,8 @@ def one_step_inputs(kind: str, dtype: str, optimizers: str = "sgd"):
     in the kernel's tiles). Members 1 and 4 have short batches, member 5 an empty one
     (it idles, as a trial past its own steps of an epoch); member 2 is frozen.
     ``optimizers``: "sgd", or "mixed" (Adam, AdamW and SGD, two members each, with
-    Adam's moments and step count as after a few steps, and dropout: rates of 0 to
-    0.5)."""
+    Adam's moments and step count as after a few steps, dropout rates of 0 to 0.5,
+    and ReLU, tanh, GELU and SiLU side by side)."""
     mixed = optimizers == "mixed"
     tr = MLPTrainable(
         kind=kind,
@@ -67,7 +68,7 @@ def one_step_inputs(kind: str, dtype: str, optimizers: str = "sgd"):
         depth=DEPTH,
         width=WIDTH,
         dropout=mixed,
-        activations=(0,),
+        activations=(0, 1, 2, 3) if mixed else (0,),
         optimizers=OPTIMIZER_SETS[optimizers],
         min_depth=1,
         compute_dtype=dtype,
@@ -80,7 +81,7 @@ def one_step_inputs(kind: str, dtype: str, optimizers: str = "sgd"):
         "learning_rate": jnp.asarray(r.uniform(0.01, 0.3, M), jnp.float32),
         "momentum": jnp.asarray(r.uniform(0.0, 0.95, M), jnp.float32),
         "weight_decay": jnp.asarray(r.uniform(0.0, 1e-2, M), jnp.float32),
-        "activation": jnp.zeros(M, jnp.int32),
+        "activation": jnp.asarray([0, 1, 2, 3, 3, 1] if mixed else [0] * M, jnp.int32),
         "optimizer": jnp.asarray(
             [SGD] * M if optimizers == "sgd" else [ADAM, ADAMW, SGD] * (M // 3),
             jnp.int32,
@@ -184,6 +185,7 @@ def sweep(name: str, X, y, n_trials: int) -> dict:
         batch_size=jaxhp.Choice([32, 100]),
         epochs=jaxhp.Int(3, 6),
         dropout=jaxhp.Choice([0.0, 0.2]),
+        activation=jaxhp.Choice(["relu", "tanh", "gelu", "silu"]),
     )
     runs, seconds = {}, {}
     for kernel in ("xla", "fused"):

@@ -144,12 +144,12 @@ def test_bad_config_gives_one_line_error_naming_the_key(
 def test_what_the_fused_step_cannot_train_is_a_config_error(tmp_path, capsys):
     cfg = with_storage(SWEEP, tmp_path / "s.db")
     cfg["task"]["step_kernel"] = "fused"
-    cfg["space"]["activation"] = ["relu", "tanh"]
+    cfg["space"]["width"] = {"int": [16, 256]}
     assert main(["tune", write_config(tmp_path, cfg), "--quiet"]) == 2
     err = capsys.readouterr().err.strip()
     assert err == (
-        "jaxhp: error: task.step_kernel: 'fused' has ReLU only; "
-        "the space allows activation ['relu', 'tanh']"
+        "jaxhp: error: task.step_kernel: 'fused' takes width at most 128; "
+        "the space allows 256"
     ), err
     assert not (tmp_path / "s.db").exists()
 

@@ -12,18 +12,19 @@ updated as soon as its gradient is known, so one layer's gradient is alive at a 
 It computes what ``MLPTrainable.step`` computes: the same masked depth (a layer past a
 trial's ``n_layers`` is an identity), padded units, per-row loss terms, ``jaxhp.optim``'s
 Adam, AdamW and SGD with momentum (mixed per trial, weight decay included, Adam's step
-count kept for the members that train), dropout (the kernel draws the vmapped step's
-masks from the step key's two words with ``jaxhp.bits``' integer hash, so they are the
-same unit for unit), and ``bfloat16`` matmul inputs under
+count kept for the members that train), every activation (ReLU, tanh, GELU, SiLU, mixed
+per trial, each with the derivative JAX's autodiff takes), dropout (the kernel draws the
+vmapped step's masks from the step key's two words with ``jaxhp.bits``' integer hash, so
+they are the same unit for unit), and ``bfloat16`` matmul inputs under
 ``compute_dtype="bfloat16"`` (where it keeps the activations in float32: a little more
 precise than the vmapped step, which rounds them to bfloat16). A member whose ``keep``
 flag is off, or whose batch is empty (a trial with fewer steps an epoch than its bucket),
 is left bit for bit as it was.
 
-What it runs: ReLU only, and tiles of at most 128 units, 256 inputs and 256
-rows a batch (``check``). It is written for Triton (NVIDIA GPUs), a Pallas backend that
-JAX 0.11 deprecated (``_pltriton``). Other backends run it in Pallas's interpreter: the
-same arithmetic, slowly (the tests use it).
+What it runs: tiles of at most 128 units, 256 inputs and 256 rows a batch (``check``).
+It is written for Triton (NVIDIA GPUs), a Pallas backend that JAX 0.11 deprecated
+(``_pltriton``). Other backends run it in Pallas's interpreter: the same arithmetic,
+slowly (the tests use it).
 ``benchmarks/throughput.py``'s ``engine_fused`` arms time it against the vmapped step;
 no GPU has run them yet, so ``"xla"`` stays the default.
 ``benchmarks/fused_step_check.py`` checks on a GPU that the Triton kernel trains what the
@@ -38,6 +39,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.experimental import pallas as pl
 
 from jaxhp import bits
@@ -73,8 +75,11 @@ def check(
     def bad(what):
         raise ValueError(f"step_kernel: 'fused' {what}")
 
-    if set(activations) != {"relu"}:
-        bad(f"has ReLU only; the space allows activation {sorted(activations)}")
+    if set(activations) - set(ACTIVATIONS):
+        bad(
+            f"has activations {list(ACTIVATIONS)}; the space allows activation "
+            f"{sorted(activations)}"
+        )
     if max_width > MAX_WIDTH:
         bad(f"takes width at most {MAX_WIDTH}; the space allows {max_width}")
     if max_batch > MAX_BATCH:
@@ -83,6 +88,43 @@ def check(
         bad(f"takes at most {MAX_INPUTS} input features; the data has {n_in}")
     if n_out > MAX_OUTPUTS:
         bad(f"takes at most {MAX_OUTPUTS} outputs; the task has {n_out}")
+
+
+#: The activations the kernel computes, with their derivatives, by the codes of
+#: ``jaxhp.tasks.mlp.ACTIVATIONS`` (the same order: a test holds them equal).
+ACTIVATIONS = ("relu", "tanh", "gelu", "silu")
+_GELU_C = float(np.float32(np.sqrt(2 / np.pi)))  # jax.nn.gelu's, in float32
+
+
+def _activation(name: str, z):
+    """Activation ``name`` of ``z`` and its derivative: ``jax.nn``'s function (``gelu``
+    its tanh approximation, its default) and what JAX's autodiff takes from it."""
+    if name == "relu":
+        return jnp.maximum(z, 0.0), (z > 0).astype(jnp.float32)
+    if name == "tanh":
+        t = jnp.tanh(z)
+        return t, (1.0 + t) * (1.0 - t)
+    if name == "gelu":
+        t = jnp.tanh(_GELU_C * (z + 0.044715 * (z * z * z)))
+        cdf = 0.5 * (1.0 + t)
+        inner = _GELU_C * (1.0 + 3.0 * 0.044715 * (z * z))
+        return z * cdf, cdf + z * (0.5 * (1.0 + t) * (1.0 - t)) * inner
+    if name == "silu":
+        s = 1.0 / (1.0 + jnp.exp(-z))
+        return z * s, s * (1.0 + z * (1.0 - s))
+    raise ValueError(f"no activation {name!r} in the fused kernel")
+
+
+def _activate(z, position, names: tuple[str, ...]):
+    """The trial's activation, ``names[position]`` (the bucket's activations), and its
+    derivative. A program trains one trial, so ``position`` is one scalar: a switch
+    runs that activation's branch alone. (Selecting among all four, as the vmapped
+    step does, took 16,120 instructions a thread for the reference MLP in bf16,
+    against 3,264 for ReLU alone: fused_mlp.py --resources h200.)"""
+    if len(names) == 1:
+        return _activation(names[0], z)
+    branches = [functools.partial(_activation, n) for n in names]
+    return jax.lax.switch(position.astype(jnp.int32), branches, z)
 
 
 def _dot(a, b, contract, dtype):
@@ -161,6 +203,7 @@ def _kernel(cfg, *refs):
         dot_dtype,
         kinds,
         dropout,
+        activations,
         barrier,
     ) = cfg
     n_leaves = 2 * (depth + 1)
@@ -188,6 +231,7 @@ def _kernel(cfg, *refs):
 
     lr, mom, wd = hp_ref[0], hp_ref[1], hp_ref[2]
     n_layers, keep, code, keep_rate = hp_ref[3], hp_ref[4], hp_ref[5], hp_ref[6]
+    act = hp_ref[7]  # the trial's activation: its position in `activations`
     # The batch's real rows (its first `count`), and Adam's bias corrections.
     count = step_ref[0].astype(jnp.int32)
     bc1, bc2 = step_ref[1], step_ref[2]
@@ -206,22 +250,25 @@ def _kernel(cfg, *refs):
         n_real = count.astype(jnp.float32)
         scale = rowmask / n_real  # d(the loss terms' sum) / d(a row's loss)
 
-        # Forward. hs[l] is layer l's input; masks[l] where its ReLU and its dropout
-        # pass the gradient; used[l] whether the trial has layer l (a layer past
-        # n_layers passes its input on).
+        # Forward. hs[l] is layer l's input; masks[l] the derivative of its
+        # activation and its dropout (where a ReLU alone: where they pass the
+        # gradient); used[l] whether the trial has layer l (a layer past n_layers
+        # passes its input on).
         h, hs, masks, used = x, [], [], []
         for layer in range(depth):
             hs.append(h)
             z = _dot(h, weight(2 * layer), (1, 0), dot_dtype) + weight(2 * layer + 1)
-            a = jnp.maximum(z, 0.0)
-            passes = z > 0
+            if activations == ("relu",):
+                a, slope = jnp.maximum(z, 0.0), z > 0
+            else:  # the trial's own, chosen by its code
+                a, slope = _activate(z, act, activations)
             if dropout:  # the vmapped step's draws (jaxhp.bits), unit by unit
                 seed = bits.row_seeds(key_ref[0], key_ref[1], jnp.uint32(layer), rows)
                 units_i = jax.lax.broadcasted_iota(jnp.uint32, a.shape, 1)
                 drawn = bits.unit_uniforms(seed[:, None], units_i) < keep_rate
                 a = jnp.where(drawn, a / keep_rate, 0.0)
-                passes = passes & drawn
-            masks.append(passes.astype(jnp.float32))
+                slope = slope & drawn if slope.dtype == bool else slope * drawn
+            masks.append(slope.astype(jnp.float32))
             if layer < min_depth:
                 used.append(None)
                 h = a
@@ -365,10 +412,10 @@ def population_step(
     rows. ``loss`` is the per-row terms ``[M, B]`` (zero for a member that did not
     train)."""
     # check() has vetted the space; a bucket built without it is vetted here.
-    if tr.activations != (0,):
+    if not set(tr.activations) <= set(range(len(ACTIVATIONS))):
         raise ValueError(
-            "step_kernel: 'fused' has ReLU only; this bucket has activation codes "
-            f"{list(tr.activations)}"
+            f"step_kernel: 'fused' has activations {list(ACTIVATIONS)}; this bucket "
+            f"has activation codes {list(tr.activations)}"
         )
     if tr.dropout and tr.dropout_draws != "hash":
         raise ValueError(
@@ -382,7 +429,6 @@ def population_step(
         )
     if platform == "gpu":
         _need_triton()
-    m = keep.shape[0]
     hp_cols = jnp.stack(
         [
             hp["learning_rate"].astype(jnp.float32),
@@ -392,7 +438,10 @@ def population_step(
             keep.astype(jnp.float32),
             hp["optimizer"].astype(jnp.float32),
             1.0 - hp["dropout"].astype(jnp.float32),  # the vmapped step's keep rate
-            jnp.zeros(m, jnp.float32),
+            # The trial's activation, by its position among the bucket's.
+            jnp.searchsorted(
+                jnp.asarray(tr.activations), hp["activation"].astype(jnp.int32)
+            ).astype(jnp.float32),
         ],
         axis=1,
     )
@@ -445,6 +494,7 @@ def _step(tr: Any, platform: str, hp_cols: jax.Array, state: Any, batch: Any):
         jnp.dtype(tr.compute_dtype),
         tuple(tr.optimizers),
         tr.dropout,
+        tuple(ACTIVATIONS[c] for c in tr.activations),
         _barrier(interpret),
     )
     loss_shape = jax.ShapeDtypeStruct((m, b), jnp.float32)

@@ -479,7 +479,7 @@ class MLPClassifier(_MLPTask):
         step_kernel: ``"xla"`` (default: ``jax.vmap`` of the step, XLA's kernels) or
             ``"fused"``: each step of the whole population is one Pallas kernel that
             keeps a trial's weights on chip through the step (``jaxhp.tasks.fused``;
-            every optimizer, dropout; ReLU, width up to 128). Written for NVIDIA
+            every optimizer, activation and dropout; width up to 128). Written for NVIDIA
             GPUs; elsewhere it runs in Pallas's interpreter, slowly.
         **defaults: defaults for hyperparameters the space leaves out, e.g. ``epochs=30``.
 
