@@ -42,8 +42,9 @@ interpreter (the kernel's arithmetic, not its speed) and skips the timing:
 --target), takes the Triton kernel's PTX from XLA's dump, and has ptxas report registers
 and spill bytes and the SASS its static instruction mix; the engine's own per-step
 kernel (``step_kernel="fused"``, jaxhp.tasks.fused) too, as ``engine_step(_bf16)``, and
-with dropout (its masks drawn in the kernel) as ``engine_step_dropout_bf16``, and with
-the four activations mixed as ``engine_step_activations_bf16``.
+with dropout (its masks drawn in the kernel) as ``engine_step_dropout_bf16``, with the
+four activations mixed as ``engine_step_activations_bf16``, and with Adam, AdamW and
+SGD mixed as ``engine_step_optimizers_bf16``.
 
 The whole-training kernels are not wired into the engine: an epoch's validation, its
 stoppers and its bookkeeping sit between the engine's epochs. The per-step form is: the
@@ -533,13 +534,19 @@ def _read(path):
 
 
 def engine_step_compile(
-    sharding, population, compute_dtype, dropout=False, activations=False
+    sharding,
+    population,
+    compute_dtype,
+    dropout=False,
+    activations=False,
+    optimizers=False,
 ):
     """A thunk compiling the engine's own fused step (``step_kernel="fused"``,
     jaxhp.tasks.fused) for the reference MLP: one step of ``population`` trials, the
     bucket's trainable made by the reference task as the engine makes it (``dropout``:
     with dropout 0.1, whose masks the kernel draws; ``activations``: ReLU, tanh, GELU
-    and SiLU, a quarter of the trials each)."""
+    and SiLU, a quarter of the trials each; ``optimizers``: Adam, AdamW and SGD, a
+    third each)."""
     import hlo_diff
 
     import jaxhp
@@ -556,7 +563,10 @@ def engine_step_compile(
     if activations:
         extra["activation"] = jaxhp.Choice(["relu", "tanh", "gelu", "silu"])
         values["activation"] = np.arange(P) % 4
-    space = jaxhp.Space(**dict(space.items()), **extra)
+    if optimizers:
+        extra["optimizer"] = jaxhp.Choice(["adam", "adamw", "sgd"])
+        values["optimizer"] = np.arange(P) % 3
+    space = jaxhp.Space(**{**dict(space.items()), **extra})
     hp = task.hparams(space, values)
     tr = task.trainable(hp)
     state = jax.eval_shape(
@@ -581,11 +591,12 @@ def engine_step_compile(
     return fused.NUM_WARPS, lambda: step.lower(*args).compile()
 
 
-ENGINE_STEPS = {  # name: (compute dtype, dropout, every activation)
-    "engine_step": ("float32", False, False),
-    "engine_step_bf16": ("bfloat16", False, False),
-    "engine_step_dropout_bf16": ("bfloat16", True, False),
-    "engine_step_activations_bf16": ("bfloat16", False, True),
+ENGINE_STEPS = {  # name: engine_step_compile's arguments (the reference MLP's: SGD)
+    "engine_step": {"compute_dtype": "float32"},
+    "engine_step_bf16": {"compute_dtype": "bfloat16"},
+    "engine_step_dropout_bf16": {"compute_dtype": "bfloat16", "dropout": True},
+    "engine_step_activations_bf16": {"compute_dtype": "bfloat16", "activations": True},
+    "engine_step_optimizers_bf16": {"compute_dtype": "bfloat16", "optimizers": True},
 }
 
 
@@ -619,7 +630,7 @@ def kernel_resources(variants, sharding, population, dump, data, arch="sm_90a"):
         try:
             if name in ENGINE_STEPS:
                 warps, build = engine_step_compile(
-                    sharding, population, *ENGINE_STEPS[name]
+                    sharding, population, **ENGINE_STEPS[name]
                 )
             else:
                 kw = VARIANTS[name]

@@ -235,10 +235,10 @@ def _kernel(cfg, *refs):
     # The batch's real rows (its first `count`), and Adam's bias corrections.
     count = step_ref[0].astype(jnp.int32)
     bc1, bc2 = step_ref[1], step_ref[2]
-    # jaxhp.optim's coefficients: L2 decay in the gradient, except AdamW's decoupled one.
-    is_adamw = code == ADAMW
-    wd_l2 = jnp.where(is_adamw, 0.0, wd) if ADAMW in kinds else wd
-    wd_dec = jnp.where(is_adamw, wd, 0.0) if ADAMW in kinds else None
+    # The trial's optimizer by its position among the bucket's (`kinds`, sorted).
+    kind_at = jnp.int32(0)
+    for position, kind in enumerate(kinds[1:], 1):
+        kind_at = jnp.where(code == kind, position, kind_at)
 
     def skip():  # a frozen member: its state stays as it is (aliased), no loss
         _store(loss_ref, jnp.zeros(loss_ref.shape, loss_ref.dtype), (batch,))
@@ -299,31 +299,39 @@ def _kernel(cfg, *refs):
             the trial's code). The new values overwrite the old (aliased buffers): a
             layer's kernel update first waits at a barrier until every thread has
             read that layer's old weights (its matmuls' operands are spread over the
-            threads)."""
+            threads). A program trains one trial, so its optimizer is one scalar: a
+            bucket that mixes them switches to that one's update alone (jaxhp.optim,
+            vmapped, computes each and selects)."""
             if i % 2 == 0:
                 barrier()
             w = _load(p_in[i], real(i))
             m = _load(mu_in[i], real(i))
-            g = grad + wd_l2 * w
-            if has_adam:
-                v = _load(nu_in[i], real(i))
-                m_a = B1 * m + (1.0 - B1) * g
-                v_a = B2 * v + (1.0 - B2) * g * g
-                u = (m_a / bc1) / (jnp.sqrt(v_a / bc2) + EPS)
-                if wd_dec is not None:
-                    u = u + wd_dec * w
-                if SGD in kinds:
-                    is_sgd = code == SGD
-                    m_s = mom * m + g
-                    m_a = jnp.where(is_sgd, m_s, m_a)
-                    v_a = jnp.where(is_sgd, v, v_a)
-                    u = jnp.where(is_sgd, m_s, u)
-                m = m_a
-                _store(nu_out[i], v_a, real(i))
+
+            def sgd():
+                m_s = mom * m + (grad + wd * w)
+                _store(p_out[i], w - lr * m_s, real(i))
+                _store(mu_out[i], m_s, real(i))
+
+            def adam(decoupled: bool):
+                def run():  # AdamW: the decay on the update, not in the gradient
+                    g = grad if decoupled else grad + wd * w
+                    v = _load(nu_in[i], real(i))
+                    m_a = B1 * m + (1.0 - B1) * g
+                    v_a = B2 * v + (1.0 - B2) * g * g
+                    u = (m_a / bc1) / (jnp.sqrt(v_a / bc2) + EPS)
+                    if decoupled:
+                        u = u + wd * w
+                    _store(p_out[i], w - lr * u, real(i))
+                    _store(mu_out[i], m_a, real(i))
+                    _store(nu_out[i], v_a, real(i))  # (SGD leaves nu as it is)
+
+                return run
+
+            rules = {ADAM: adam(False), ADAMW: adam(True), SGD: sgd}
+            if len(kinds) == 1:
+                rules[kinds[0]]()
             else:
-                m = u = mom * m + g
-            _store(p_out[i], w - lr * u, real(i))
-            _store(mu_out[i], m, real(i))
+                jax.lax.switch(kind_at, [rules[k] for k in kinds])
 
         # Backward, from the output layer down. g: the gradient at the layer's output.
         # Each layer's input gradient is taken from its old weights before its update.
