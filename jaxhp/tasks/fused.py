@@ -260,7 +260,7 @@ def _kernel(cfg, *refs):
             z = _dot(h, weight(2 * layer), (1, 0), dot_dtype) + weight(2 * layer + 1)
             if activations == ("relu",):
                 a, slope = jnp.maximum(z, 0.0), z > 0
-            else:  # the trial's own, chosen by its code
+            else:  # the trial's own, by its position among the bucket's
                 a, slope = _activate(z, act, activations)
             if dropout:  # the vmapped step's draws (jaxhp.bits), unit by unit
                 seed = bits.row_seeds(key_ref[0], key_ref[1], jnp.uint32(layer), rows)
