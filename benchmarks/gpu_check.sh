@@ -38,7 +38,7 @@
 #    sweeps of 4 rounds of 4096 reference MLPs on all of digits, with storage committed
 #    in the round loop or on the writer thread (tune.COMMIT_IN_BACKGROUND: on by default on a GPU,
 #    unmeasured there; it gained nothing on a 2-core CPU).
-# 2e. dropout: benchmarks/dropout_cost.py at P = 1024 and 4096, the engine without
+# 2e. dropout: benchmarks/dropout_cost.py at P = 4096 (three compiles), the engine without
 #    dropout, with threefry's draws (before 2026-11-29) and with jaxhp.bits' hash (now).
 # 3. profile: benchmarks/gpu_profile.py, the device time of one round by kernel and
 #    the engine's host phases, for the engine (float32 and bf16) and vmap_val at P = 64
@@ -116,7 +116,7 @@ diag && { timeout 70 "$PY" benchmarks/host_work.py --populations 16384 --repeats
     --rounds 4 --round-population 4096 --sweep-epochs 10 --sweep-model 64 3 \
     --sweep-rows 1797 \
     --out "$OUT/host_work.json" > "$OUT/host_work.txt" 2>&1 || status=1; }
-diag && { timeout 60 "$PY" benchmarks/dropout_cost.py --populations 1024 4096 \
+diag && { timeout 60 "$PY" benchmarks/dropout_cost.py --populations 4096 \
     --repeats 3 --out "$OUT/dropout_cost.json" > "$OUT/dropout_cost.txt" 2>&1 || status=1; }
 diag && { timeout 60 "$PY" benchmarks/gpu_profile.py --population 64 1024 \
     --out "$OUT/profile.json" > "$OUT/profile.txt" 2>&1 || status=1; }
