@@ -47,7 +47,7 @@ import os
 import time
 from collections import Counter
 from collections.abc import Callable, Hashable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import jax
@@ -868,6 +868,9 @@ class _Compiled:
     init: Callable
     segment: Callable
     refill: Callable
+    # Bytes of run state per trial, by the hyperparameters' dtypes (_state_bytes): kept
+    # with the programs they were measured from, so they go when the programs go.
+    state_bytes: dict = field(default_factory=dict)
 
 
 _CACHE: dict[Hashable, _Compiled] = {}
@@ -1366,19 +1369,18 @@ CPU_CHUNK_BYTES_PER_CORE = 1 << 20
 CPU_MIN_MEMBERS = 4
 
 
-_STATE_BYTES: dict[Hashable, float] = {}
-
-
 def _state_bytes(comp: _Compiled, gsub: Mapping[str, np.ndarray], seed: int) -> float:
     """Bytes of run state per trial, from the initial-state program's output shapes
-    (traced, not compiled; programs live as long as the process, so their id keys)."""
-    key = (id(comp), tuple((k, v.dtype.str) for k, v in gsub.items()))
-    if key not in _STATE_BYTES:
+    (traced, not compiled; remembered by the program). Keyed by the program's
+    ``id``, a module-level cache went stale once a program was dropped (the tests'
+    fresh program caches) and another took its address."""
+    key = tuple((k, v.dtype.str) for k, v in gsub.items())
+    if key not in comp.state_bytes:
         p = 8
         _, _, run = _init_shapes(comp, gsub, seed, p)
         leaves = jax.tree.leaves(run)
-        _STATE_BYTES[key] = sum(a.size * a.dtype.itemsize for a in leaves) / p
-    return _STATE_BYTES[key]
+        comp.state_bytes[key] = sum(a.size * a.dtype.itemsize for a in leaves) / p
+    return comp.state_bytes[key]
 
 
 def _cpu_chunk(comp: _Compiled, gsub, seed: int, n_dev: int, n_folds: int) -> int:

@@ -62,6 +62,7 @@ def test_a_cpu_trains_a_large_bucket_in_cache_sized_chunks(clf_task, monkeypatch
     clf_task.check_space(space)
     hp = _hp(clf_task, space, 14, seed=2)
     ids = np.arange(14)
+    monkeypatch.setattr(engine, "_CACHE", {})  # this test's programs alone
     monkeypatch.setattr(engine, "CPU_CHUNK_BYTES_PER_CORE", 1 << 40)  # all fit
     whole, rep_whole, best_whole = run_population(clf_task, hp, ids, seed=2)
     assert [(r.padded, r.chunk) for r in rep_whole] == [(16, None)]
@@ -75,12 +76,13 @@ def test_a_cpu_trains_a_large_bucket_in_cache_sized_chunks(clf_task, monkeypatch
     _same(whole, parts)
     assert best.trial_id == best_whole.trial_id
     # The per-trial state the chunk was sized from (weights, optimizer state, best
-    # copy, curves of a width-16 MLP): kilobytes.
-    assert all(1e3 < b < 1e6 for b in engine._STATE_BYTES.values())
+    # copy, curves of a width-16 MLP): kilobytes, remembered by the bucket's programs.
+    (comp,) = [c for c in engine._CACHE.values() if c.state_bytes]
+    assert all(1e3 < b < 1e6 for b in comp.state_bytes.values()), comp.state_bytes
     # Sized afresh under a seed past 32 bits (the engine's keys take it modulo 2**32).
-    monkeypatch.setattr(engine, "_STATE_BYTES", {})
+    comp.state_bytes.clear()
     _, rep, _ = run_population(clf_task, hp, ids, seed=2**40 + 2)
-    assert [r.chunk for r in rep] == [4] * 4 and len(engine._STATE_BYTES) == 1
+    assert [r.chunk for r in rep] == [4] * 4 and len(comp.state_bytes) == 1
     # A per-trial stopper keeps the chunks; one that compares the trials of a
     # population with each other keeps the whole bucket (its comparison set).
     per_trial = jaxhp.stopping.Patience(2) | jaxhp.stopping.Threshold(lower=0.0)
