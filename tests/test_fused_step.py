@@ -78,9 +78,8 @@ def test_the_fused_step_equals_the_vmapped_step(check, kind, dtype, optimizers):
 
 def test_the_engine_trains_the_same_trials_with_the_fused_step(small_digits):
     # Mixed optimizers, depths, widths (two buckets), batch sizes, epochs, dropout and
-    # activations;
-    # 2-fold CV; a learning rate that diverges; early stopping: every path of the engine's
-    # step loop.
+    # activations; 2-fold CV; a learning rate that diverges; early stopping: every path
+    # of the engine's step loop.
     X, y = small_digits
     space = jaxhp.Space(
         learning_rate=jaxhp.Choice([0.01, 0.05, 0.2, 1e4]),
