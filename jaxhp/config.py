@@ -462,7 +462,7 @@ def build(cfg: dict[str, Any]) -> dict[str, Any]:
     except ValueError as e:  # what the fused step cannot train (task.step_kernel)
         raise ConfigError(f"task.{e}") from None
     s = cfg["search"]
-    from jaxhp.strategies import make_strategy
+    from jaxhp.strategies import make_strategy, resolve_n_trials
 
     try:  # the strategy's own checks of its options, before anything runs
         strategy = make_strategy(s["strategy"], space, **(s.get("options") or {}))
@@ -470,12 +470,14 @@ def build(cfg: dict[str, Any]) -> dict[str, Any]:
         raise ConfigError(f"space: {e}") from None
     except (TypeError, ValueError) as e:
         raise ConfigError(f"search.options: {e}") from None
-    if strategy.size is not None and s["n_trials"] > strategy.size:
+    try:  # tune()'s own rule; the advice is the config's (n_trials=None has no TOML)
+        resolve_n_trials(strategy, s["n_trials"])
+    except ValueError:
         raise ConfigError(
             f"search.n_trials: the grid has {strategy.size} points but n_trials="
             f"{s['n_trials']}; set n_trials to {strategy.size} for the whole grid "
             "(fewer: a random part of it), or add grid points"
-        )
+        ) from None
     return dict(
         task=task,
         space=space,
