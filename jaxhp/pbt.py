@@ -85,8 +85,8 @@ def pbt(
         raise TypeError(f"task must be a jaxhp task, got {task!r}")
     if not isinstance(space, Space):
         raise TypeError(f"space must be a jaxhp.Space, got {type(space).__name__}")
-    for name in SHAPE_PARAMS:
-        if name in space and not isinstance(space[name], Fixed):
+    for name in space:  # width_<i> is a width (Task.family)
+        if task.family(name) in SHAPE_PARAMS and not isinstance(space[name], Fixed):
             raise ValueError(
                 f"pbt: {name} is searched, but exploiting copies weights between "
                 f"members, so it must be Fixed (or left to the task's default)"

@@ -635,6 +635,111 @@ def test_padded_units_stay_exactly_zero(clf_task):
         assert np.any(k1[:w, :w] != 0)
 
 
+def test_layer_widths_build_the_network_they_name(clf_task):
+    """``width_<i>`` gives layer i its own width: every kernel is nonzero exactly on
+    its trial's real units (the output's rows: its last layer's), padded in a bucket as
+    wide as its widest used layer, and the trial trains as it does alone."""
+    space = Space(
+        n_layers=Choice([1, 2, 3]),
+        width_0=Choice([8, 24]),
+        width_1=Choice([5, 16]),
+        width_2=Choice([3, 40]),
+        epochs=Fixed(3),
+        batch_size=Fixed(32),
+        optimizer=Choice(["adam", "sgd"]),
+        weight_decay=Fixed(1e-3),
+        dropout=Fixed(0.1),
+    )
+    clf_task.check_space(space)
+    configs = [
+        {"n_layers": 3, "width_0": 24, "width_1": 5, "width_2": 3, "optimizer": "adam"},
+        {"n_layers": 2, "width_0": 8, "width_1": 16, "width_2": 40, "optimizer": "sgd"},
+        {
+            "n_layers": 1,
+            "width_0": 8,
+            "width_1": 16,
+            "width_2": 40,
+            "optimizer": "adam",
+        },
+        {"n_layers": 3, "width_0": 8, "width_1": 16, "width_2": 40, "optimizer": "sgd"},
+    ]
+    hp = _hp(clf_task, space, configs)
+    # Trials 1 and 2 never use their 40-wide layer: a bucket of 32 units holds them.
+    np.testing.assert_array_equal(clf_task.shape_keys(hp), [32, 16, 8, 64])
+    finals = []
+    outs, _, _ = run_population(
+        clf_task,
+        hp,
+        np.arange(4),
+        seed=0,
+        bucketing="none",
+        inspect=lambda idx, run: finals.append((idx, run.tstate.params)),
+    )
+    ((idx, params),) = finals
+    for row, i in enumerate(idx):
+        c = configs[i]
+        used = [c[f"width_{j}"] for j in range(c["n_layers"])]
+        fans = [64] + used[:-1]
+        for j, (fan, units) in enumerate(zip(fans, used, strict=True)):
+            k = np.asarray(params[f"hidden_{j}"]["kernel"][row, 0])
+            assert np.all(k[fan:, :] == 0) and np.all(k[:, units:] == 0), (i, j)
+            assert np.all(k[:fan, :units] != 0), (i, j)
+            assert np.all(
+                np.asarray(params[f"hidden_{j}"]["bias"][row, 0])[units:] == 0
+            )
+        out = np.asarray(params["out"]["kernel"][row, 0])
+        assert np.all(out[used[-1] :] == 0) and np.all(out[: used[-1]] != 0), i
+    for i in (0, 3):
+        (alone,), _, _ = run_population(
+            clf_task, _hp(clf_task, space, [configs[i]]), np.array([i]), seed=0
+        )
+        assert (alone.status, alone.epochs_run) == (outs[i].status, outs[i].epochs_run)
+        np.testing.assert_allclose(
+            alone.curves["train_loss"], outs[i].curves["train_loss"], rtol=2e-4
+        )
+
+
+def test_equal_layer_widths_train_as_one_width(clf_task):
+    """``width_0 = width_1 = w`` is ``width = w``, bit for bit."""
+    fixed = dict(epochs=Fixed(2), batch_size=Fixed(32), n_layers=Fixed(2))
+    one = Space(width=Choice([8, 16]), **fixed)
+    per_layer = Space(width_0=Choice([8, 16]), width_1=Choice([8, 16]), **fixed)
+    runs = []
+    for space, configs in [
+        (one, [{"width": 8}, {"width": 16}]),
+        (per_layer, [{"width_0": w, "width_1": w} for w in (8, 16)]),
+    ]:
+        clf_task.check_space(space)
+        outs, _, best = run_population(
+            clf_task, _hp(clf_task, space, configs), np.arange(2), seed=1
+        )
+        runs.append((outs, best))
+    (a_outs, a_best), (b_outs, b_best) = runs
+    _assert_same_trials(a_outs, b_outs, a_best, b_best)
+
+
+def test_layer_width_errors_name_the_layer(clf_task, small_digits):
+    from jaxhp.space import SpaceError
+
+    two = dict(n_layers=jaxhp.Int(1, 2))
+    with pytest.raises(
+        SpaceError, match=r"width_2: no trial has a layer 2 .* at most 2"
+    ):
+        clf_task.check_space(Space(width_2=Choice([8]), **two))
+    with pytest.raises(SpaceError, match="width_0: must be an integer"):
+        clf_task.check_space(Space(width_0=Float(8, 16), **two))
+    with pytest.raises(SpaceError, match=r"width_1: values must lie in \[1, 8192\]"):
+        clf_task.check_space(Space(width_1=Choice([0, 8]), **two))
+    with pytest.raises(SpaceError, match="'width_01'.* and width_0, width_1, ..."):
+        clf_task.check_space(Space(width_01=Choice([8]), **two))
+    X, y = small_digits
+    task = jaxhp.tasks.MLPClassifier(X, y, width_1=32)  # a default for layer 1
+    with pytest.raises(SpaceError, match="width_1: no trial has a layer 1"):
+        task.check_space(Space(n_layers=Fixed(1)))
+    with pytest.raises(ValueError, match="pbt: width_0 is searched"):
+        jaxhp.pbt(clf_task, Space(width_0=Choice([8, 16])), population=2)
+
+
 def test_eval_every_validates_on_schedule_and_trains_the_same(clf_task):
     """``eval_every`` changes when validation runs, never the training itself."""
     space = Space(

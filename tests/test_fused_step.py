@@ -77,9 +77,9 @@ def test_the_fused_step_equals_the_vmapped_step(check, kind, dtype, optimizers):
 
 
 def test_the_engine_trains_the_same_trials_with_the_fused_step(small_digits):
-    # Mixed optimizers, depths, widths (two buckets), batch sizes, epochs, dropout and
-    # activations; 2-fold CV; a learning rate that diverges; early stopping: every path
-    # of the engine's step loop.
+    # Mixed optimizers, depths, widths (two buckets; the second layer its own), batch
+    # sizes, epochs, dropout and activations; 2-fold CV; a learning rate that diverges;
+    # early stopping: every path of the engine's step loop.
     X, y = small_digits
     space = jaxhp.Space(
         learning_rate=jaxhp.Choice([0.01, 0.05, 0.2, 1e4]),
@@ -88,6 +88,7 @@ def test_the_engine_trains_the_same_trials_with_the_fused_step(small_digits):
         weight_decay=jaxhp.Float(1e-5, 1e-2, log=True),
         n_layers=jaxhp.Int(1, 3),
         width=jaxhp.Choice([16, 48]),
+        width_1=jaxhp.Choice([8, 32]),  # the second layer's own width
         batch_size=jaxhp.Choice([24, 64]),
         epochs=jaxhp.Int(2, 5),
         dropout=jaxhp.Choice([0.0, 0.25]),
@@ -137,6 +138,7 @@ def test_the_engine_trains_the_same_trials_with_the_fused_step(small_digits):
     "over,message",
     [
         ({"width": jaxhp.Int(16, 200)}, "width at most 128"),
+        ({"n_layers": jaxhp.Fixed(2), "width_1": jaxhp.Int(16, 200)}, "at most 128"),
         ({"batch_size": jaxhp.Fixed(512)}, "batch_size at most 256"),
     ],
 )

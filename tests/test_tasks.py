@@ -5,7 +5,7 @@ import pytest
 from sklearn.datasets import load_diabetes
 
 import jaxhp
-from jaxhp import Choice, DataError, Fixed, Float, Space
+from jaxhp import Choice, DataError, Fixed, Float, Space, SpaceError
 
 
 def test_data_errors_are_clear(small_digits):
@@ -44,6 +44,32 @@ def test_data_errors_are_clear(small_digits):
         jaxhp.tasks.MLPRegressor(
             X[:300], np.zeros((300, 2)), X_val=X[300:], y_val=np.zeros(100)
         )
+
+
+def test_task_defaults_are_checked_before_the_data(small_digits):
+    """A default given to a task fails as a space's value would, naming the keyword,
+    before the data is touched (a default was used as given: a width of 0 trained
+    nothing, an unknown optimizer raised ``tuple.index``'s error at the first round)."""
+    X, y = small_digits
+    cases = [
+        ({"width": 0}, r"width=0 \(a default\): values must lie in \[1, 8192\]"),
+        ({"width_1": 2.5}, r"width_1=2.5 \(a default\): must be an integer"),
+        ({"learning_rate": -1.0}, r"learning_rate=-1.0 \(a default\): values must"),
+        ({"optimizer": "adamx"}, r"optimizer='adamx' \(a default\): unknown value"),
+        ({"batch_size": "64"}, r"batch_size='64' \(a default\): must be numeric"),
+        ({"epochs": float("nan")}, r"epochs=nan \(a default\): Fixed value must be"),
+    ]
+    for kw, message in cases:
+        with pytest.raises(SpaceError, match=message):
+            jaxhp.tasks.MLPClassifier(X, y[:-1], **kw)  # the data's error comes later
+    model = jaxhp.tasks.mlp.MLPTrainable("classifier", 64, 10, 1, 8, False, (0,), (0,))
+    with pytest.raises(SpaceError, match=r"batch_size=0 \(a default\)"):
+        jaxhp.tasks.TrainableTask(model, X, y, metric="accuracy", batch_size=0)
+    # Integral floats are integers: 64.0 trains as 64.
+    task = jaxhp.tasks.MLPClassifier(X, y, width=16.0, epochs=2.0)
+    space = Space(dropout=Float(0.0, 0.5))
+    hp = task.hparams(space, {"dropout": np.zeros(2)})
+    assert hp["width"].dtype == np.int32 and hp["width"].tolist() == [16, 16]
 
 
 def test_tune_argument_errors(clf_task):

@@ -64,46 +64,66 @@ class Task:
     vocab: dict[str, tuple[str, ...]] = {}
     limits: dict[str, tuple[float, float, bool]] = {}
     open_names: bool = False  # accept names that are not in ``defaults``
+    # How the error for an unknown name ends, after the list of ``defaults``: a task
+    # whose ``family`` admits more names says which.
+    more_names: str = ""
+
+    def family(self, name: str) -> str:
+        """The hyperparameter whose rules (limits, vocabulary) ``name`` follows: itself,
+        unless the task has a family of names, like the MLP's ``width_<i>``."""
+        return name
 
     # -- validation -------------------------------------------------------------
     def check_space(self, space: Space) -> None:
         """Raise :class:`SpaceError` naming the parameter if ``space`` does not fit."""
         for name, p in space.items():
-            if name not in self.defaults and not self.open_names:
-                raise SpaceError(
-                    f"{name}: {type(self).__name__} has no hyperparameter {name!r}; "
-                    f"it tunes {sorted(self.defaults)}"
-                )
-            if name in self.vocab:
-                values = (
-                    p.values if isinstance(p, Choice) else [getattr(p, "value", None)]
-                )
-                if not isinstance(p, (Choice, Fixed)):
-                    raise SpaceError(
-                        f"{name}: use Choice({list(self.vocab[name])}) or Fixed"
-                    )
-                for v in values:
-                    if v not in self.vocab[name]:
-                        raise SpaceError(
-                            f"{name}: unknown value {v!r}; choose from {list(self.vocab[name])}"
-                        )
-                continue
-            if name in self.limits:
-                lo, hi, integer = self.limits[name]
-                rng = _value_range(p)
-                if rng is None:
-                    raise SpaceError(f"{name}: must be numeric, got {p!r}")
-                if integer and isinstance(p, Float):
-                    raise SpaceError(f"{name}: must be an integer; use Int or Choice")
-                if rng[0] < lo or rng[1] > hi:
-                    raise SpaceError(
-                        f"{name}: values must lie in [{lo}, {hi}], got {p!r}"
-                    )
+            self.check_param(name, p)
         for name in ENGINE_HPARAMS:
             if name not in space and name not in self.defaults:
                 raise SpaceError(
                     f"{name}: not in the space and the task has no default"
                 )
+
+    def check_param(self, name: str, p: Any, label: str | None = None) -> None:
+        """Raise :class:`SpaceError`, starting with ``label`` (default: ``name``), if
+        parameter ``p`` cannot be the task's hyperparameter ``name``."""
+        label = name if label is None else label
+        rules = self.family(name)
+        if rules not in self.defaults and not self.open_names:
+            raise SpaceError(
+                f"{label}: {type(self).__name__} has no hyperparameter {name!r}; "
+                f"it tunes {sorted(self.defaults)}{self.more_names}"
+            )
+        if rules in self.vocab:
+            vocab = list(self.vocab[rules])
+            if not isinstance(p, (Choice, Fixed)):
+                raise SpaceError(f"{label}: use Choice({vocab}) or Fixed")
+            for v in p.values if isinstance(p, Choice) else [p.value]:
+                if v not in vocab:
+                    raise SpaceError(
+                        f"{label}: unknown value {v!r}; choose from {vocab}"
+                    )
+            return
+        if rules in self.limits:
+            lo, hi, integer = self.limits[rules]
+            rng = _value_range(p)
+            if rng is None:
+                raise SpaceError(f"{label}: must be numeric, got {p!r}")
+            if integer and isinstance(p, Float):
+                raise SpaceError(f"{label}: must be an integer; use Int or Choice")
+            values = p.values if isinstance(p, Choice) else [getattr(p, "value", 0)]
+            if integer and not all(float(v).is_integer() for v in values):
+                raise SpaceError(f"{label}: must be an integer, got {p!r}")
+            if rng[0] < lo or rng[1] > hi:
+                raise SpaceError(f"{label}: values must lie in [{lo}, {hi}], got {p!r}")
+
+    def check_defaults(self, given: Mapping[str, Any]) -> None:
+        """Raise :class:`SpaceError` naming a default given to the task (a keyword
+        argument) that its hyperparameter cannot take, before any data is used."""
+        for name, value in given.items():
+            p, label = Fixed(value), f"{name}={value!r} (a default)"
+            p._check(label)
+            self.check_param(name, p, label)
 
     def hparams(
         self, space: Space, values: Mapping[str, np.ndarray]
@@ -134,8 +154,12 @@ class Task:
                 v = np.asarray(values[name])
             if isinstance(p, Choice) and not p.numeric:
                 v = v.astype(np.int32)  # index into the choice's values
+            # An integer hyperparameter given as 64.0 (checked integral) is still one.
+            integer = self.limits.get(self.family(name), (0, 0, False))[2]
             out[name] = (
-                v.astype(np.int32) if v.dtype.kind in "iub" else v.astype(np.float32)
+                v.astype(np.int32)
+                if integer or v.dtype.kind in "iub"
+                else v.astype(np.float32)
             )
         return out
 
@@ -202,6 +226,9 @@ class TrainableTask(Task):
             raise ValueError(
                 f"direction must be 'maximize' or 'minimize', got {direction!r}"
             )
+        self.defaults = {"batch_size": 32, "epochs": 10, **defaults}
+        self.limits = {"batch_size": (1, math.inf, True), "epochs": (1, math.inf, True)}
+        self.check_defaults(defaults)
         X, y = check_arrays(X, y)
         if val_fraction is None and folds is None and X_val is None:
             val_fraction = 0.2
@@ -219,8 +246,6 @@ class TrainableTask(Task):
         self._trainable = trainable
         self.metric = metric
         self.direction = direction
-        self.defaults = {"batch_size": 32, "epochs": 10, **defaults}
-        self.limits = {"batch_size": (1, math.inf, True), "epochs": (1, math.inf, True)}
 
     def trainable(self, hp: Mapping[str, np.ndarray]) -> Trainable:
         return self._trainable

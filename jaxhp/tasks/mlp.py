@@ -12,13 +12,15 @@ the same result (up to float summation order) in any bucket.
 Tunable hyperparameters (defaults in ``MLP_DEFAULTS``): ``n_layers``, ``width``,
 ``learning_rate``, ``batch_size``, ``epochs``, ``weight_decay``, ``dropout``,
 ``optimizer`` (adam, adamw, sgd), ``momentum`` (SGD), ``activation``
-(relu, tanh, gelu, silu).
+(relu, tanh, gelu, silu). ``width_0``, ``width_1``, ... give hidden layers their own
+widths (``width_0`` the first; a layer without one takes ``width``).
 """
 
 from __future__ import annotations
 
 import functools
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, NamedTuple
@@ -30,7 +32,7 @@ import numpy as np
 
 from jaxhp import bits
 from jaxhp.optim import OPTIMIZERS, OptState, opt_init, opt_update
-from jaxhp.space import Choice, Fixed
+from jaxhp.space import Choice, Fixed, SpaceError
 from jaxhp.tasks import fused
 from jaxhp.tasks.base import Task, next_pow2, next_pow2_array
 from jaxhp.tasks.data import DataError, check_arrays, make_folds, stack_folds
@@ -68,6 +70,22 @@ MLP_LIMITS = {
     "dropout": (0.0, 0.99, False),
     "momentum": (0.0, 1.0, False),
 }
+
+# Layer i's own width, ``width_<i>`` (``width_0``: the first hidden layer), as Optuna's
+# ``n_units_l{i}``. No leading zeros: ``width_01`` would name no layer.
+_LAYER_WIDTH = re.compile(r"width_(0|[1-9][0-9]*)")
+
+
+def layer_width_index(name: str) -> int | None:
+    """The layer whose width ``name`` sets (``width_<i>``), else None."""
+    m = _LAYER_WIDTH.fullmatch(name)
+    return None if m is None else int(m.group(1))
+
+
+def layer_widths(hp: Mapping[str, Any], depth: int) -> list:
+    """The widths of hidden layers ``0..depth-1``: ``width_<i>`` where ``hp`` has it,
+    else ``width`` (the same object, so a caller can tell a uniform network)."""
+    return [hp.get(f"width_{i}", hp["width"]) for i in range(depth)]
 
 
 def _activate(z: jax.Array, code: jax.Array, used: tuple[int, ...]) -> jax.Array:
@@ -188,9 +206,19 @@ class MLPTrainable:
         # JAX's (partitionable) threefry makes a row's j-th entry depend on j alone, so a
         # trial's weights are the same whatever bucket width or depth it is padded to.
         # (One vmapped RNG call: every call site costs compile time on the CPU.)
+        # A layer's kernel is masked to its fan-in's rows and its own width's columns;
+        # the output layer's rows to the width of the trial's last layer (the layers
+        # past it are identities).
         w, n_in, n_out = self.width, self.n_in, self.n_out
-        units = (jnp.arange(w) < hp["width"]).astype(jnp.float32)
-        inv_sqrt_width = jax.lax.rsqrt(hp["width"].astype(jnp.float32))
+        widths = layer_widths(hp, self.depth)
+        units = [(jnp.arange(w) < wl).astype(jnp.float32) for wl in widths]
+        inv_sqrt = [jax.lax.rsqrt(wl.astype(jnp.float32)) for wl in widths]
+        if all(wl is widths[0] for wl in widths):  # one width: every layer's masks
+            last_units, last_inv_sqrt = units[0], inv_sqrt[0]
+        else:
+            last = jnp.stack(widths)[jnp.clip(hp["n_layers"] - 1, 0, self.depth - 1)]
+            last_units = (jnp.arange(w) < last).astype(jnp.float32)
+            last_inv_sqrt = jax.lax.rsqrt(last.astype(jnp.float32))
         row_ids = np.concatenate(
             [np.arange(n_in)]
             + [k * 2**20 + np.arange(w) for k in range(1, self.depth + 1)]
@@ -199,16 +227,19 @@ class MLPTrainable:
         rows = jax.vmap(
             lambda i: jax.random.normal(jax.random.fold_in(key, i), (cols,))
         )(jnp.asarray(row_ids))  # [R, cols]
-        first = rows[:n_in, :w] / math.sqrt(n_in) * units
+        first = rows[:n_in, :w] / math.sqrt(n_in) * units[0]
         params = {"hidden_0": {"kernel": first, "bias": jnp.zeros(w)}}
         for layer in range(1, self.depth):
             k = rows[n_in + (layer - 1) * w : n_in + layer * w, :w]
-            k = k * (units[:, None] * units[None, :]) * inv_sqrt_width
-            params[f"hidden_{layer}"] = {"kernel": k, "bias": jnp.zeros(w)}
+            k = k * (units[layer - 1][:, None] * units[layer][None, :])
+            params[f"hidden_{layer}"] = {
+                "kernel": k * inv_sqrt[layer - 1],
+                "bias": jnp.zeros(w),
+            }
         out = (
             rows[n_in + (self.depth - 1) * w :, :n_out]
-            * units[:, None]
-            * inv_sqrt_width
+            * last_units[:, None]
+            * last_inv_sqrt
         )
         params["out"] = {"kernel": out, "bias": jnp.zeros(n_out)}
         return MLPState(
@@ -336,7 +367,11 @@ class _MLPTask(Task):
             raise ValueError(
                 f"metric must be one of {sorted(self.metrics)}, got {metric!r}"
             )
-        unknown = set(defaults) - set(MLP_DEFAULTS)
+        unknown = {
+            k
+            for k in defaults
+            if k not in MLP_DEFAULTS and layer_width_index(k) is None
+        }
         if unknown:
             raise TypeError(
                 f"unknown hyperparameter default(s) {sorted(unknown)}; "
@@ -357,6 +392,7 @@ class _MLPTask(Task):
         self.defaults = {**MLP_DEFAULTS, **defaults}
         self.vocab = {"optimizer": OPTIMIZERS, "activation": ACTIVATIONS}
         self.limits = MLP_LIMITS
+        self.check_defaults(defaults)
         self.bucket_width_min = 8
         if val_fraction is None and folds is None and X_val is None:
             val_fraction = 0.2
@@ -378,6 +414,11 @@ class _MLPTask(Task):
         splits, aux = self._scale(splits)
         self.n_features = int(np.prod(X.shape[1:]))
         self.data = stack_folds(splits, standardize=standardize, aux=aux)
+
+    more_names = " and width_0, width_1, ... (one hidden layer's width each)"
+
+    def family(self, name: str) -> str:
+        return "width" if layer_width_index(name) is not None else name
 
     def _targets(self, y):
         return y, None
@@ -404,8 +445,16 @@ class _MLPTask(Task):
                 return list(p.values)
             return [p.low, p.high]
 
+        depth = int(max(possible("n_layers")))
+        for name in [*space, *self.defaults]:
+            i = layer_width_index(name)
+            if i is not None and i >= depth:
+                raise SpaceError(
+                    f"{name}: no trial has a layer {i} (width_0 is the first): "
+                    f"n_layers is at most {depth}"
+                )
         self._static = {
-            "depth": int(max(possible("n_layers"))),
+            "depth": depth,
             "min_depth": int(min(possible("n_layers"))),
             "activations": {ACTIVATIONS.index(a) for a in possible("activation")},
             "optimizers": {OPTIMIZERS.index(o) for o in possible("optimizer")},
@@ -414,14 +463,27 @@ class _MLPTask(Task):
         if self.step_kernel == "fused":
             fused.check(
                 activations=possible("activation"),
-                max_width=max(possible("width")),
+                max_width=max(
+                    max(possible(n if n in space or n in self.defaults else "width"))
+                    for n in (f"width_{i}" for i in range(depth))
+                ),
                 max_batch=max(possible("batch_size")),
                 n_in=self.n_features,
                 n_out=self.n_out,
             )
 
+    @staticmethod
+    def _widest(hp: Mapping[str, np.ndarray]) -> np.ndarray:
+        """Each trial's widest hidden layer among those it has, ``[P]``."""
+        if not any(layer_width_index(k) is not None for k in hp):
+            return np.asarray(hp["width"])
+        n_layers = np.asarray(hp["n_layers"])
+        depth = int(np.max(n_layers))
+        widths = np.stack([np.asarray(w) for w in layer_widths(hp, depth)], axis=1)
+        return np.max(np.where(np.arange(depth) < n_layers[:, None], widths, 0), axis=1)
+
     def shape_keys(self, hp) -> np.ndarray:
-        return next_pow2_array(np.maximum(hp["width"], self.bucket_width_min))
+        return next_pow2_array(np.maximum(self._widest(hp), self.bucket_width_min))
 
     def trainable(self, hp: Mapping[str, np.ndarray]) -> MLPTrainable:
         st = getattr(
@@ -440,7 +502,7 @@ class _MLPTask(Task):
             n_in=self.n_features,
             n_out=self.n_out,
             depth=max(int(np.max(hp["n_layers"])), st["depth"]),
-            width=next_pow2(max(int(np.max(hp["width"])), self.bucket_width_min)),
+            width=next_pow2(max(int(np.max(self._widest(hp))), self.bucket_width_min)),
             dropout=bool(np.any(hp["dropout"] > 0)) or st["dropout"],
             activations=tuple(
                 sorted(set(np.asarray(hp["activation"]).tolist()) | st["activations"])
