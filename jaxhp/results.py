@@ -173,6 +173,13 @@ class Results:
             raise ValueError("no trained model was kept (no trial finished)")
         return self.model.predict(X)
 
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """A classifier's class probabilities ``[N, C]`` with the best trial's weights
+        (columns in the order of the sorted labels; a fold ensemble's mean)."""
+        if self.model is None:
+            raise ValueError("no trained model was kept (no trial finished)")
+        return self.model.predict_proba(X)
+
     def curves(self, trial_id: int) -> dict[str, np.ndarray]:
         """Per-epoch learning curves of a trial: train_loss, the metric, per-fold values."""
         for t in self.trials:

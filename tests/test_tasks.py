@@ -159,6 +159,10 @@ def test_results_api(clf_task):
     assert len(curves["accuracy"]) == 3 and np.isfinite(curves["train_loss"]).all()
     assert "accuracy" in res.table(3) and len(res.table(3).splitlines()) == 5
     assert math.isclose(curves["accuracy"][res.best_trial.best_epoch], res.best_value)
+    X = np.asarray(clf_task.data.x_val[0][:20])  # standardised rows: any rows will do
+    proba = res.predict_proba(X)
+    assert proba.shape == (20, 10) and np.allclose(proba.sum(1), 1, atol=1e-5)
+    np.testing.assert_array_equal(res.predict(X), proba.argmax(1))  # labels 0..9
 
 
 def test_custom_trainable_example_runs():
