@@ -7,6 +7,8 @@ stopper and the study database::
     dataset = "digits"        # digits | breast_cancer | wine | iris | diabetes
     # path = "data.csv"       # or a CSV file (header row) / an NPZ file (arrays X, y)
     # target = "label"        # the target column (CSV) or array (NPZ); default: last / "y"
+    # categorical = ["zip"]   # CSV columns to one-hot encode even though they are numbers
+    #                         # (a column of text is one-hot encoded anyway)
 
     [task]
     kind = "classifier"       # or "regressor" (default: regressor for diabetes)
@@ -86,7 +88,7 @@ STOPPERS = {
     "hyperband": ("Hyperband", ("min_resource", "max_resource", "eta")),
 }
 SECTIONS = {
-    "data": {"dataset", "path", "target"},
+    "data": {"dataset", "path", "target", "categorical"},
     "task": {"kind", "val_fraction", "folds", "compute_dtype", "step_kernel"},
     "search": {"strategy", "n_trials", "population", "seed", "options"},
     "early_stopping": {"kind"} | {k for _, keys in STOPPERS.values() for k in keys},
@@ -158,6 +160,14 @@ def parse(raw: dict[str, Any]) -> dict[str, Any]:
             )
     if "target" in data:
         _expect(data["target"], str, "data.target", "a column or array name")
+    if "categorical" in data:
+        cats = data["categorical"]
+        if "path" not in data or not data["path"].lower().endswith(".csv"):
+            raise ConfigError("data.categorical: only for a CSV file (data.path)")
+        if not isinstance(cats, list) or not all(isinstance(c, str) for c in cats):
+            raise ConfigError(
+                f"data.categorical: expected a list of column names, got {cats!r}"
+            )
 
     task = cfg["task"]
     kind = task.setdefault(
@@ -408,23 +418,31 @@ def load_data(cfg: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
             f"data.target: no column {target!r} in {path!r} (columns: {', '.join(header)})"
         )
     t = header.index(target)
+    forced = data.get("categorical", [])
+    for name in forced:
+        if name not in header or name == target:
+            raise ConfigError(
+                f"data.categorical: {name!r} is not a feature column of {path!r} "
+                f"(features: {', '.join(h for h in header if h != target)})"
+            )
     body = [r for r in rows[1:] if r]
-    X = np.empty((len(body), len(header) - 1), np.float64)
-    cols = [c for c in range(len(header)) if c != t]
     for i, r in enumerate(body):
         if len(r) != len(header):
             raise ConfigError(
                 f"data.path: {path!r} line {i + 2} has {len(r)} fields, expected {len(header)}"
             )
-        for j, c in enumerate(cols):
-            try:
-                X[i, j] = float(r[c])
-            except ValueError:
-                raise ConfigError(
-                    f"data.path: {path!r} line {i + 2}, column {header[c]!r}: "
-                    f"{r[c]!r} is not a number"
-                ) from None
+    columns = [
+        _csv_feature(path, header[c], [r[c].strip() for r in body], header[c] in forced)
+        for c in range(len(header))
+        if c != t
+    ]
+    X = np.concatenate(columns, axis=1) if columns else np.empty((len(body), 0))
     y_raw = [r[t].strip() for r in body]
+    if "" in y_raw:
+        raise ConfigError(
+            f"data.path: {path!r} line {y_raw.index('') + 2}, column {target!r} (the "
+            "target): empty (fill in or drop rows with missing values)"
+        )
     try:
         y = np.asarray([float(v) for v in y_raw])
         if cfg["task"]["kind"] == "classifier" and np.all(y == np.round(y)):
@@ -436,6 +454,47 @@ def load_data(cfg: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
             ) from None
         y = np.asarray(y_raw)
     return X, y
+
+
+#: A text column with more distinct values than this is refused (an identifier or free
+#: text, not a category: one-hot encoding it would add a column per row).
+MAX_CATEGORIES = 256
+
+
+def _csv_feature(path: str, name: str, values: list[str], categorical: bool):
+    """One CSV column as feature columns ``[N, k]``: its numbers (k = 1), or, for a
+    column of text or one named in ``data.categorical``, a one-hot encoding of its
+    values (k categories, sorted)."""
+    where = f"data.path: {path!r}"
+    for i, v in enumerate(values):
+        if not v:
+            raise ConfigError(
+                f"{where} line {i + 2}, column {name!r}: empty (fill in or drop rows "
+                "with missing values)"
+            )
+    numbers = []
+    for v in values:
+        try:
+            numbers.append(float(v))
+        except ValueError:
+            numbers.append(None)
+    text = [i for i, x in enumerate(numbers) if x is None]
+    if not categorical and not text:
+        return np.asarray(numbers, np.float64)[:, None]
+    if not categorical and len(text) < len(values):
+        i = text[0]
+        raise ConfigError(
+            f"{where} line {i + 2}, column {name!r}: {values[i]!r} is not a number, "
+            f"though {len(values) - len(text)} of the column's values are: fix it, or "
+            "name the column in data.categorical to one-hot encode it"
+        )
+    categories, codes = np.unique(np.asarray(values), return_inverse=True)
+    if len(categories) > MAX_CATEGORIES:
+        raise ConfigError(
+            f"{where} column {name!r}: {len(categories)} distinct values, more than "
+            f"{MAX_CATEGORIES} categories: an identifier or free text? Drop it"
+        )
+    return np.eye(len(categories), dtype=np.float64)[codes.ravel()]
 
 
 def build(cfg: dict[str, Any]) -> dict[str, Any]:

@@ -100,6 +100,7 @@ BAD = [
     ("data.dataset", "mnist", "data.dataset: expected one of digits"),
     ("data", {"path": "x.parquet"}, "data.path: expected a .csv or .npz file"),
     ("data.path", "x.csv", "data: give exactly one of data.dataset or data.path"),
+    ("data.categorical", ["a"], "data.categorical: only for a CSV file"),
     ("task.kind", "ranker", "task.kind: expected 'classifier' or 'regressor'"),
     ("task.val_fraction", 1.5, "task.val_fraction: expected a number between 0 and 1"),
     ("task", {"folds": 1}, "task.folds: expected an integer >= 2"),
@@ -461,6 +462,81 @@ def test_a_sweep_whose_every_trial_diverges_ends_with_a_summary(tmp_path, capsys
     out = capsys.readouterr().out
     assert "2 trials (2 diverged); no trial finished with a finite accuracy" in out
     assert load(tmp_path / "d.db").summary()["diverged"] == 2
+
+
+def _write_csv(path, header, rows):
+    path.write_text("\n".join(",".join(map(str, r)) for r in [header, *rows]) + "\n")
+    return str(path)
+
+
+def test_csv_text_columns_are_one_hot_and_a_csv_sweep_runs(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    colours = ["red", "green", "blue"]
+    rows = []
+    for i in range(90):
+        a, c, z = rng.normal(), colours[i % 3], [10001, 10002][i % 2]
+        label = "yes" if a + (c == "red") > 0.5 else "no"  # the colour matters
+        rows.append([a, f" {c}", z, label])
+    path = _write_csv(tmp_path / "d.csv", ["a", "colour", "zip", "label"], rows)
+    cfg = C.parse({**SWEEP, "data": {"path": path, "categorical": ["zip"]}})
+    X, y = C.load_data(cfg)
+    # a, then colour one-hot (blue, green, red: sorted, spaces stripped), then zip's.
+    assert X.shape == (90, 1 + 3 + 2)
+    np.testing.assert_array_equal(X[:, 0], [r[0] for r in rows])
+    np.testing.assert_array_equal(X[:3, 1:4], [[0, 0, 1], [0, 1, 0], [1, 0, 0]])
+    np.testing.assert_array_equal(X[:2, 4:], [[1, 0], [0, 1]])
+    assert set(y) == {"yes", "no"} and y[0] == rows[0][3]
+    cfg = C.parse({**SWEEP, "data": {"path": path, "target": "a"}})
+    cfg["task"]["kind"] = "regressor"
+    X, y = C.load_data(cfg)  # zip is a number now; label is one-hot
+    assert X.shape == (90, 3 + 1 + 2) and y.dtype == np.float64
+    run = with_storage(SWEEP, tmp_path / "c.db")
+    run["data"] = {"path": path}
+    run["search"] = {"strategy": "random", "n_trials": 2, "population": 2}
+    assert main(["tune", write_config(tmp_path, run), "--quiet"]) == 0
+    assert load(tmp_path / "c.db").best_value > 0.5
+
+
+def test_npz_data_loads_its_arrays(tmp_path):
+    X, y = np.arange(12.0).reshape(6, 2), np.array([0, 1] * 3)
+    np.savez(tmp_path / "d.npz", X=X, label=y)
+    cfg = C.parse(
+        {**SWEEP, "data": {"path": str(tmp_path / "d.npz"), "target": "label"}}
+    )
+    got = C.load_data(cfg)
+    np.testing.assert_array_equal(got[0], X)
+    np.testing.assert_array_equal(got[1], y)
+    cfg["data"]["target"] = "y"
+    with pytest.raises(C.ConfigError, match=r"holds arrays \['X', 'label'\]"):
+        C.load_data(cfg)
+
+
+@pytest.mark.parametrize(
+    "rows,data,message",
+    [
+        (
+            [[1, 2, 0], [2, "x", 1], [3, 4, 0]],
+            {},
+            "line 3, column 'b': 'x' is not a number, though 2 of the column's values",
+        ),
+        ([[1, 2, 0], [2, "", 1]], {}, "line 3, column 'b': empty"),
+        ([[1, 2, 0], [2, 3, ""]], {}, "line 3, column 'c' (the target): empty"),
+        ([[1, 2, 0], [2, 3]], {}, "line 3 has 2 fields, expected 3"),
+        ([[1, 2, 0]], {"target": "d"}, "data.target: no column 'd'"),
+        ([[1, 2, 0]], {"categorical": ["c"]}, "data.categorical: 'c' is not a feature"),
+        ([[1, 2, 0]], {"categorical": "a"}, "data.categorical: expected a list"),
+        (
+            [[i, f"id{i}", i % 2] for i in range(300)],
+            {},
+            "column 'b': 300 distinct values, more than 256 categories",
+        ),
+    ],
+)
+def test_csv_errors_name_the_line_and_column(tmp_path, rows, data, message):
+    path = _write_csv(tmp_path / "d.csv", ["a", "b", "c"], rows)
+    with pytest.raises(C.ConfigError) as e:
+        C.load_data(C.parse({**SWEEP, "data": {"path": path, **data}}))
+    assert message in str(e.value), e.value
 
 
 def test_storage_errors(tmp_path, capsys):
