@@ -87,7 +87,7 @@ def _tune_config(cfg: dict, quiet: bool) -> int:
             file=sys.stderr,
             flush=True,
         )
-    result = jaxhp.tune(**kwargs, verbose=not quiet, metadata={"config": cfg})
+    result = jaxhp.tune(**kwargs, verbose=not quiet)
     if not quiet and jaxhp.distributed.is_leader():
         print(result.table(10))
         counts = ", ".join(f"{v} {k}" for k, v in result.summary().items() if v)
@@ -126,7 +126,9 @@ def _tune(args: argparse.Namespace) -> int:
     return _tune_config(cfg, args.quiet)
 
 
-def _stored_config(db: str, study: str | None) -> dict:
+def _stored_metadata(db: str, study: str | None) -> dict:
+    """The metadata a study was created with (the command line's config, the CSV's
+    features; empty for a study started from Python)."""
     from jaxhp.storage import StorageError, Study
 
     names = Study.names(db)
@@ -138,9 +140,15 @@ def _stored_config(db: str, study: str | None) -> dict:
     try:
         if not s.exists:
             raise StorageError(f"no study {study!r} in {db} (it holds {names})")
-        cfg = (s.config or {}).get("metadata", {}).get("config")
+        return (s.config or {}).get("metadata", {})
     finally:
         s.close()
+
+
+def _stored_config(db: str, study: str | None) -> dict:
+    from jaxhp.storage import StorageError
+
+    cfg = _stored_metadata(db, study).get("config")
     if cfg is None:
         raise StorageError(
             f"study {study!r} in {db} was started from Python, not from a config file: "
@@ -200,6 +208,73 @@ def _export(args: argparse.Namespace) -> int:
     finally:
         if args.out:
             out.close()
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    import csv
+
+    import numpy as np
+
+    from jaxhp import config as C
+    from jaxhp.storage import StorageError, load
+
+    res = load(args.db, args.study)
+    if res.model is None:
+        raise StorageError(f"{args.db} holds no trained model (no trial finished yet)")
+    meta = _stored_metadata(args.db, args.study)
+    features = meta.get("features")
+    if not os.path.exists(args.rows):
+        raise C.ConfigError(f"rows: file {args.rows!r} not found")
+    y = None
+    if args.rows.lower().endswith(".npz"):
+        with np.load(args.rows, allow_pickle=False) as z:
+            if "X" not in z:
+                raise C.ConfigError(f"rows: {args.rows!r} has no array 'X'")
+            X = z["X"]
+    elif args.rows.lower().endswith(".csv"):
+        # Encoded as the training CSV was; a study of a built-in dataset or an NPZ
+        # file (or one started from Python) takes a CSV of numbers, all features.
+        if features is None:
+            with open(args.rows, newline="") as f:
+                names = [h.strip() for h in next(csv.reader(f), [])]
+            features = {"target": None, "columns": [[n, None] for n in names]}
+        X, y, _ = C.read_csv(args.rows, features=features, key="rows")
+    else:
+        raise C.ConfigError(f"rows: expected a .csv or .npz file, got {args.rows!r}")
+    # Rows of the wrong width, or --proba for a regressor: one line, not a traceback.
+    try:
+        pred = res.predict(X)
+        proba = res.predict_proba(X) if args.proba else None
+    except (TypeError, ValueError) as e:
+        raise C.ConfigError(f"rows: {e}") from None
+    out = open(args.out, "w", newline="") if args.out else sys.stdout
+    try:
+        w = csv.writer(out)
+        pred = pred.reshape(len(pred), -1)
+        cols = (
+            ["prediction"]
+            if pred.shape[1] == 1
+            else [f"prediction_{k}" for k in range(pred.shape[1])]
+        )
+        classes = res.model.classes if proba is not None else []
+        w.writerow(cols + [f"p_{c}" for c in classes])
+        for k in range(len(pred)):
+            row = [v.item() for v in pred[k]]
+            w.writerow(row + ([] if proba is None else [f"{p:.6g}" for p in proba[k]]))
+    finally:
+        if args.out:
+            out.close()
+    if y is not None:  # the rows came with their targets: how well the model does
+        if res.model.kind == "classifier":  # labels as read: compare their text
+            hit = pred[:, 0].astype(str) == np.asarray(y).astype(str)
+            score = f"accuracy {np.mean(hit):.4f}"
+        else:
+            err = pred.astype(np.float64) - np.asarray(y, np.float64).reshape(
+                pred.shape
+            )
+            score = f"mse {np.mean(err**2):.6g}"
+        print(f"jaxhp: {score} on the {len(pred)} rows' own targets", file=sys.stderr)
     return 0
 
 
@@ -300,6 +375,23 @@ def main(argv: list[str] | None = None) -> int:
     report.add_argument("--study")
     report.add_argument("--out", help="HTML path (default: DB's name + _report.html)")
     report.set_defaults(func=_report)
+
+    predict = verbs.add_parser(
+        "predict",
+        help="predict rows of a CSV or NPZ file with a study's best model",
+        description="Predict with the best trial's trained weights (a fold ensemble "
+        "with k-fold). A CSV is encoded as the training CSV was: the same columns, "
+        "text columns one-hot with the training categories. When the rows carry "
+        "the target column, the score on them is printed to standard error.",
+    )
+    predict.add_argument("db")
+    predict.add_argument("rows", help="a .csv file (header row) or .npz (array X)")
+    predict.add_argument("--study")
+    predict.add_argument(
+        "--proba", action="store_true", help="add each class's probability (p_<class>)"
+    )
+    predict.add_argument("--out", help="CSV to write (default: standard output)")
+    predict.set_defaults(func=_predict)
 
     export = verbs.add_parser("export", help="write a study's trials as CSV or JSON")
     export.add_argument("db")

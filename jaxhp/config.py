@@ -390,11 +390,20 @@ def _value(v: Any) -> str:
 
 # ---------------------------------------------------------------------------- building
 def load_data(cfg: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """The config's data as ``(X, y)``."""
+    X, y, _ = load_table(cfg)
+    return X, y
+
+
+def load_table(cfg: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, dict | None]:
+    """The config's data as ``(X, y, features)``: ``features`` is how a CSV's columns
+    became ``X`` (see :func:`read_csv`), None for other data."""
     data = cfg["data"]
     if "dataset" in data:
         import sklearn.datasets as ds
 
-        return getattr(ds, f"load_{data['dataset']}")(return_X_y=True)
+        X, y = getattr(ds, f"load_{data['dataset']}")(return_X_y=True)
+        return X, y, None
     path = data["path"]
     if not os.path.exists(path):
         raise ConfigError(f"data.path: file {path!r} not found")
@@ -406,54 +415,107 @@ def load_data(cfg: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
                     f"data.target: {path!r} holds arrays {sorted(z.files)}; expected "
                     f"'X' and {target!r}"
                 )
-            return z["X"], z[target]
+            return z["X"], z[target], None
+    X, y, features = read_csv(
+        path, data.get("target"), data.get("categorical", []), cfg["task"]["kind"]
+    )
+    return X, y, features
+
+
+def read_csv(
+    path: str,
+    target: str | None = None,
+    categorical: list[str] = (),
+    kind: str = "classifier",
+    features: dict | None = None,
+    key: str = "data.path",
+) -> tuple[np.ndarray, np.ndarray | None, dict]:
+    """A CSV file with a header row as ``(X, y, features)``.
+
+    ``target`` is the target column (default: the last). A feature column of text, or
+    one named in ``categorical``, is one-hot encoded. ``features`` says how the
+    columns became ``X``: ``{"target": name, "columns": [[name, None] (a number),
+    [name, [categories]] (one-hot), ...]}`` (JSON, stored with a command-line study).
+    Given ``features`` (of the training data), the rows are encoded the same way, for
+    prediction: the file must have those columns (in any order, others ignored); the
+    target may be missing (``y`` is then None); an unseen category is an error.
+    Errors start with ``key``, the setting that named the file.
+    """
+    where = f"{key}: {path!r}"
     with open(path, newline="") as f:
         rows = list(csv.reader(f))
     if len(rows) < 2:
-        raise ConfigError(f"data.path: {path!r} has no data rows under its header")
+        raise ConfigError(f"{where} has no data rows under its header")
     header = [h.strip() for h in rows[0]]
-    target = data.get("target", header[-1])
-    if target not in header:
-        raise ConfigError(
-            f"data.target: no column {target!r} in {path!r} (columns: {', '.join(header)})"
-        )
-    t = header.index(target)
-    forced = data.get("categorical", [])
-    for name in forced:
-        if name not in header or name == target:
+    if features is None:
+        target = header[-1] if target is None else target
+        if target not in header:
             raise ConfigError(
-                f"data.categorical: {name!r} is not a feature column of {path!r} "
-                f"(features: {', '.join(h for h in header if h != target)})"
+                f"data.target: no column {target!r} in {path!r} "
+                f"(columns: {', '.join(header)})"
+            )
+        for name in categorical:
+            if name not in header or name == target:
+                raise ConfigError(
+                    f"data.categorical: {name!r} is not a feature column of {path!r} "
+                    f"(features: {', '.join(h for h in header if h != target)})"
+                )
+    else:
+        target = features["target"]
+        missing = [name for name, _ in features["columns"] if name not in header]
+        if missing:
+            raise ConfigError(
+                f"{where} lacks the column(s) {', '.join(map(repr, missing))} that "
+                f"the model was trained on (columns: {', '.join(header)})"
             )
     body = [r for r in rows[1:] if r]
     for i, r in enumerate(body):
         if len(r) != len(header):
             raise ConfigError(
-                f"data.path: {path!r} line {i + 2} has {len(r)} fields, expected {len(header)}"
+                f"{where} line {i + 2} has {len(r)} fields, expected {len(header)}"
             )
-    columns = [
-        _csv_feature(path, header[c], [r[c].strip() for r in body], header[c] in forced)
-        for c in range(len(header))
-        if c != t
-    ]
-    X = np.concatenate(columns, axis=1) if columns else np.empty((len(body), 0))
-    y_raw = [r[t].strip() for r in body]
+
+    def column(name):
+        return [r[header.index(name)].strip() for r in body]
+
+    if features is None:
+        names = [h for h in header if h != target]
+        encoded = [
+            _csv_feature(
+                where, n, column(n), "categorical" if n in categorical else "auto"
+            )
+            for n in names
+        ]
+        features = {
+            "target": target,
+            "columns": [[n, c] for n, (_, c) in zip(names, encoded, strict=True)],
+        }
+    else:
+        encoded = [
+            _csv_feature(where, n, column(n), "numeric" if cats is None else cats)
+            for n, cats in features["columns"]
+        ]
+    cols = [x for x, _ in encoded]
+    X = np.concatenate(cols, axis=1) if cols else np.empty((len(body), 0))
+    if target not in header:  # prediction rows without their target
+        return X, None, features
+    y_raw = column(target)
     if "" in y_raw:
         raise ConfigError(
-            f"data.path: {path!r} line {y_raw.index('') + 2}, column {target!r} (the "
+            f"{where} line {y_raw.index('') + 2}, column {target!r} (the "
             "target): empty (fill in or drop rows with missing values)"
         )
     try:
         y = np.asarray([float(v) for v in y_raw])
-        if cfg["task"]["kind"] == "classifier" and np.all(y == np.round(y)):
+        if kind == "classifier" and np.all(y == np.round(y)):
             y = y.astype(np.int64)
     except ValueError:
-        if cfg["task"]["kind"] == "regressor":
+        if kind == "regressor":
             raise ConfigError(
                 f"data.target: column {target!r} must be numeric for a regressor"
             ) from None
         y = np.asarray(y_raw)
-    return X, y
+    return X, y, features
 
 
 #: A text column with more distinct values than this is refused (an identifier or free
@@ -461,47 +523,65 @@ def load_data(cfg: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
 MAX_CATEGORIES = 256
 
 
-def _csv_feature(path: str, name: str, values: list[str], categorical: bool):
-    """One CSV column as feature columns ``[N, k]``: its numbers (k = 1), or, for a
-    column of text or one named in ``data.categorical``, a one-hot encoding of its
-    values (k categories, sorted)."""
-    where = f"data.path: {path!r}"
+def _csv_feature(where: str, name: str, values: list[str], how: Any):
+    """One CSV column as ``(columns [N, k], categories)``. ``how``: ``"auto"`` (numbers
+    stay a column, categories None; a column of text is one-hot encoded, its
+    categories sorted), ``"categorical"`` (one-hot, whatever the values), ``"numeric"``
+    or a list of categories (as a trained model's column was: for prediction)."""
     for i, v in enumerate(values):
         if not v:
             raise ConfigError(
                 f"{where} line {i + 2}, column {name!r}: empty (fill in or drop rows "
                 "with missing values)"
             )
-    numbers = []
-    for v in values:
-        try:
-            numbers.append(float(v))
-        except ValueError:
-            numbers.append(None)
-    text = [i for i, x in enumerate(numbers) if x is None]
-    if not categorical and not text:
-        return np.asarray(numbers, np.float64)[:, None]
-    if not categorical and len(text) < len(values):
+    if how in ("auto", "numeric"):
+        numbers = []
+        for v in values:
+            try:
+                numbers.append(float(v))
+            except ValueError:
+                numbers.append(None)
+        text = [i for i, x in enumerate(numbers) if x is None]
+        if not text:
+            return np.asarray(numbers, np.float64)[:, None], None
         i = text[0]
-        raise ConfigError(
-            f"{where} line {i + 2}, column {name!r}: {values[i]!r} is not a number, "
-            f"though {len(values) - len(text)} of the column's values are: fix it, or "
-            "name the column in data.categorical to one-hot encode it"
-        )
-    categories, codes = np.unique(np.asarray(values), return_inverse=True)
-    if len(categories) > MAX_CATEGORIES:
-        raise ConfigError(
-            f"{where} column {name!r}: {len(categories)} distinct values, more than "
-            f"{MAX_CATEGORIES} categories: an identifier or free text? Drop it"
-        )
-    return np.eye(len(categories), dtype=np.float64)[codes.ravel()]
+        if how == "numeric":
+            raise ConfigError(
+                f"{where} line {i + 2}, column {name!r}: {values[i]!r} is not a number "
+                "(the model was trained on numbers there)"
+            )
+        if len(text) < len(values):
+            raise ConfigError(
+                f"{where} line {i + 2}, column {name!r}: {values[i]!r} is not a number, "
+                f"though {len(values) - len(text)} of the column's values are: fix it, "
+                "or name the column in data.categorical to one-hot encode it"
+            )
+    if isinstance(how, list):
+        categories = how
+    else:
+        categories = sorted(set(values))
+        if len(categories) > MAX_CATEGORIES:
+            raise ConfigError(
+                f"{where} column {name!r}: {len(categories)} distinct values, more than "
+                f"{MAX_CATEGORIES} categories: an identifier or free text? Drop it"
+            )
+    index = {c: k for k, c in enumerate(categories)}
+    for i, v in enumerate(values):
+        if v not in index:
+            raise ConfigError(
+                f"{where} line {i + 2}, column {name!r}: {v!r} is not a category the "
+                f"model was trained on ({', '.join(map(repr, categories[:10]))}"
+                f"{', ...' if len(categories) > 10 else ''})"
+            )
+    codes = np.asarray([index[v] for v in values], np.int64)
+    return np.eye(len(categories), dtype=np.float64)[codes], categories
 
 
 def build(cfg: dict[str, Any]) -> dict[str, Any]:
     """The keyword arguments of :func:`jaxhp.tune` that a parsed config describes."""
     import jaxhp
 
-    X, y = load_data(cfg)
+    X, y, features = load_table(cfg)
     t = cfg["task"]
     cls = (
         jaxhp.tasks.MLPClassifier
@@ -548,6 +628,9 @@ def build(cfg: dict[str, Any]) -> dict[str, Any]:
         early_stopping=stopper_of(cfg),
         storage=cfg["study"]["storage"],
         study_name=cfg["study"]["name"],
+        # Stored with a new study: what `jaxhp resume` rebuilds it from, and how a
+        # CSV's columns became features (`jaxhp predict` encodes new rows the same way).
+        metadata={"config": cfg, "features": features},
         **cfg.get("run", {}),
     )
 

@@ -59,6 +59,16 @@ class Model:
         self._y_ndim = getattr(task, "y_ndim", 1)
         self._build()
 
+    @property
+    def kind(self) -> str | None:
+        """``"classifier"``, ``"regressor"``, or None for a user's own Trainable."""
+        return self._kind
+
+    @property
+    def classes(self) -> np.ndarray | None:
+        """A classifier's labels, in the order of ``predict_proba``'s columns."""
+        return self._classes
+
     def _build(self) -> None:
         if not hasattr(self.trainable, "predict"):
             self._forward = None

@@ -426,6 +426,15 @@ def test_show_export_and_report(tmp_path, capsys):
     assert main(["show", str(db), "--top", "3"]) == 0
     out = capsys.readouterr().out
     assert "learning_rate" in out and "8 trials" in out
+    # A study of a built-in dataset predicts rows of numbers: an NPZ's X, or a CSV.
+    X, y = C.load_data(cfg)
+    np.savez(tmp_path / "rows.npz", X=X[:4])
+    assert main(["predict", str(db), str(tmp_path / "rows.npz")]) == 0
+    out = capsys.readouterr().out.split()
+    assert out == ["prediction"] + [str(v) for v in res.predict(X[:4])]
+    _write_csv(tmp_path / "rows.csv", ["f0", "f1", "f2"], X[:4, :3])
+    assert main(["predict", str(db), str(tmp_path / "rows.csv")]) == 2
+    assert "rows: X rows have shape (3,), expected (4,)" in capsys.readouterr().err
     csv_path = tmp_path / "t.csv"
     assert main(["export", str(db), "--out", str(csv_path)]) == 0
     assert len(csv_path.read_text().strip().splitlines()) == 1 + len(res)
@@ -494,7 +503,30 @@ def test_csv_text_columns_are_one_hot_and_a_csv_sweep_runs(tmp_path, capsys):
     run["data"] = {"path": path}
     run["search"] = {"strategy": "random", "n_trials": 2, "population": 2}
     assert main(["tune", write_config(tmp_path, run), "--quiet"]) == 0
-    assert load(tmp_path / "c.db").best_value > 0.5
+    db = str(tmp_path / "c.db")
+    res = load(db)
+    assert res.best_value > 0.5
+    # `jaxhp predict`: new rows encoded as the training CSV was (another column order,
+    # an extra column, no target), matching the model's own predictions.
+    capsys.readouterr()
+    new = [[r[3], r[2], r[0], r[1].strip(), "x"] for r in rows[:5]]
+    path = _write_csv(tmp_path / "n.csv", ["label", "zip", "a", "colour", "note"], new)
+    assert main(["predict", db, path, "--proba"]) == 0
+    out, err = capsys.readouterr()
+    lines = out.strip().splitlines()
+    assert lines[0] == "prediction,p_no,p_yes" and len(lines) == 6
+    X, _ = C.load_data(C.parse({**SWEEP, "data": {"path": str(tmp_path / "d.csv")}}))
+    assert [ln.split(",")[0] for ln in lines[1:]] == list(res.predict(X[:5]))
+    assert np.allclose([sum(map(float, ln.split(",")[1:])) for ln in lines[1:]], 1)
+    assert err.startswith("jaxhp: accuracy ") and "on the 5 rows' own targets" in err
+    new[0][3] = "purple"
+    path = _write_csv(tmp_path / "m.csv", ["label", "zip", "a", "colour", "note"], new)
+    assert main(["predict", db, path]) == 2
+    err = capsys.readouterr().err
+    assert "line 2, column 'colour': 'purple' is not a category the model" in err
+    path = _write_csv(tmp_path / "o.csv", ["a", "zip"], [r[:1] + r[2:3] for r in new])
+    assert main(["predict", db, path]) == 2
+    assert "lacks the column(s) 'colour' that the model" in capsys.readouterr().err
 
 
 def test_npz_data_loads_its_arrays(tmp_path):

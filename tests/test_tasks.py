@@ -188,7 +188,9 @@ def test_cli_help_lists_verbs(capsys):
     from jaxhp.cli import main
 
     assert main([]) == 0
-    assert "demo" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    for verb in ("demo", "tune", "resume", "show", "report", "export", "predict"):
+        assert f"    {verb} " in out, verb
 
 
 def test_classifier_loss_matches_optax():
