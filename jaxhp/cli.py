@@ -97,6 +97,11 @@ def _tune_config(cfg: dict, quiet: bool) -> int:
             else f"no trial finished with a finite {result.metric}"
         )
         print(f"\n{len(result)} trials ({counts}); {best}; stored in {storage}")
+        if result.stats["timed_out"]:
+            print(
+                f"stopped at search.timeout with {s['n_trials'] - len(result)} trials "
+                f"to go: `jaxhp resume {storage}` continues"
+            )
     return 0
 
 
@@ -111,6 +116,7 @@ def _tune(args: argparse.Namespace) -> int:
         ("population", "search", "population"),
         ("seed", "search", "seed"),
         ("strategy", "search", "strategy"),
+        ("timeout", "search", "timeout"),
         ("storage", "study", "storage"),
         ("study", "study", "name"),
     ):
@@ -164,6 +170,8 @@ def _resume(args: argparse.Namespace) -> int:
     cfg["study"]["storage"] = args.db  # the file may have moved
     if args.n_trials is not None:
         cfg["search"]["n_trials"] = args.n_trials
+    if args.timeout is not None:
+        cfg["search"]["timeout"] = args.timeout
     return _tune_config(C.parse(cfg), args.quiet)
 
 
@@ -335,6 +343,9 @@ def main(argv: list[str] | None = None) -> int:
     tune.add_argument("--population", type=int, help="override search.population")
     tune.add_argument("--seed", type=int, help="override search.seed")
     tune.add_argument("--strategy", help="override search.strategy")
+    tune.add_argument(
+        "--timeout", help="override search.timeout (e.g. 90s, 30m, 2h, or seconds)"
+    )
     tune.add_argument("--storage", help="override study.storage (database path)")
     tune.add_argument("--study", help="override study.name")
     tune.add_argument(
@@ -357,6 +368,10 @@ def main(argv: list[str] | None = None) -> int:
     resume.add_argument("--study", help="study name (when the database holds several)")
     resume.add_argument(
         "--n-trials", type=int, help="raise the study's trial budget and continue"
+    )
+    resume.add_argument(
+        "--timeout",
+        help="start no round after this long (e.g. 30m; default: the config's)",
     )
     resume.add_argument("--quiet", action="store_true", help="no progress display")
     resume.set_defaults(func=_resume)

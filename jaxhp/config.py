@@ -19,6 +19,8 @@ stopper and the study database::
     n_trials = 64
     population = 32
     seed = 0
+    # timeout = "2h"          # start no round after this ("90s", "30m", "1h30m", or
+    #                         # seconds); `jaxhp resume` continues
 
     [early_stopping]          # optional; kind = "patience" (default), "median",
     patience = 4              # "percentile", "threshold", "asha", "hyperband"
@@ -50,6 +52,7 @@ import copy
 import csv
 import math
 import os
+import re
 import sys
 from typing import Any
 
@@ -90,7 +93,7 @@ STOPPERS = {
 SECTIONS = {
     "data": {"dataset", "path", "target", "categorical"},
     "task": {"kind", "val_fraction", "folds", "compute_dtype", "step_kernel"},
-    "search": {"strategy", "n_trials", "population", "seed", "options"},
+    "search": {"strategy", "n_trials", "population", "seed", "options", "timeout"},
     "early_stopping": {"kind"} | {k for _, keys in STOPPERS.values() for k in keys},
     "study": {"storage", "name"},
     "space": None,  # any parameter name (checked against the task later)
@@ -215,6 +218,8 @@ def parse(raw: dict[str, Any]) -> dict[str, Any]:
         raise ConfigError(f"search.seed: expected an integer, got {search['seed']!r}")
     if "options" in search:
         _expect(search["options"], dict, "search.options", "a table")
+    if "timeout" in search:
+        seconds(search["timeout"], "search.timeout")  # validates
 
     if "early_stopping" in cfg:
         stopper_of(cfg)  # validates
@@ -626,6 +631,7 @@ def build(cfg: dict[str, Any]) -> dict[str, Any]:
         seed=s["seed"],
         strategy_options=s.get("options"),
         early_stopping=stopper_of(cfg),
+        timeout=seconds(s["timeout"], "search.timeout") if "timeout" in s else None,
         storage=cfg["study"]["storage"],
         study_name=cfg["study"]["name"],
         # Stored with a new study: what `jaxhp resume` rebuilds it from, and how a
@@ -633,6 +639,32 @@ def build(cfg: dict[str, Any]) -> dict[str, Any]:
         metadata={"config": cfg, "features": features},
         **cfg.get("run", {}),
     )
+
+
+_DURATION = re.compile(
+    r"(?:(\d+(?:\.\d*)?)h)?(?:(\d+(?:\.\d*)?)m)?(?:(\d+(?:\.\d*)?)s)?"
+)
+
+
+def seconds(v: Any, key: str) -> float:
+    """A duration as seconds: a positive number, or a string such as ``"90s"``,
+    ``"30m"``, ``"2h"`` or ``"1h30m"``."""
+    if isinstance(v, str) and v.strip():  # from TOML, or a flag's text
+        m = _DURATION.fullmatch(v.strip())
+        if m:
+            h, mi, sec = (float(g) if g else 0.0 for g in m.groups())
+            v = 3600 * h + 60 * mi + sec
+        else:
+            try:
+                v = float(v)
+            except ValueError:
+                pass
+    if not (_is_real(v) and 0 < v < math.inf):
+        raise ConfigError(
+            f"{key}: expected a positive number of seconds or a duration such as "
+            f"'30m', '2h' or '1h30m', got {v!r}"
+        )
+    return float(v)
 
 
 def _is_real(v: Any) -> bool:

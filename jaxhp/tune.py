@@ -53,6 +53,7 @@ def tune(
     memory_budget: int | None = None,
     recycle: bool = False,
     eval_every: int = 1,
+    timeout: float | None = None,
 ) -> Results:
     """Tune ``task``'s hyperparameters over ``space``, training populations of trials at once.
 
@@ -106,6 +107,11 @@ def tune(
             rows; a sweep without early stopping that only needs final scores can set it
             to the largest ``epochs``. The best epoch is chosen among validated epochs;
             curves hold NaN in between. Early stopping needs validation every epoch.
+        timeout: seconds this call may start rounds for (as Optuna's ``timeout``): once
+            they have passed, no new round starts, and the round under way finishes
+            (with ``recycle``, no freed slot is refilled and the trials in flight
+            finish). At least one round runs. ``stats["timed_out"]`` says whether it
+            ended the call; with ``storage``, calling again continues the study.
 
     Returns:
         :class:`~jaxhp.Results`.
@@ -128,6 +134,14 @@ def tune(
         segment_epochs = 1 if recycle else 10
     check_positive_int("memory_budget", memory_budget, allow_none=True)
     check_positive_int("eval_every", eval_every)
+    if timeout is not None and not (
+        isinstance(timeout, numbers.Real)
+        and not isinstance(timeout, bool)
+        and 0 < timeout < math.inf
+    ):
+        raise ValueError(
+            f"timeout must be a positive number of seconds, got {timeout!r}"
+        )
     if eval_every > 1 and early_stopping is not None:
         raise ValueError(
             f"eval_every={eval_every} cannot be combined with early_stopping: a stopper "
@@ -209,6 +223,7 @@ def tune(
             },
         )
     t0 = time.perf_counter()
+    clock = _Deadline(timeout, t0)
     if recycle:
         if storage is not None:
             raise ValueError(
@@ -228,13 +243,16 @@ def tune(
             callback=callback,
             progress=progress,
             eval_every=eval_every,
+            clock=clock,
         )
         buckets.extend(recycled_buckets)
         started = n_trials
     platform = devices[0].platform if devices else jax.default_backend()
     writer = _Writer(study, platform) if study is not None and leader else None
     try:
-        while started < n_trials:
+        first = True  # this call's first round runs whatever the timeout
+        while started < n_trials and (first or not clock.passed()):
+            first = False
             t_round = time.perf_counter()
             n = min(population, n_trials - started)
             u, state = strat.ask(state, n)
@@ -331,6 +349,7 @@ def tune(
         "resumed_trials": n_prior,
         "devices": max((r.devices for r in buckets), default=1),
         "chunks": sorted({r.chunk for r in buckets if r.chunk}),
+        "timed_out": clock.fired,
     }
     if storage is not None:
         # Seconds the rounds waited for their commits (what storage cost the run).
@@ -459,6 +478,26 @@ def _extremes(space: Space) -> dict[str, np.ndarray]:
     return {k: np.asarray([hi[k], lo[k]]) for k in hi}
 
 
+class _Deadline:
+    """``tune``'s ``timeout``: whether it has passed, the same answer in every process
+    (each trains its shard of every round, so all must stop at the same one)."""
+
+    def __init__(self, timeout: float | None, t0: float):
+        self.at = None if timeout is None else t0 + timeout
+        self.fired = False  # it stopped the study short
+
+    def passed(self) -> bool:
+        if self.at is None:
+            return False
+        late = np.asarray(time.perf_counter() >= self.at)
+        if jax.process_count() > 1:  # process 0's clock decides for all
+            from jax.experimental import multihost_utils
+
+            late = multihost_utils.broadcast_one_to_all(late)
+        self.fired = self.fired or bool(late)
+        return bool(late)
+
+
 def _tune_recycled(
     task,
     space,
@@ -473,6 +512,7 @@ def _tune_recycled(
     callback,
     progress,
     eval_every,
+    clock,
 ):
     from jaxhp.engine import run_recycled
 
@@ -483,6 +523,8 @@ def _tune_recycled(
 
     def source(n: int):
         n = min(n, n_trials - box["started"])
+        if box["started"] > 0 and n > 0 and clock.passed():  # no refills past timeout
+            n = 0
         if n <= 0:
             return np.zeros(0, np.int64), {}
         u, box["state"] = strat.ask(box["state"], n)

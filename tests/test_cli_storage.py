@@ -101,6 +101,8 @@ BAD = [
     ("data", {"path": "x.parquet"}, "data.path: expected a .csv or .npz file"),
     ("data.path", "x.csv", "data: give exactly one of data.dataset or data.path"),
     ("data.categorical", ["a"], "data.categorical: only for a CSV file"),
+    ("search.timeout", "soon", "search.timeout: expected a positive number of seconds"),
+    ("search.timeout", 0, "search.timeout: expected a positive number of seconds"),
     ("task.kind", "ranker", "task.kind: expected 'classifier' or 'regressor'"),
     ("task.val_fraction", 1.5, "task.val_fraction: expected a number between 0 and 1"),
     ("task", {"folds": 1}, "task.folds: expected an integer >= 2"),
@@ -337,6 +339,47 @@ def test_library_storage_resumes_and_refuses_a_different_study(tmp_path, clf_tas
     assert len(other) == 2 and len(load(db, "default")) == 8
     with pytest.raises(jaxhp.storage.StorageError, match="name one"):
         load(db)
+
+
+def test_a_timeout_ends_the_call_after_a_round_and_the_study_goes_on(
+    tmp_path, clf_task
+):
+    space = jaxhp.Space(
+        learning_rate=jaxhp.Float(1e-3, 0.1, log=True),
+        width=jaxhp.Fixed(8),
+        epochs=jaxhp.Fixed(2),
+    )
+    db = str(tmp_path / "t.db")
+    run = dict(task=clf_task, space=space, strategy="random", n_trials=12, population=4)
+    cut = jaxhp.tune(**run, storage=db, timeout=1e-9)  # the first round always runs
+    assert len(cut) == 4 and cut.stats["timed_out"]
+    rest = jaxhp.tune(**run, storage=db, timeout=3600.0)
+    assert len(rest) == 12 and not rest.stats["timed_out"]
+    assert _comparable(rest) == _comparable(jaxhp.tune(**run))
+    # Recycling: the first fill trains, no freed slot is refilled.
+    rec = jaxhp.tune(**run, recycle=True, timeout=1e-9)
+    assert len(rec) == 4 and rec.stats["timed_out"]
+    for bad in (0, -1.0, True, float("inf"), "1h"):
+        with pytest.raises(ValueError, match="timeout must be a positive number"):
+            jaxhp.tune(**run, timeout=bad)
+
+
+def test_the_command_line_timeout_stops_a_sweep_that_resume_finishes(tmp_path, capsys):
+    db = tmp_path / "t.db"
+    cfg = with_storage(SWEEP, db)
+    cfg["search"] = {"strategy": "random", "n_trials": 8, "population": 4}
+    cfg["search"]["timeout"] = "1h30m"
+    assert C.build(C.parse(cfg))["timeout"] == 5400.0
+    path = write_config(tmp_path, cfg)
+    assert main(["tune", path, "--quiet", "--timeout", "1e-9"]) == 0
+    assert len(load(db)) == 4
+    assert main(["resume", str(db), "--timeout", "2h"]) == 0
+    out = capsys.readouterr().out
+    assert "stopped at search.timeout with 4 trials to go: `jaxhp resume" not in out
+    assert len(load(db)) == 8
+    assert main(["tune", path, "--timeout", "1e-9", "--set", "search.n_trials=16"]) == 0
+    out = capsys.readouterr().out
+    assert f"stopped at search.timeout with 4 trials to go: `jaxhp resume {db}`" in out
 
 
 def test_a_database_with_per_epoch_curve_rows_still_loads_and_resumes(
