@@ -602,30 +602,43 @@ def test_outcomes_columns_concatenate_sort_and_give_records():
     assert records[3].bucket == "g2" and records[3].wall_time == 2.0
 
 
-def test_padded_units_stay_exactly_zero(clf_task):
-    """Units beyond a trial's width start at zero and never move: no mask needed."""
-    space = Space(
-        width=Choice([5, 16]),
-        n_layers=Fixed(2),
-        epochs=Fixed(3),
-        batch_size=Fixed(32),
-        optimizer=Choice(["adam", "sgd"]),
-        weight_decay=Fixed(1e-3),
-        dropout=Fixed(0.1),
-    )
-    clf_task.check_space(space)
-    configs = [{"width": w, "optimizer": o} for w in (5, 16) for o in ("adam", "sgd")]
-    hp = _hp(clf_task, space, configs)
+# What the padding tests train with: both optimizers, weight decay and dropout, each
+# of which must leave a padded unit at exactly zero.
+_PADDED_RUN = dict(
+    epochs=Fixed(3),
+    batch_size=Fixed(32),
+    optimizer=Choice(["adam", "sgd"]),
+    weight_decay=Fixed(1e-3),
+    dropout=Fixed(0.1),
+)
+
+
+def _trained_in_one_bucket(task, hp):
+    """Train ``hp``'s trials padded into one bucket: their outcomes, and the bucket's
+    rows (trial indices) with its final parameters, ``[row, fold, ...]``."""
     finals = []
-    run_population(
-        clf_task,
+    outs, _, _ = run_population(
+        task,
         hp,
-        np.arange(4),
+        np.arange(len(hp["width"])),
         seed=0,
         bucketing="none",
         inspect=lambda idx, run: finals.append((idx, run.tstate.params)),
     )
     ((idx, params),) = finals
+    return outs, idx, params
+
+
+def test_padded_units_stay_exactly_zero(clf_task):
+    """Units beyond a trial's width start at zero and never move: no mask needed."""
+    space = Space(
+        width=Choice([5, 16]),
+        n_layers=Fixed(2),
+        **_PADDED_RUN,
+    )
+    clf_task.check_space(space)
+    configs = [{"width": w, "optimizer": o} for w in (5, 16) for o in ("adam", "sgd")]
+    _, idx, params = _trained_in_one_bucket(clf_task, _hp(clf_task, space, configs))
     for row, i in enumerate(idx):
         w = configs[i]["width"]
         k1 = np.asarray(params["hidden_1"]["kernel"][row, 0])
@@ -644,11 +657,7 @@ def test_layer_widths_build_the_network_they_name(clf_task):
         width_0=Choice([8, 24]),
         width_1=Choice([5, 16]),
         width_2=Choice([3, 40]),
-        epochs=Fixed(3),
-        batch_size=Fixed(32),
-        optimizer=Choice(["adam", "sgd"]),
-        weight_decay=Fixed(1e-3),
-        dropout=Fixed(0.1),
+        **_PADDED_RUN,
     )
     clf_task.check_space(space)
     configs = [
@@ -666,16 +675,7 @@ def test_layer_widths_build_the_network_they_name(clf_task):
     hp = _hp(clf_task, space, configs)
     # Trials 1 and 2 never use their 40-wide layer: a bucket of 32 units holds them.
     np.testing.assert_array_equal(clf_task.shape_keys(hp), [32, 16, 8, 64])
-    finals = []
-    outs, _, _ = run_population(
-        clf_task,
-        hp,
-        np.arange(4),
-        seed=0,
-        bucketing="none",
-        inspect=lambda idx, run: finals.append((idx, run.tstate.params)),
-    )
-    ((idx, params),) = finals
+    outs, idx, params = _trained_in_one_bucket(clf_task, hp)
     for row, i in enumerate(idx):
         c = configs[i]
         used = [c[f"width_{j}"] for j in range(c["n_layers"])]
