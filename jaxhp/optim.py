@@ -9,6 +9,11 @@ chosen by ``jnp.where`` from an integer per trial. Each kind matches optax exact
 - ``adam``:  ``chain(add_decayed_weights(wd), adam(lr))``  (L2 penalty in the gradient)
 - ``adamw``: ``adamw(lr, weight_decay=wd)``                (decoupled weight decay)
 - ``sgd``:   ``chain(add_decayed_weights(wd), sgd(lr, momentum))``
+
+The learning rate may follow a schedule over the trial's updates (``lr_schedule``:
+constant, cosine or linear decay to zero, after ``warmup``, a linear warm-up over that
+fraction of them), as optax's ``cosine_decay_schedule``, ``linear_schedule`` and
+``warmup_cosine_decay_schedule`` would give it (:func:`lr_scale`).
 """
 
 from __future__ import annotations
@@ -18,15 +23,17 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-__all__ = ["OPTIMIZERS", "OptState", "opt_init", "opt_update"]
+__all__ = ["OPTIMIZERS", "SCHEDULES", "OptState", "lr_scale", "opt_init", "opt_update"]
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 ADAM, ADAMW, SGD = range(3)
+SCHEDULES = ("constant", "cosine", "linear")
+CONSTANT, COSINE, LINEAR = range(3)
 B1, B2, EPS = 0.9, 0.999, 1e-8
 
 
 class OptState(NamedTuple):
-    count: jax.Array  # [] int32: steps taken (kept at 0 when no Adam kind is used)
+    count: jax.Array  # [] int32: steps taken (kept at 0 without Adam or a schedule)
     mu: object  # first moment (Adam) or momentum buffer (SGD), like params
     nu: object  # second moment (Adam), like params; None when no Adam kind is used
 
@@ -38,15 +45,45 @@ def opt_init(params, *, kinds: tuple[int, ...] = (ADAM, ADAMW, SGD)) -> OptState
     return OptState(jnp.zeros((), jnp.int32), jax.tree.map(jnp.zeros_like, params), nu)
 
 
+def lr_scale(count: jax.Array, hp) -> jax.Array:
+    """The learning rate's factor at update ``count`` (1 for the first) of
+    ``total_steps``: a linear warm-up over the first ``warmup`` fraction of them (to 1
+    at its last), then ``lr_schedule``'s decay over the rest (cosine or linear to zero,
+    or none). Elementwise: scalars for one trial, or arrays for many."""
+    s = (count - 1).astype(jnp.float32)  # 0-based, as an optax schedule's count
+    total = hp["total_steps"].astype(jnp.float32)
+    warm = jnp.floor(hp["warmup"].astype(jnp.float32) * total)
+    ramp = jnp.where(
+        warm > 0, jnp.minimum((s + 1.0) / jnp.maximum(warm, 1.0), 1.0), 1.0
+    )
+    frac = jnp.clip((s - warm) / jnp.maximum(total - warm, 1.0), 0.0, 1.0)
+    code = hp["lr_schedule"]
+    decay = jnp.where(
+        code == COSINE,
+        0.5 * (1.0 + jnp.cos(jnp.pi * frac)),
+        jnp.where(code == LINEAR, 1.0 - frac, 1.0),
+    )
+    return ramp * decay
+
+
 def opt_update(
-    grads, state: OptState, params, hp, *, kinds: tuple[int, ...] = (ADAM, ADAMW, SGD)
+    grads,
+    state: OptState,
+    params,
+    hp,
+    *,
+    kinds: tuple[int, ...] = (ADAM, ADAMW, SGD),
+    scheduled: bool = False,
 ):
     """New ``(params, state)`` after one step.
 
     Args:
-        hp: ``optimizer`` (int code), ``learning_rate``, ``weight_decay``, ``momentum``.
+        hp: ``optimizer`` (int code), ``learning_rate``, ``weight_decay``, ``momentum``;
+            with ``scheduled``, ``lr_schedule`` (code), ``warmup``, ``total_steps``.
         kinds: the optimizer codes present in the population (static): kinds absent from it
             are not computed.
+        scheduled: some trial's learning rate follows a schedule (static); otherwise
+            ``lr_schedule`` and ``warmup`` are not read and nothing is computed for them.
     """
     code, lr, wd, mom = (
         hp["optimizer"],
@@ -55,9 +92,11 @@ def opt_update(
         hp["momentum"],
     )
     has_adam = any(k in (ADAM, ADAMW) for k in kinds)
-    # The step count only feeds Adam's bias correction: without Adam it stays put (one
-    # kernel fewer per step).
-    count = state.count + 1 if has_adam else state.count
+    # The step count feeds Adam's bias correction and the schedule: without either it
+    # stays put (one kernel fewer per step).
+    count = state.count + 1 if has_adam or scheduled else state.count
+    if scheduled:
+        lr = lr * lr_scale(count, hp)
     t = count.astype(jnp.float32)
     bc1, bc2 = 1.0 - B1**t, 1.0 - B2**t
     has_sgd = SGD in kinds

@@ -740,6 +740,69 @@ def test_layer_width_errors_name_the_layer(clf_task, small_digits):
         jaxhp.pbt(clf_task, Space(width_0=Choice([8, 16])), population=2)
 
 
+def test_a_learning_rate_schedule_spans_each_trials_own_updates(clf_task):
+    """A trial's schedule runs over its own updates (``total_steps``: its epochs and
+    batch size), counted only when it trains; constant trials in a scheduled bucket
+    train bit for bit as in an unscheduled one; a scheduled trial as it does alone."""
+    space = Space(
+        lr_schedule=Choice(["constant", "cosine", "linear"]),
+        warmup=Choice([0.0, 0.25]),
+        batch_size=Choice([32, 64]),
+        epochs=Choice([2, 3]),
+        optimizer=Choice(["adam", "sgd"]),
+        width=Fixed(8),
+        learning_rate=Fixed(0.02),
+    )
+    clf_task.check_space(space)
+    configs = [
+        {"lr_schedule": "cosine", "warmup": 0.25, "batch_size": 32, "epochs": 3},
+        {"lr_schedule": "constant", "warmup": 0.0, "batch_size": 64, "epochs": 2},
+        {"lr_schedule": "linear", "warmup": 0.0, "batch_size": 64, "epochs": 3},
+        {"lr_schedule": "constant", "warmup": 0.0, "batch_size": 32, "epochs": 3},
+    ]
+    for c, o in zip(configs, ["sgd", "adam"] * 2, strict=True):
+        c["optimizer"] = o
+    hp = _hp(clf_task, space, configs)
+    n = int(clf_task.data.n_train.max())
+    np.testing.assert_array_equal(
+        hp["total_steps"],
+        [3 * -(-n // 32), 2 * -(-n // 64), 3 * -(-n // 64), 3 * -(-n // 32)],
+    )
+    counts = []
+    outs, _, _ = run_population(
+        clf_task,
+        hp,
+        np.arange(4),
+        seed=0,
+        bucketing="none",
+        inspect=lambda idx, run: counts.append((idx, run.tstate.opt.count)),
+    )
+    ((idx, count),) = counts
+    np.testing.assert_array_equal(np.asarray(count)[:, 0], hp["total_steps"][idx])
+    plain = Space(**{**space, "lr_schedule": Fixed("constant"), "warmup": Fixed(0.0)})
+    const = [configs[1], configs[3]]
+    alone, _, _ = run_population(
+        clf_task, _hp(clf_task, plain, const), np.array([1, 3]), seed=0
+    )
+    for a, b in zip([outs[1], outs[3]], alone, strict=True):
+        assert (a.status, a.epochs_run) == (b.status, b.epochs_run)
+        for k in a.curves:
+            np.testing.assert_array_equal(a.curves[k], b.curves[k])
+    (cos_alone,), _, _ = run_population(
+        clf_task, _hp(clf_task, space, configs[:1]), np.array([0]), seed=0
+    )
+    np.testing.assert_allclose(
+        cos_alone.curves["train_loss"], outs[0].curves["train_loss"], rtol=2e-4
+    )
+    flat = {**configs[0], "lr_schedule": "constant", "warmup": 0.0}
+    (flat_alone,), _, _ = run_population(
+        clf_task, _hp(clf_task, space, [flat]), np.array([0]), seed=0
+    )  # the same trial without its schedule trains otherwise
+    assert not np.allclose(
+        flat_alone.curves["train_loss"], cos_alone.curves["train_loss"]
+    )
+
+
 def test_eval_every_validates_on_schedule_and_trains_the_same(clf_task):
     """``eval_every`` changes when validation runs, never the training itself."""
     space = Space(

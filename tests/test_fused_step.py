@@ -78,8 +78,8 @@ def test_the_fused_step_equals_the_vmapped_step(check, kind, dtype, optimizers):
 
 def test_the_engine_trains_the_same_trials_with_the_fused_step(small_digits):
     # Mixed optimizers, depths, widths (two buckets; the second layer its own), batch
-    # sizes, epochs, dropout and activations; 2-fold CV; a learning rate that diverges;
-    # early stopping: every path of the engine's step loop.
+    # sizes, epochs, dropout, activations and learning-rate schedules; 2-fold CV; a
+    # learning rate that diverges; early stopping: every path of the engine's step loop.
     X, y = small_digits
     space = jaxhp.Space(
         learning_rate=jaxhp.Choice([0.01, 0.05, 0.2, 1e4]),
@@ -93,6 +93,8 @@ def test_the_engine_trains_the_same_trials_with_the_fused_step(small_digits):
         epochs=jaxhp.Int(2, 5),
         dropout=jaxhp.Choice([0.0, 0.25]),
         activation=jaxhp.Choice(["relu", "tanh", "gelu", "silu"]),
+        lr_schedule=jaxhp.Choice(["constant", "cosine", "linear"]),
+        warmup=jaxhp.Choice([0.0, 0.3]),
     )
     runs = {}
     for kernel in ("xla", "fused"):
@@ -165,7 +167,7 @@ def test_a_bucket_the_fused_step_cannot_train_fails_without_a_checked_space(
     task = jaxhp.tasks.MLPClassifier(X, y, step_kernel="fused")
     hp = {k: np.asarray([v, v]) for k, v in task.defaults.items()}
     hp.update(epochs=np.asarray([1, 1]), optimizer=np.asarray([0, 2]))  # adam, sgd
-    hp["activation"] = np.asarray([0, 0])  # relu
+    hp["activation"] = hp["lr_schedule"] = np.asarray([0, 0])  # relu, constant
     hp["width"] = np.asarray([200, 256])  # a bucket of width 256
     with pytest.raises(
         ValueError, match="'fused' takes width at most 128; this bucket"

@@ -43,3 +43,34 @@ def test_fused_optimizer_matches_optax(name, kinds):
         p_ours,
         p_ref,
     )
+
+
+def test_lr_scale_follows_optax_schedules_and_warms_up():
+    """Without warm-up the factor at update t is optax's schedule at count t - 1; with
+    it, a linear ramp reaching 1 at the last warm-up update, then the decay over the
+    rest."""
+    import numpy as np
+
+    from jaxhp.optim import SCHEDULES, lr_scale
+
+    total, t = 50, jnp.arange(1, 51)
+
+    def scale(name, warmup=0.0):
+        hp = {
+            "lr_schedule": jnp.full(50, SCHEDULES.index(name)),
+            "warmup": jnp.full(50, warmup),
+            "total_steps": jnp.full(50, float(total)),
+        }
+        return np.asarray(lr_scale(t, hp))
+
+    s = np.arange(50)
+    cosine = optax.cosine_decay_schedule(1.0, total)
+    linear = optax.linear_schedule(1.0, 0.0, total)
+    np.testing.assert_allclose(scale("cosine"), [cosine(i) for i in s], atol=1e-6)
+    np.testing.assert_allclose(scale("linear"), [linear(i) for i in s], atol=1e-6)
+    np.testing.assert_array_equal(scale("constant"), np.ones(50))
+    warm = scale("cosine", 0.2)  # 10 warm-up updates, then a cosine over 40
+    np.testing.assert_allclose(warm[:10], np.arange(1, 11) / 10, rtol=1e-6)
+    after = optax.cosine_decay_schedule(1.0, 40)
+    np.testing.assert_allclose(warm[10:], [after(i) for i in range(40)], atol=1e-6)
+    np.testing.assert_allclose(scale("constant", 0.2)[9:], np.ones(41))

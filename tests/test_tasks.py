@@ -58,6 +58,8 @@ def test_task_defaults_are_checked_before_the_data(small_digits):
         ({"optimizer": "adamx"}, r"optimizer='adamx' \(a default\): unknown value"),
         ({"batch_size": "64"}, r"batch_size='64' \(a default\): must be numeric"),
         ({"epochs": float("nan")}, r"epochs=nan \(a default\): Fixed value must be"),
+        ({"warmup": 1.0}, r"warmup=1.0 \(a default\): values must lie in \[0.0, 0.9\]"),
+        ({"lr_schedule": "step"}, r"lr_schedule='step' \(a default\): unknown value"),
     ]
     for kw, message in cases:
         with pytest.raises(SpaceError, match=message):

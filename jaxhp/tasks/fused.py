@@ -43,7 +43,7 @@ import numpy as np
 from jax.experimental import pallas as pl
 
 from jaxhp import bits
-from jaxhp.optim import ADAM, ADAMW, B1, B2, EPS, SGD
+from jaxhp.optim import ADAM, ADAMW, B1, B2, EPS, SGD, lr_scale
 
 __all__ = ["STEP_KERNELS", "check", "population_step"]
 
@@ -410,7 +410,8 @@ def population_step(
     """``(args, step)``, ``step(*args, state, batch) -> (state, loss)`` being one step
     of every member, with hyperparameters ``hp`` ``[M]`` and ``keep`` ``[M]`` bool. The
     engine calls this once an epoch, outside its step loop, so ``args`` (the kernel's
-    table of hyperparameters, ``[M, 8]``) is built once, not in every step; every
+    table of hyperparameters, ``[M, 8]``, ``[M, 11]`` with a learning-rate
+    schedule) is built once, not in every step; every
     array of ``args``, ``state`` and ``batch`` leads with the member axis, so the engine
     can split them over devices (``shard_map``).
 
@@ -450,7 +451,17 @@ def population_step(
             jnp.searchsorted(
                 jnp.asarray(tr.activations), hp["activation"].astype(jnp.int32)
             ).astype(jnp.float32),
-        ],
+        ]
+        # The schedule's numbers, past what the kernel reads: each step scales the
+        # learning rate in column 0 with them (jaxhp.optim.lr_scale).
+        + (
+            [
+                hp[k].astype(jnp.float32)
+                for k in ("lr_schedule", "warmup", "total_steps")
+            ]
+            if tr.scheduled
+            else []
+        ),
         axis=1,
     )
     return (hp_cols,), functools.partial(_step, tr, platform)
@@ -467,11 +478,16 @@ def _step(tr: Any, platform: str, hp_cols: jax.Array, state: Any, batch: Any):
     y = batch.y.astype(jnp.int32) if classifier else batch.y.reshape(m, b, -1)
     has_adam = ADAM in tr.optimizers or ADAMW in tr.optimizers
     rows = batch.count.astype(jnp.int32)
-    # jaxhp.optim counts steps for Adam's bias corrections: a member that trains
-    # counts this one (the kernel leaves the others as they are).
+    # jaxhp.optim counts steps for Adam's bias corrections and the learning rate's
+    # schedule: a member that trains counts this one (the kernel leaves the others).
     trains = (hp_cols[:, 4] > 0) & (rows > 0)
-    count = state.opt.count + trains if has_adam else state.opt.count
+    counted = has_adam or tr.scheduled  # jaxhp.optim's rule
+    count = state.opt.count + trains if counted else state.opt.count
     t = count.astype(jnp.float32)
+    if tr.scheduled:  # this step's learning rate, as jaxhp.optim.opt_update's
+        names = ("lr_schedule", "warmup", "total_steps")  # columns 8, 9, 10
+        scale = lr_scale(count, dict(zip(names, hp_cols[:, 8:11].T, strict=True)))
+        hp_cols = hp_cols.at[:, 0].multiply(scale)
     step_cols = jnp.stack(
         [rows.astype(jnp.float32), 1.0 - B1**t, 1.0 - B2**t, jnp.zeros_like(t)], axis=1
     )

@@ -12,7 +12,8 @@ the same result (up to float summation order) in any bucket.
 Tunable hyperparameters (defaults in ``MLP_DEFAULTS``): ``n_layers``, ``width``,
 ``learning_rate``, ``batch_size``, ``epochs``, ``weight_decay``, ``dropout``,
 ``optimizer`` (adam, adamw, sgd), ``momentum`` (SGD), ``activation``
-(relu, tanh, gelu, silu). ``width_0``, ``width_1``, ... give hidden layers their own
+(relu, tanh, gelu, silu), ``lr_schedule`` (constant, cosine, linear) and ``warmup``
+(the fraction of a trial's updates that ramp the learning rate up). ``width_0``, ``width_1``, ... give hidden layers their own
 widths (``width_0`` the first; a layer without one takes ``width``).
 """
 
@@ -31,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxhp import bits
-from jaxhp.optim import OPTIMIZERS, OptState, opt_init, opt_update
+from jaxhp.optim import OPTIMIZERS, SCHEDULES, OptState, opt_init, opt_update
 from jaxhp.space import Choice, Fixed, SpaceError
 from jaxhp.tasks import fused
 from jaxhp.tasks.base import Task, next_pow2, next_pow2_array
@@ -55,6 +56,8 @@ MLP_DEFAULTS: dict[str, Any] = {
     "optimizer": "adam",
     "momentum": 0.9,
     "activation": "relu",
+    "lr_schedule": "constant",
+    "warmup": 0.0,
 }
 # Mixed precision: "bfloat16" runs every layer's matmuls and activations in bfloat16
 # while the weights, gradients, optimizer state, loss and metrics stay float32.
@@ -69,6 +72,7 @@ MLP_LIMITS = {
     "weight_decay": (0.0, math.inf, False),
     "dropout": (0.0, 0.99, False),
     "momentum": (0.0, 1.0, False),
+    "warmup": (0.0, 0.9, False),
 }
 
 # Layer i's own width, ``width_<i>`` (``width_0``: the first hidden layer), as Optuna's
@@ -173,6 +177,7 @@ class MLPTrainable:
     activations: tuple[int, ...]
     optimizers: tuple[int, ...]
     min_depth: int = 1  # the fewest layers a trial of the space can have
+    scheduled: bool = False  # some trial's learning rate has a schedule or warm-up
     compute_dtype: str = "float32"  # "bfloat16": bf16 matmuls, float32 master weights
     step_kernel: str = "xla"  # "fused": the population's step as one Pallas kernel
     dropout_draws: str = "hash"  # DROPOUT_DRAWS when the bucket was made
@@ -313,7 +318,12 @@ class MLPTrainable:
         )
         grads = jax.tree.map(lambda g, p: g.astype(p.dtype), grads, state.params)
         params, opt = opt_update(
-            grads, state.opt, state.params, hp, kinds=self.optimizers
+            grads,
+            state.opt,
+            state.params,
+            hp,
+            kinds=self.optimizers,
+            scheduled=self.scheduled,
         )
         return MLPState(params, opt, self._low(params)), {"loss": terms}
 
@@ -390,7 +400,11 @@ class _MLPTask(Task):
         self.metric = metric
         self.direction = self.metrics[metric]
         self.defaults = {**MLP_DEFAULTS, **defaults}
-        self.vocab = {"optimizer": OPTIMIZERS, "activation": ACTIVATIONS}
+        self.vocab = {
+            "optimizer": OPTIMIZERS,
+            "activation": ACTIVATIONS,
+            "lr_schedule": SCHEDULES,
+        }
         self.limits = MLP_LIMITS
         self.check_defaults(defaults)
         self.bucket_width_min = 8
@@ -458,6 +472,8 @@ class _MLPTask(Task):
             "min_depth": int(min(possible("n_layers"))),
             "activations": {ACTIVATIONS.index(a) for a in possible("activation")},
             "optimizers": {OPTIMIZERS.index(o) for o in possible("optimizer")},
+            "scheduled": set(possible("lr_schedule")) != {"constant"}
+            or max(possible("warmup")) > 0,
             "dropout": max(possible("dropout")) > 0,
         }
         if self.step_kernel == "fused":
@@ -471,6 +487,16 @@ class _MLPTask(Task):
                 n_in=self.n_features,
                 n_out=self.n_out,
             )
+
+    def hparams(self, space, values) -> dict[str, np.ndarray]:
+        """As :meth:`Task.hparams`, plus ``total_steps``, each trial's updates over its
+        whole budget (``epochs * ceil(n / batch_size)``, ``n`` the largest fold's
+        training rows): the length its learning-rate schedule spans."""
+        hp = super().hparams(space, values)
+        n = int(np.max(self.data.n_train))
+        steps = -(-n // np.maximum(hp["batch_size"].astype(np.int64), 1))
+        hp["total_steps"] = (hp["epochs"] * steps).astype(np.float32)
+        return hp
 
     @staticmethod
     def _widest(hp: Mapping[str, np.ndarray]) -> np.ndarray:
@@ -494,6 +520,7 @@ class _MLPTask(Task):
                 "min_depth": 1,
                 "activations": set(),
                 "optimizers": set(),
+                "scheduled": False,
                 "dropout": False,
             },
         )
@@ -511,6 +538,8 @@ class _MLPTask(Task):
                 sorted(set(np.asarray(hp["optimizer"]).tolist()) | st["optimizers"])
             ),
             min_depth=min(int(np.min(hp["n_layers"])), st["min_depth"]),
+            scheduled=bool(np.any(hp["lr_schedule"] != 0) or np.any(hp["warmup"] > 0))
+            or st["scheduled"],
             compute_dtype=self.compute_dtype,
             step_kernel=self.step_kernel,
             dropout_draws=DROPOUT_DRAWS,
