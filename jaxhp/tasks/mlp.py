@@ -2,7 +2,8 @@
 
 Depth and width run batched by padding: a bucket's program has ``depth`` hidden layers of
 ``width`` units (the bucket maximum, a power of two); trial ``i`` uses its first
-``n_layers[i]`` layers and ``width[i]`` units. Unused units start with zero weights, so
+``n_layers[i]`` layers and ``width[i]`` units of each (``width_l[i]`` of layer ``l``
+when the space gives layers their own). Unused units start with zero weights, so
 they output zero and receive zero gradients forever (no mask needed), and unused layers
 are identities: a padded trial computes exactly what an unpadded one would. Kernels are initialised
 LeCun-normal (untruncated) with the trial's *real* fan-in, and every random draw (initial
@@ -13,8 +14,9 @@ Tunable hyperparameters (defaults in ``MLP_DEFAULTS``): ``n_layers``, ``width``,
 ``learning_rate``, ``batch_size``, ``epochs``, ``weight_decay``, ``dropout``,
 ``optimizer`` (adam, adamw, sgd), ``momentum`` (SGD), ``activation``
 (relu, tanh, gelu, silu), ``lr_schedule`` (constant, cosine, linear) and ``warmup``
-(the fraction of a trial's updates that ramp the learning rate up). ``width_0``, ``width_1``, ... give hidden layers their own
-widths (``width_0`` the first; a layer without one takes ``width``).
+(the fraction of a trial's updates that ramp the learning rate up). ``width_0``,
+``width_1``, ... give hidden layers their own widths (``width_0`` the first; a layer
+without one takes ``width``).
 """
 
 from __future__ import annotations
@@ -538,7 +540,10 @@ class _MLPTask(Task):
                 sorted(set(np.asarray(hp["optimizer"]).tolist()) | st["optimizers"])
             ),
             min_depth=min(int(np.min(hp["n_layers"])), st["min_depth"]),
-            scheduled=bool(np.any(hp["lr_schedule"] != 0) or np.any(hp["warmup"] > 0))
+            scheduled=bool(
+                np.any(np.asarray(hp.get("lr_schedule", 0)) != 0)
+                or np.any(np.asarray(hp.get("warmup", 0.0)) > 0)
+            )
             or st["scheduled"],
             compute_dtype=self.compute_dtype,
             step_kernel=self.step_kernel,
