@@ -250,8 +250,9 @@ def _predict(args: argparse.Namespace) -> int:
         X, y, _ = C.read_csv(args.rows, features=features, key="rows")
     else:
         raise C.ConfigError(f"rows: expected a .csv or .npz file, got {args.rows!r}")
-    # Rows of the wrong width, or --proba for a regressor: one line, not a traceback.
-    try:
+    if args.proba and res.model.kind != "classifier":
+        raise C.ConfigError("--proba: the study's model is not a classifier")
+    try:  # rows of the wrong width: one line, not a traceback
         pred = res.predict(X)
         proba = res.predict_proba(X) if args.proba else None
     except (TypeError, ValueError) as e:
