@@ -11,9 +11,10 @@ chosen by ``jnp.where`` from an integer per trial. Each kind matches optax exact
 - ``sgd``:   ``chain(add_decayed_weights(wd), sgd(lr, momentum))``
 
 The learning rate may follow a schedule over the trial's updates (``lr_schedule``:
-constant, cosine or linear decay to zero, after ``warmup``, a linear warm-up over that
-fraction of them), as optax's ``cosine_decay_schedule``, ``linear_schedule`` and
-``warmup_cosine_decay_schedule`` would give it (:func:`lr_scale`).
+constant, or cosine or linear decay to zero, after ``warmup``, a linear warm-up over that
+fraction of them; :func:`lr_scale`). Without warm-up it is optax's
+``cosine_decay_schedule`` or ``linear_schedule``; the warm-up reaches the full rate at
+its last update, one update before optax's ``warmup_cosine_decay_schedule`` does.
 """
 
 from __future__ import annotations
