@@ -615,7 +615,7 @@ _PADDED_RUN = dict(
 
 def _trained_in_one_bucket(task, hp):
     """Train ``hp``'s trials padded into one bucket: their outcomes, and the bucket's
-    rows (trial indices) with its final parameters, ``[row, fold, ...]``."""
+    rows (trial indices) with its final training state, ``[row, fold, ...]``."""
     finals = []
     outs, _, _ = run_population(
         task,
@@ -623,10 +623,10 @@ def _trained_in_one_bucket(task, hp):
         np.arange(len(hp["width"])),
         seed=0,
         bucketing="none",
-        inspect=lambda idx, run: finals.append((idx, run.tstate.params)),
+        inspect=lambda idx, run: finals.append((idx, run.tstate)),
     )
-    ((idx, params),) = finals
-    return outs, idx, params
+    ((idx, state),) = finals
+    return outs, idx, state
 
 
 def test_padded_units_stay_exactly_zero(clf_task):
@@ -638,7 +638,8 @@ def test_padded_units_stay_exactly_zero(clf_task):
     )
     clf_task.check_space(space)
     configs = [{"width": w, "optimizer": o} for w in (5, 16) for o in ("adam", "sgd")]
-    _, idx, params = _trained_in_one_bucket(clf_task, _hp(clf_task, space, configs))
+    _, idx, state = _trained_in_one_bucket(clf_task, _hp(clf_task, space, configs))
+    params = state.params
     for row, i in enumerate(idx):
         w = configs[i]["width"]
         k1 = np.asarray(params["hidden_1"]["kernel"][row, 0])
@@ -675,7 +676,8 @@ def test_layer_widths_build_the_network_they_name(clf_task):
     hp = _hp(clf_task, space, configs)
     # Trials 1 and 2 never use their 40-wide layer: a bucket of 32 units holds them.
     np.testing.assert_array_equal(clf_task.shape_keys(hp), [32, 16, 8, 64])
-    outs, idx, params = _trained_in_one_bucket(clf_task, hp)
+    outs, idx, state = _trained_in_one_bucket(clf_task, hp)
+    params = state.params
     for row, i in enumerate(idx):
         c = configs[i]
         used = [c[f"width_{j}"] for j in range(c["n_layers"])]
@@ -768,17 +770,9 @@ def test_a_learning_rate_schedule_spans_each_trials_own_updates(clf_task):
         hp["total_steps"],
         [3 * -(-n // 32), 2 * -(-n // 64), 3 * -(-n // 64), 3 * -(-n // 32)],
     )
-    counts = []
-    outs, _, _ = run_population(
-        clf_task,
-        hp,
-        np.arange(4),
-        seed=0,
-        bucketing="none",
-        inspect=lambda idx, run: counts.append((idx, run.tstate.opt.count)),
-    )
-    ((idx, count),) = counts
-    np.testing.assert_array_equal(np.asarray(count)[:, 0], hp["total_steps"][idx])
+    outs, idx, state = _trained_in_one_bucket(clf_task, hp)
+    count = np.asarray(state.opt.count)[:, 0]
+    np.testing.assert_array_equal(count, hp["total_steps"][idx])
     plain = Space(**{**space, "lr_schedule": Fixed("constant"), "warmup": Fixed(0.0)})
     const = [configs[1], configs[3]]
     alone, _, _ = run_population(
