@@ -14,6 +14,11 @@ best epoch's validation accuracy. Arms, at equal trial counts:
                way to write one trial; full batches only)
   jaxhp_random, jaxhp_bayes
                ``jaxhp.tune`` with a population of ``--population``
+  optuna_loop_median, jaxhp_bayes_median
+               the same with pruning: Optuna's MedianPruner (5 trials before it
+               prunes, from epoch 3 on) on the accuracy reported every epoch, and
+               jaxhp's ``Median(warmup=2)`` stopper (a trial whose best so far is
+               below the median of its population at the same epoch stops)
 
 ``--jaxhp-trials`` gives the jaxhp arms another budget (Optuna's time buys jaxhp
 several times the trials: which finds more in the same time?).
@@ -48,7 +53,14 @@ from runinfo import run_header  # noqa: E402
 
 import jaxhp  # noqa: E402
 
-ARMS = ("optuna_loop", "optuna_scan", "jaxhp_random", "jaxhp_bayes")
+ARMS = (
+    "optuna_loop",
+    "optuna_scan",
+    "jaxhp_random",
+    "jaxhp_bayes",
+    "optuna_loop_median",
+    "jaxhp_bayes_median",
+)
 
 
 def digits_split():
@@ -93,8 +105,9 @@ def _loss(model, params, xb, yb):
     return optax.softmax_cross_entropy_with_integer_labels(logits, yb).mean()
 
 
-def objective_loop(data, epochs):
-    """An Optuna objective as tutorials write it: a jitted step in a Python loop."""
+def objective_loop(data, epochs, prune=False):
+    """An Optuna objective as tutorials write it: a jitted step in a Python loop
+    (with ``prune``, reporting each epoch's accuracy to the study's pruner)."""
     xt, yt, xv, yv = data
 
     def objective(trial):
@@ -114,12 +127,18 @@ def objective_loop(data, epochs):
 
         rng = np.random.default_rng(trial.number)
         best = 0.0
-        for _ in range(epochs):
+        for epoch in range(epochs):
             order = rng.permutation(len(xt))
             for i in range(0, len(xt), batch):
                 rows = order[i : i + batch]
                 params, opt_state = step(params, opt_state, xt[rows], yt[rows])
             best = max(best, float(accuracy(params)))
+            if prune:
+                import optuna
+
+                trial.report(best, epoch)
+                if trial.should_prune():
+                    raise optuna.TrialPruned()
         return best
 
     return objective
@@ -162,21 +181,29 @@ def objective_scan(data, epochs):
     return objective
 
 
-def run_optuna(objective, n_trials, seed):
+def run_optuna(objective, n_trials, seed, prune=False):
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    pruner = (
+        optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2)
+        if prune
+        else optuna.pruners.NopPruner()
+    )
     study = optuna.create_study(
-        direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed)
+        direction="maximize",
+        sampler=optuna.samplers.TPESampler(seed=seed),
+        pruner=pruner,
     )
     t0 = time.perf_counter()
     study.optimize(objective, n_trials=n_trials)
     seconds = time.perf_counter() - t0
-    values = [t.value for t in study.trials]
-    return seconds, values, study.best_params
+    values = [t.value for t in study.trials]  # None where pruned
+    pruned = sum(t.state == optuna.trial.TrialState.PRUNED for t in study.trials)
+    return seconds, values, study.best_params, pruned
 
 
-def run_jaxhp(task, strategy, n_trials, population, epochs, seed):
+def run_jaxhp(task, strategy, n_trials, population, epochs, seed, stopper=None):
     space = jaxhp.Space(
         n_layers=jaxhp.Int(1, 3),
         width_0=jaxhp.Int(16, 128, log=True),
@@ -189,28 +216,42 @@ def run_jaxhp(task, strategy, n_trials, population, epochs, seed):
     )
     t0 = time.perf_counter()
     res = jaxhp.tune(
-        task, space, strategy, n_trials=n_trials, population=population, seed=seed
+        task,
+        space,
+        strategy,
+        n_trials=n_trials,
+        population=population,
+        seed=seed,
+        early_stopping=stopper,
     )
     seconds = time.perf_counter() - t0
-    return seconds, [t.value for t in res.trials], res.best_params, res.stats
+    stats = {**res.stats, "stopped": res.summary()["stopped"]}
+    return seconds, [t.value for t in res.trials], res.best_params, stats
 
 
 def run_arm(arm: str, seed: int, args) -> dict:
     """One arm's sweep, in this process."""
     task, *data = digits_split()
+    prune = arm.endswith("_median")
     if arm.startswith("optuna"):
-        make = objective_loop if arm == "optuna_loop" else objective_scan
-        seconds, values, best = run_optuna(make(data, args.epochs), args.trials, seed)
-        extra = {}
+        objective = (
+            objective_loop(data, args.epochs, prune)
+            if arm.startswith("optuna_loop")
+            else objective_scan(data, args.epochs)
+        )
+        seconds, values, best, pruned = run_optuna(objective, args.trials, seed, prune)
+        extra = {"pruned": pruned}
     else:
         strategy = arm.split("_")[1]
         n_trials = args.jaxhp_trials or args.trials
+        stopper = jaxhp.stopping.Median(warmup=2) if prune else None
         seconds, values, best, stats = run_jaxhp(
-            task, strategy, n_trials, args.population, args.epochs, seed
+            task, strategy, n_trials, args.population, args.epochs, seed, stopper
         )
         extra = {
             "compile_seconds": stats["compile_time"],
             "programs": stats["programs_compiled"],
+            "pruned": stats["stopped"],
         }
     ok = [v for v in values if v is not None and np.isfinite(v)]
     return {
