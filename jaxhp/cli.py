@@ -227,13 +227,12 @@ def _predict(args: argparse.Namespace) -> int:
     from jaxhp import config as C
     from jaxhp.storage import StorageError, load
 
+    if not os.path.exists(args.rows):  # before the study is read
+        raise C.ConfigError(f"rows: file {args.rows!r} not found")
     res = load(args.db, args.study)
     if res.model is None:
         raise StorageError(f"{args.db} holds no trained model (no trial finished yet)")
-    meta = _stored_metadata(args.db, args.study)
-    features = meta.get("features")
-    if not os.path.exists(args.rows):
-        raise C.ConfigError(f"rows: file {args.rows!r} not found")
+    features = _stored_metadata(args.db, args.study).get("features")
     y = None
     if args.rows.lower().endswith(".npz"):
         with np.load(args.rows, allow_pickle=False) as z:

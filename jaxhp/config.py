@@ -481,7 +481,8 @@ def read_csv(
             )
 
     def column(name):
-        return [r[header.index(name)].strip() for r in body]
+        c = header.index(name)
+        return [r[c].strip() for r in body]
 
     if features is None:
         names = [h for h in header if h != target]

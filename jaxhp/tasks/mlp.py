@@ -481,9 +481,12 @@ class _MLPTask(Task):
         if self.step_kernel == "fused":
             fused.check(
                 activations=possible("activation"),
+                # Each layer's width by name, as layer_widths falls back to `width`.
                 max_width=max(
-                    max(possible(n if n in space or n in self.defaults else "width"))
-                    for n in (f"width_{i}" for i in range(depth))
+                    max(possible(n))
+                    for n in layer_widths(
+                        {n: n for n in [*self.defaults, *space]}, depth
+                    )
                 ),
                 max_batch=max(possible("batch_size")),
                 n_in=self.n_features,
