@@ -15,18 +15,23 @@ lockstep), and for successive halving and Hyperband also every earlier result re
 at the same rung: each rung keeps a history in the stopper's state, so with slot
 recycling (``tune(recycle=True)``), where trials reach a rung at different times, a
 trial is ranked against everything that reached the rung before it, as in ASHA.
-``Median`` and ``Percentile`` compare the trials reporting at the same boundary; under
-recycling those may be at different epochs. A mask saves no FLOPs inside a compiled
+``Median`` and ``Percentile`` compare the latest values of the population's trials,
+a trial that no longer trains at the value it last reported; under recycling the
+trials reporting at the same boundary may be at different epochs. A mask saves no FLOPs inside a compiled
 segment: compute is saved when every trial of a bucket has stopped, which ends its
 program early.
 
 Semantics, matched to the papers and to Optuna:
 
 - ``Median(warmup, min_trials)`` = ``Percentile(50, ...)``: from epoch ``warmup`` on,
-  stop a trial whose best value so far is worse than the median of the values of the
-  trials at this epoch (Optuna's MedianPruner: ``n_warmup_steps``, ``n_startup_trials``).
+  stop a trial whose best value so far is worse than the median of the population's
+  latest values, a stopped trial's last one included: the median stopping rule
+  (Golovin et al. 2017) with the stopped trials among the finished ones, as in Ray
+  Tune. Optuna's MedianPruner compares with completed trials only, at the same step
+  (``n_warmup_steps``, ``n_startup_trials``); a population reaches each epoch together
+  and has no completed trials yet.
 - ``Percentile(p)``: keep the top ``p`` percent: stop a trial whose best value so far is
-  worse than the ``100 - p``-th percentile (oriented) of the current values.
+  worse than the ``100 - p``-th percentile (oriented) of the same latest values.
 - ``Threshold(lower, upper, warmup)``: stop a trial whose raw metric leaves
   ``[lower, upper]`` or is not finite.
 - ``SuccessiveHalving(min_resource, eta)`` (alias ``ASHA``): rungs after
@@ -191,13 +196,28 @@ def _check_int(name: str, v: Any, low: int) -> None:
         raise ValueError(f"{name} must be an integer >= {low}, got {v!r}")
 
 
+class PercentileState(NamedTuple):
+    best: jax.Array  # [P] best oriented value so far
+    last: jax.Array  # [P] the latest oriented value reported (NaN: none yet)
+
+
 @dataclass(frozen=True)
 class Percentile(_Composable):
-    """Keep the top ``percentile`` percent of the trials at each epoch (after warm-up).
+    """Keep the top ``percentile`` percent of the trials (after warm-up).
 
     A trial is stopped when its best value so far is worse than the ``100 - percentile``
-    percentile of the values of the trials that trained this epoch, once at least
-    ``min_trials`` of them did and from epoch ``warmup`` (0-based) on.
+    percentile of the population's latest values: each trial's value this epoch, or,
+    for a trial that did not train this epoch (stopped, diverged or finished), the last
+    value it reported. Checked once at least ``min_trials`` trials have reported and
+    from epoch ``warmup`` (0-based) on.
+
+    Why the stopped trials stay in: were they left out, every epoch's cut would be the
+    percentile of the survivors alone, and ``Median`` would halve the population at
+    every epoch (7 of 8 trials stopped three epochs after warm-up) instead of stopping
+    the worse half. Keeping a stopped trial at its last value is the median stopping
+    rule's reference set (Golovin et al. 2017), where the stopped trials are among the
+    finished ones, as in Ray Tune's ``MedianStoppingRule``. Under slot recycling a
+    refilled slot's new trial replaces the old one's value.
     """
 
     percentile: float = 50.0
@@ -213,16 +233,19 @@ class Percentile(_Composable):
         _check_int("Percentile: min_trials", self.min_trials, 1)
 
     def init(self, n: int):
-        return jnp.full((n,), -jnp.inf, jnp.float32)  # best value so far
-
-    def update(self, best, report: Report):
-        valid = report.valid & jnp.isfinite(report.value)
-        best = jnp.where(valid, jnp.maximum(best, report.value), best)
-        cut = jnp.nanpercentile(
-            jnp.where(valid, report.value, jnp.nan), 100.0 - self.percentile
+        return PercentileState(
+            best=jnp.full((n,), -jnp.inf, jnp.float32),
+            last=jnp.full((n,), jnp.nan, jnp.float32),
         )
-        ready = (jnp.sum(valid) >= self.min_trials) & (report.epoch >= self.warmup)
-        return best, report.valid & ready & (best < cut)
+
+    def update(self, state: PercentileState, report: Report):
+        valid = report.valid & jnp.isfinite(report.value)
+        best = jnp.where(valid, jnp.maximum(state.best, report.value), state.best)
+        last = jnp.where(valid, report.value, state.last)
+        cut = jnp.nanpercentile(last, 100.0 - self.percentile)
+        reported = jnp.sum(jnp.isfinite(last))
+        ready = (reported >= self.min_trials) & (report.epoch >= self.warmup)
+        return PercentileState(best, last), report.valid & ready & (best < cut)
 
 
 def Median(warmup: int = 0, min_trials: int = 4) -> Percentile:  # noqa: N802

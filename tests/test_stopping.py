@@ -61,6 +61,43 @@ def test_median_and_percentile():
     assert np.asarray(stop).tolist() == [True] * 6 + [False, False]
 
 
+def test_median_keeps_stopped_trials_in_the_reference():
+    # A stopped trial stays in the median at the value it last reported, so Median
+    # stops the worse half once rather than halving the survivors every epoch.
+    m = Median(warmup=0, min_trials=1)
+    s = m.init(8)
+    base = np.linspace(0.1, 0.8, 8)
+    s, stop = m.update(s, report(base, 0))  # median 0.45
+    assert np.asarray(stop).tolist() == [True] * 4 + [False] * 4
+    running = [0, 0, 0, 0, 1, 1, 1, 1]
+    # Epoch 1: the survivors' 0.51..0.81 against the stopped 0.1..0.4: the median of
+    # all eight latest values is 0.455, and nobody stops (the survivors alone would
+    # have cut at 0.66 and stopped two more).
+    s, stop = m.update(s, report(base + 0.01, 1, valid=running))
+    assert not np.any(stop)
+    # Later epochs stop a survivor only if its best falls below that median:
+    # trial 4 stays at 0.51 while the others climb, and is still above it.
+    s, stop = m.update(
+        s, report(np.r_[base[:4], 0.5, base[5:] + 0.3], 2, valid=running)
+    )
+    assert not np.any(stop)
+
+
+def test_median_in_a_sweep_stops_about_half(clf_task):
+    space = tiny_space(epochs=jaxhp.Fixed(8), width=jaxhp.Fixed(8))
+    res = jaxhp.tune(
+        clf_task,
+        space,
+        "random",
+        n_trials=16,
+        population=16,
+        early_stopping=Median(warmup=1),
+        seed=0,
+    )
+    stopped = res.summary()["stopped"]
+    assert 4 <= stopped <= 11, stopped
+
+
 def test_threshold():
     t = Threshold(lower=0.2, upper=0.9, warmup=1)
     raw = [0.1, 0.5, 0.95, np.nan]
