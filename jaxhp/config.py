@@ -313,19 +313,27 @@ def _param(name: str, spec: Any):
             f"choice = [...], fixed = value; got keys {sorted(spec)}"
         )
     kind = kinds[0]
-    extra = set(spec) - {kind, "log"}
+    extra = set(spec) - {kind, "log", "when"}
     if extra or ("log" in spec and kind not in ("float", "int")):
         raise ConfigError(f"{key}: unexpected key(s) {sorted(extra or {'log'})}")
+    if "when" in spec and kind == "fixed":
+        raise ConfigError(f"{key}: a fixed value takes no when (it is never searched)")
     log = spec.get("log", False)
     if not isinstance(log, bool):
         raise ConfigError(f"{key}.log: expected true or false, got {log!r}")
+    when = spec.get("when")
+    if when is not None and not (isinstance(when, dict) and when):
+        raise ConfigError(
+            f"{key}.when: expected a table of parameters and values, e.g. "
+            f'when = {{ optimizer = "sgd" }}, got {when!r}'
+        )
     v = spec[kind]
     if kind == "fixed":
         return Fixed(v)
     if kind == "choice":
         if not isinstance(v, list) or not v:
             raise ConfigError(f"{key}.choice: expected a non-empty list, got {v!r}")
-        return Choice(v)
+        return Choice(v, when=when)
     if not (isinstance(v, list) and len(v) == 2):
         raise ConfigError(f"{key}.{kind}: expected [low, high], got {v!r}")
     if kind == "int" and not all(
@@ -334,7 +342,7 @@ def _param(name: str, spec: Any):
         raise ConfigError(f"{key}.int: bounds must be integers, got {v!r}")
     if not all(_is_real(b) for b in v):
         raise ConfigError(f"{key}.{kind}: bounds must be numbers, got {v!r}")
-    return (Float if kind == "float" else Int)(v[0], v[1], log=log)
+    return (Float if kind == "float" else Int)(v[0], v[1], log=log, when=when)
 
 
 def set_option(cfg: dict[str, Any], assignment: str) -> None:

@@ -95,7 +95,7 @@ def optimize(
     while done < n_trials:
         n = min(population, n_trials - done)
         u, state = strat.ask(state, n)
-        values = space.decode(u)
+        values = space.decode(space.canonical(u))  # inactive parameters at a constant
         native = {
             k: (
                 np.asarray(space[k].values, dtype=object)[v]

@@ -60,31 +60,35 @@ def _searched(res: Results) -> list[str]:
     """Hyperparameters that vary across the study's trials."""
     if not res.trials:
         return []
-    names = list(res.trials[0].params)
-    return [n for n in names if len({repr(t.params[n]) for t in res.trials}) > 1]
+    names = res.param_names()
+    return [n for n in names if len({repr(t.params.get(n)) for t in res.trials}) > 1]
 
 
 def _numeric(res: Results, name: str) -> tuple[np.ndarray, list | None, bool]:
-    """Values of ``name`` per trial as floats, category labels (or None), log scale?"""
-    vals = [t.params[name] for t in res.trials]
+    """Values of ``name`` per trial as floats, category labels (or None), log scale?
+    A trial that does not use ``name`` (a ``when=`` condition) is NaN: not drawn."""
+    vals = [t.params.get(name) for t in res.trials]
+    used = [v for v in vals if v is not None]
     space = getattr(res, "space", None)
     p = space[name] if space is not None and name in space else None
     if all(
-        isinstance(v, (int, float)) and not isinstance(v, bool) for v in vals
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in used
     ) and not (p is not None and hasattr(p, "values")):
-        x = np.asarray(vals, float)
+        x = np.asarray([np.nan if v is None else v for v in vals], float)
+        u = x[np.isfinite(x)]
         log = (
             bool(getattr(p, "log", False))
             if p is not None
-            else (bool(np.all(x > 0)) and x.max() / max(x.min(), 1e-300) > 100)
+            else (bool(np.all(u > 0)) and u.max() / max(u.min(), 1e-300) > 100)
         )
         return x, None, log
     cats = list(
         getattr(p, "values", None)
-        or sorted({repr(v): v for v in vals}.values(), key=repr)
+        or sorted({repr(v): v for v in used}.values(), key=repr)
     )
     index = {repr(c): i for i, c in enumerate(cats)}
-    return np.asarray([index[repr(v)] for v in vals], float), cats, False
+    x = [np.nan if v is None else index[repr(v)] for v in vals]
+    return np.asarray(x, float), cats, False
 
 
 def _better(res: Results) -> Any:
@@ -139,7 +143,8 @@ def plot_parallel_coordinates(res: Results, top: int | None = None):
         x = x[ok]
         if log:
             x = np.log10(x)
-        lo, hi = float(np.min(x)), float(np.max(x))
+        used = x[np.isfinite(x)]  # NaN: trials the parameter does not matter to
+        lo, hi = (float(used.min()), float(used.max())) if used.size else (0.0, 1.0)
         cols.append((x - lo) / (hi - lo) if hi > lo else np.full_like(x, 0.5))
         if cats is not None:
             labels.append(f"{n}\n{chr(10).join(str(c) for c in cats)}")
@@ -233,7 +238,7 @@ def importances(res: Results, seed: int = 0) -> dict[str, float]:
         return {}
     X = np.stack(
         [
-            (np.log10(x) if log else x)[ok]
+            _impute((np.log10(x) if log else x)[ok])
             for x, _, log in (_numeric(res, n) for n in names)
         ],
         1,
@@ -247,6 +252,14 @@ def importances(res: Results, seed: int = 0) -> dict[str, float]:
             key=lambda kv: -kv[1],
         )
     )
+
+
+def _impute(x: np.ndarray) -> np.ndarray:
+    """A column with its NaNs (trials a conditional parameter does not matter to) put
+    one below its range, where a tree can split them off."""
+    used = x[np.isfinite(x)]
+    low = float(used.min()) - 1.0 if used.size else 0.0
+    return np.where(np.isfinite(x), x, low)
 
 
 def plot_importance(res: Results):

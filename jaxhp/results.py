@@ -204,14 +204,23 @@ class Results:
                 }
         raise KeyError(f"no trial {trial_id}")
 
+    def param_names(self) -> list[str]:
+        """Every hyperparameter a trial has, in the space's order. A conditional one
+        (``when=``) is missing from the params of the trials it does not matter to."""
+        seen = dict.fromkeys(n for t in self.trials for n in t.params)
+        order = [n for n in (self.space or ()) if n in seen]
+        return order + [n for n in seen if n not in order]
+
     def records(self) -> list[dict[str, Any]]:
-        """One flat dict per trial (what ``to_pandas`` and the table show)."""
+        """One flat dict per trial (what ``to_pandas`` and the table show); a
+        hyperparameter that a trial does not use is ``None``."""
+        names = self.param_names()
         rows = []
         for t in self.trials:
             rows.append(
                 {
                     "trial_id": t.trial_id,
-                    **t.params,
+                    **{n: t.params.get(n) for n in names},
                     self.metric: t.value,
                     "status": t.status,
                     "epochs_run": t.epochs_run,
@@ -241,12 +250,12 @@ class Results:
         shown = (ok + rest)[:top] if top else ok + rest
         if not shown:
             return "(no trials)"
-        names = list(shown[0].params)
+        names = self.param_names()
         head = ["trial", *names, self.metric, "status", "epochs_run"]
         rows = [
             [
                 str(t.trial_id),
-                *(_fmt(t.params[n]) for n in names),
+                *(_fmt(t.params.get(n)) for n in names),
                 _fmt(t.value),
                 t.status,
                 str(t.epochs_run),
@@ -269,6 +278,8 @@ class Results:
 
 
 def _fmt(v: Any) -> str:
+    if v is None:  # a hyperparameter the trial does not use
+        return "-"
     if isinstance(v, float):
         if math.isnan(v):
             return "nan"

@@ -8,10 +8,18 @@ and choices are decoded by binning, so every point of the cube is a valid config
 
 Values stay NumPy (float64) on the host: they are what gets recorded and shown. String
 choices decode to the index into ``Choice.values``; numeric choices decode to the value.
+
+Conditional parameters: ``when={"optimizer": "sgd"}`` (or ``{"n_layers": [2, 3]}``) makes
+a parameter matter only to configurations whose other parameters take those values.
+Elsewhere it is *inactive*: :meth:`Space.canonical` puts its coordinate at the middle
+of its range (so configurations that differ only there are one point, to a grid and to
+the GP), and :meth:`Space.to_python_all` leaves it out of the configuration, as Optuna's
+define-by-run trials leave out what they never asked for.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import numbers
@@ -41,19 +49,78 @@ def _is_number(x: Any) -> bool:
     return isinstance(x, numbers.Real) and not isinstance(x, bool)
 
 
-@dataclass(frozen=True)
-class Float:
+#: Where an inactive parameter's unit-cube coordinate is put (:meth:`Space.canonical`).
+INACTIVE_AT = 0.5
+
+
+def _norm_when(when: Any) -> Any:
+    """``{parent: value or values}`` as a hashable ``((parent, (values...)), ...)``;
+    anything else is kept as given for :meth:`_Conditional._check_when` to refuse."""
+    if not isinstance(when, Mapping):
+        return when
+    out = []
+    for parent, vals in when.items():
+        if isinstance(vals, (set, frozenset)):
+            vals = tuple(sorted(vals, key=repr))
+        elif isinstance(vals, (list, tuple, range)):
+            vals = tuple(vals)
+        else:
+            vals = (vals,)
+        out.append((parent, vals))
+    return tuple(out)
+
+
+class _Conditional:
+    """``when``: the parameter is active only where every named parent takes one of the
+    listed values (``None``: always)."""
+
+    when: Any
+
+    def __post_init__(self):
+        object.__setattr__(self, "when", _norm_when(self.when))
+
+    def _check_when(self, name: str) -> None:
+        w = self.when
+        if w is None:
+            return
+        ok = (
+            isinstance(w, tuple)
+            and w
+            and all(isinstance(parent, str) and vals for parent, vals in w)
+        )
+        if not ok:
+            raise SpaceError(
+                f"{name}: when= takes a non-empty mapping of parameter names to a value "
+                f"or a list of values, e.g. when={{'optimizer': 'sgd'}}; got {w!r}"
+            )
+
+    def __repr__(self) -> str:
+        fields = [
+            f"{f.name}={getattr(self, f.name)!r}"
+            for f in dataclasses.fields(self)
+            if f.name != "when" or self.when is not None
+        ]
+        if self.when is not None:
+            fields[-1] = f"when={dict((k, list(v)) for k, v in self.when)!r}"
+        return f"{type(self).__name__}({', '.join(fields)})"
+
+
+@dataclass(frozen=True, repr=False)
+class Float(_Conditional):
     """A continuous parameter in ``[low, high]``, uniform or log-uniform.
 
     Example:
         >>> lr = Float(1e-4, 1e-1, log=True)
+        >>> momentum = Float(0.5, 0.99, when={"optimizer": "sgd"})
     """
 
     low: float
     high: float
     log: bool = False
+    when: Any = None
 
     def _check(self, name: str) -> None:
+        self._check_when(name)
         if not (_is_number(self.low) and _is_number(self.high)):
             raise SpaceError(
                 f"{name}: Float bounds must be numbers, got {self.low!r}, {self.high!r}"
@@ -98,19 +165,22 @@ class Float:
         return _is_number(v) and self.low <= v <= self.high
 
 
-@dataclass(frozen=True)
-class Int:
+@dataclass(frozen=True, repr=False)
+class Int(_Conditional):
     """An integer parameter in ``[low, high]`` (both included), uniform or log-uniform.
 
     Example:
         >>> width = Int(16, 512, log=True)
+        >>> width_1 = Int(16, 512, log=True, when={"n_layers": [2, 3]})
     """
 
     low: int
     high: int
     log: bool = False
+    when: Any = None
 
     def _check(self, name: str) -> None:
+        self._check_when(name)
         for b in (self.low, self.high):
             if not (isinstance(b, numbers.Integral) and not isinstance(b, bool)):
                 raise SpaceError(f"{name}: Int bounds must be integers, got {b!r}")
@@ -158,8 +228,8 @@ class Int:
         return isinstance(v, numbers.Integral) and self.low <= v <= self.high
 
 
-@dataclass(frozen=True)
-class Choice:
+@dataclass(frozen=True, repr=False)
+class Choice(_Conditional):
     """One of a finite list of values (numbers, strings or booleans).
 
     Example:
@@ -168,17 +238,20 @@ class Choice:
     """
 
     values: tuple
+    when: Any = None
 
-    def __init__(self, values: Sequence[Any]):
+    def __init__(self, values: Sequence[Any], when: Any = None):
         if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
             raise SpaceError(f"Choice takes a list of values, got {values!r}")
         object.__setattr__(self, "values", tuple(values))
+        object.__setattr__(self, "when", _norm_when(when))
 
     @property
     def numeric(self) -> bool:
         return all(_is_number(v) for v in self.values)
 
     def _check(self, name: str) -> None:
+        self._check_when(name)
         if len(self.values) == 0:
             raise SpaceError(f"{name}: Choice needs at least one value")
         seen = set()
@@ -274,6 +347,104 @@ class Space(Mapping):
         self.searched: tuple[str, ...] = tuple(
             n for n, p in merged.items() if not isinstance(p, Fixed)
         )
+        #: name -> ((parent, allowed decoded values), ...) for conditional parameters
+        self._conds: dict[str, tuple[tuple[str, np.ndarray], ...]] = {
+            n: self._conditions_of(n, p)
+            for n, p in merged.items()
+            if getattr(p, "when", None) is not None
+        }
+        for (
+            n
+        ) in self._conds:  # a parameter may not depend on itself, even through others
+            self._check_acyclic(n, ())
+
+    def _conditions_of(self, name: str, p: Param) -> tuple[tuple[str, np.ndarray], ...]:
+        out = []
+        for parent, vals in p.when:
+            if parent == name:
+                raise SpaceError(f"{name}: when= names the parameter itself")
+            if parent not in self._params:
+                raise SpaceError(
+                    f"{name}: when= names {parent!r}, which is not a parameter of this "
+                    f"space ({list(self._params)})"
+                )
+            q = self._params[parent]
+            if isinstance(q, Float):
+                raise SpaceError(
+                    f"{name}: when= names {parent!r}, a Float; a condition needs an Int, "
+                    "a Choice or a Fixed parameter"
+                )
+            allowed = []
+            for v in vals:
+                if isinstance(q, Fixed):  # a condition it never meets: never active
+                    ok = True
+                    code = v if q.numeric else (0 if v == q.value else -1)
+                else:
+                    ok = q.contains(v)
+                    string = isinstance(q, Choice) and not q.numeric
+                    code = q.values.index(v) if ok and string else v  # as decoded
+                if not ok:
+                    raise SpaceError(
+                        f"{name}: when={{{parent!r}: {v!r}}}: {v!r} is not a value of "
+                        f"{parent} ({q!r})"
+                    )
+                allowed.append(code)
+            out.append((parent, np.asarray(allowed)))
+        return tuple(out)
+
+    def _check_acyclic(self, name: str, path: tuple[str, ...]) -> None:
+        if name in path:
+            cycle = " -> ".join((*path[path.index(name) :], name))
+            raise SpaceError(f"{name}: its when= conditions form a cycle ({cycle})")
+        for parent, _ in self._conds.get(name, ()):
+            self._check_acyclic(parent, (*path, name))
+
+    @property
+    def conditional(self) -> tuple[str, ...]:
+        """The parameters with a ``when=`` condition."""
+        return tuple(self._conds)
+
+    def with_conditions(self, extra: Mapping[str, Mapping[str, Any]]) -> Space:
+        """This space with ``extra`` conditions (``{name: when}``) given to parameters
+        that have none of their own (a task's knowledge of which of its
+        hyperparameters matter when; see ``Task.conditions``)."""
+        params = dict(self._params)
+        for name, when in extra.items():
+            p = params.get(name)
+            if p is not None and not isinstance(p, Fixed) and p.when is None:
+                params[name] = dataclasses.replace(p, when=when)
+        return self if params == self._params else Space(params)
+
+    def active(self, values: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        """Which configurations of decoded ``values`` each parameter matters to:
+        ``{name: [P] bool}`` (all True for an unconditional parameter)."""
+        n = len(np.atleast_1d(values[next(iter(self._params))]))
+        memo: dict[str, np.ndarray] = {}
+
+        def act(name: str) -> np.ndarray:
+            if name not in memo:
+                a = np.ones(n, bool)
+                for parent, allowed in self._conds.get(name, ()):
+                    col = np.atleast_1d(np.asarray(values[parent]))
+                    a = a & np.isin(col, allowed) & act(parent)
+                memo[name] = a
+            return memo[name]
+
+        return {name: act(name) for name in self._params}
+
+    def canonical(self, u: np.ndarray) -> np.ndarray:
+        """Points ``u: [P, D]`` with each inactive parameter's coordinate at
+        ``INACTIVE_AT``, so two configurations that differ only in parameters they do
+        not use are the same point."""
+        u = np.asarray(u, np.float64)
+        if not self._conds or not len(u):
+            return u
+        act = self.active(self.decode(u))
+        out = u.copy()
+        for j, name in enumerate(self.searched):
+            if name in self._conds:
+                out[:, j] = np.where(act[name], u[:, j], INACTIVE_AT)
+        return out
 
     # Mapping protocol
     def __getitem__(self, name: str) -> Param:
@@ -346,14 +517,24 @@ class Space(Mapping):
                 cols[name] = [float(v) for v in col.tolist()]
         names = list(cols)  # a space has at least one parameter
         rows = zip(*cols.values(), strict=True)
-        return [dict(zip(names, row, strict=True)) for row in rows]
+        out = [dict(zip(names, row, strict=True)) for row in rows]
+        if self._conds:  # leave out what a configuration does not use
+            act = self.active(values)
+            for name in self._conds:
+                for i in np.flatnonzero(~act[name]).tolist():
+                    del out[i][name]
+        return out
 
     def from_python(
         self, configs: Sequence[Mapping[str, Any]]
     ) -> dict[str, np.ndarray]:
-        """Plain-value configurations to decoded ``{name: [P] array}``, validated."""
+        """Plain-value configurations to decoded ``{name: [P] array}``, validated.
+
+        A conditional parameter may be left out of a configuration it does not matter
+        to (as :meth:`to_python_all` leaves it out); it then takes its inactive value."""
         cols: dict[str, list] = {n: [] for n in self._params}
-        for cfg in configs:
+        missing: dict[str, list[int]] = {n: [] for n in self._conds}
+        for row, cfg in enumerate(configs):
             unknown = set(cfg) - set(self._params)
             if unknown:
                 raise SpaceError(
@@ -363,6 +544,10 @@ class Space(Mapping):
                 if isinstance(p, Fixed):
                     cols[name].append(p.value if p.numeric else 0)
                     continue
+                if name not in cfg and name in self._conds:
+                    missing[name].append(row)
+                    cols[name].append(self._inactive_value(name))
+                    continue
                 if name not in cfg:
                     raise SpaceError(f"{name}: missing from configuration {dict(cfg)}")
                 v = cfg[name]
@@ -371,7 +556,22 @@ class Space(Mapping):
                 cols[name].append(
                     p.values.index(v) if isinstance(p, Choice) and not p.numeric else v
                 )
-        return {n: np.asarray(c) for n, c in cols.items()}
+        out = {n: np.asarray(c) for n, c in cols.items()}
+        if any(missing.values()):
+            act = self.active(out)
+            for name, rows in missing.items():
+                for row in rows:
+                    if act[name][row]:
+                        raise SpaceError(
+                            f"{name}: missing from configuration {dict(configs[row])}, "
+                            "which it matters to"
+                        )
+        return out
+
+    def _inactive_value(self, name: str) -> Any:
+        """The decoded value an inactive ``name`` takes (its coordinate at
+        ``INACTIVE_AT``)."""
+        return self._params[name].decode(np.array([INACTIVE_AT]))[0]
 
     # Sampling -----------------------------------------------------------------
     def grid(
@@ -415,7 +615,17 @@ class Space(Mapping):
             axes.append(vals)
         combos = list(itertools.product(*axes)) if axes else [()]
         configs = [dict(zip(self.searched, c, strict=False)) for c in combos]
-        return self.from_python(configs)
+        grid = self.from_python(configs)
+        if not self._conds:
+            return grid
+        # An inactive parameter takes one value, and the configurations that then
+        # coincide are run once (the first of them keeps its place).
+        act = self.active(grid)
+        for name in self._conds:
+            grid[name] = np.where(act[name], grid[name], self._inactive_value(name))
+        keys = list(zip(*(grid[n].tolist() for n in self.searched), strict=True))
+        first = sorted({k: i for i, k in reversed(list(enumerate(keys)))}.values())
+        return {n: col[first] for n, col in grid.items()}
 
     def grid_size(self, points: int | Mapping[str, int | Sequence[Any]] = 5) -> int:
         return len(next(iter(self.grid(points).values())))

@@ -127,6 +127,8 @@ def tune(
     if not isinstance(space, Space):
         raise TypeError(f"space must be a jaxhp.Space, got {type(space).__name__}")
     task.check_space(space)
+    given = space  # the user's space: what a stored study records and checks
+    space = space.with_conditions(task.conditions(space))
     check_positive_int("n_trials", n_trials, allow_none=True)
     check_positive_int("population", population)
     check_positive_int("segment_epochs", segment_epochs, allow_none=True)
@@ -181,7 +183,7 @@ def tune(
         from jaxhp.storage import Study
 
         config = {
-            "space": repr(space),
+            "space": repr(given),
             "strategy": strat.name,
             "strategy_options": repr(dict(strategy_options or {})),
             "seed": int(seed),
@@ -256,7 +258,9 @@ def tune(
             t_round = time.perf_counter()
             n = min(population, n_trials - started)
             u, state = strat.ask(state, n)
-            values = space.decode(u)
+            # Inactive parameters at their constant (a strategy given as an object may
+            # not know the conditions); the strategy is told the points it asked.
+            values = space.decode(space.canonical(u))
             hp = task.hparams(space, values)
             ids = np.arange(started, started + n)
             if progress is not None:
@@ -528,7 +532,7 @@ def _tune_recycled(
         if n <= 0:
             return np.zeros(0, np.int64), {}
         u, box["state"] = strat.ask(box["state"], n)
-        values = space.decode(u)
+        values = space.decode(space.canonical(u))
         ids = np.arange(box["started"], box["started"] + n)
         for j, tid in enumerate(ids):
             pending[int(tid)] = (u[j], space.to_python(values, j))

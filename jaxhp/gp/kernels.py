@@ -3,7 +3,10 @@
 Points live in the unit cube of a :class:`~jaxhp.Space` (log-scaled parameters already in
 log space). Before the kernel sees them, :func:`transform` snaps integer and numeric-choice
 coordinates to the centre of their bin (so two points that decode to the same integer are
-the same point to the GP) and turns string choices into category indices.
+the same point to the GP), turns string choices into category indices, and puts the
+coordinates of parameters that a point does not use (``when=`` conditions) at one
+constant, so points that differ only there are the same point (imputation, as SMAC and
+Lévesque et al. 2017 treat inactive parameters).
 
 The kernel is a product: Matérn-5/2 with one lengthscale per numeric dimension (ARD) times
 an exponentiated Hamming kernel ``exp(-sum_c [a_c != b_c] / l_c)`` over categories, scaled
@@ -19,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxhp.space import Choice, Fixed, Float, Int, Space
+from jaxhp.space import INACTIVE_AT, Choice, Fixed, Float, Int, Space
 
 __all__ = ["Dims", "KernelParams", "dims_of", "gram", "matern52", "transform", "kernel"]
 
@@ -30,6 +33,9 @@ class Dims(NamedTuple):
     kinds: tuple[str, ...]  # per dim: "float" | "int" | "ord" | "cat"
     bins: tuple[tuple[float, ...], ...]  # per dim: bin edges in [0, 1] ("int"/"ord")
     n_cats: tuple[int, ...]  # per dim: categories ("cat"), else 0
+    #: per dim: its conditions, each (parent dim, the parent's bin edges in [0, 1],
+    #: whether each bin activates it); parent dim -1: a Fixed parent, always inactive
+    conds: tuple[tuple[tuple[int, tuple[float, ...], tuple[bool, ...]], ...], ...] = ()
 
     @property
     def numeric(self) -> tuple[int, ...]:
@@ -69,7 +75,50 @@ def dims_of(space: Space) -> Dims:
             kinds.append("cat"), bins.append(()), cats.append(len(p.values))
         else:  # pragma: no cover - Fixed parameters are not encoded
             assert isinstance(p, Fixed)
-    return Dims(tuple(kinds), tuple(bins), tuple(cats))
+    return Dims(tuple(kinds), tuple(bins), tuple(cats), _conds_of(space, bins, cats))
+
+
+def _conds_of(space: Space, bins: list, cats: list) -> tuple:
+    """``Dims.conds``: each searched parameter's ``when=`` conditions as bin tables
+    over its parents' coordinates."""
+    if not space.conditional:
+        return ()
+    index = {name: j for j, name in enumerate(space.searched)}
+    out = []
+    for name in space.searched:
+        conds = []
+        for parent, allowed in space._conds.get(name, ()):
+            q = space[parent]
+            if isinstance(q, Fixed):
+                value = q.value if q.numeric else 0
+                if value not in allowed.tolist():
+                    conds.append((-1, (), (False,)))
+                continue
+            j = index[parent]
+            if isinstance(q, Int):
+                edges, decoded = bins[j], np.arange(q.low, q.high + 1)
+            else:  # Choice: k equal bins, decoded as the value or the index
+                k = len(q.values)
+                edges = tuple(np.linspace(0, 1, k + 1))
+                decoded = np.asarray(q.values) if q.numeric else np.arange(k)
+            table = tuple(bool(b) for b in np.isin(decoded, allowed))
+            conds.append((j, tuple(float(e) for e in edges), table))
+        out.append(tuple(conds))
+    return tuple(out)
+
+
+def _active(dims: Dims, x: jax.Array, i: int) -> jax.Array:
+    """Whether point ``x`` uses dim ``i`` (its conditions and its parents' hold)."""
+    a = jnp.asarray(True)
+    for parent, edges, table in dims.conds[i] if dims.conds else ():
+        if parent < 0:
+            return jnp.asarray(False)
+        e = jnp.asarray(edges)
+        b = jnp.clip(
+            jnp.searchsorted(e, x[parent], side="right") - 1, 0, len(edges) - 2
+        )
+        a = a & jnp.asarray(table)[b] & _active(dims, x, parent)
+    return a
 
 
 def _snap(u: jax.Array, edges: tuple[float, ...]) -> jax.Array:
@@ -80,13 +129,18 @@ def _snap(u: jax.Array, edges: tuple[float, ...]) -> jax.Array:
 
 def transform(dims: Dims, x: jax.Array) -> tuple[jax.Array, jax.Array]:
     """One point ``x: [D]`` -> (numeric coordinates ``[Dn]``, category indices ``[Dc]``)."""
+
+    def used(i: int, v: jax.Array, inactive: float) -> jax.Array:
+        if not dims.conds or not dims.conds[i]:
+            return v
+        return jnp.where(_active(dims, x, i), v, inactive)
+
     num = []
     for i in dims.numeric:
-        num.append(
-            _snap(x[i], dims.bins[i]) if dims.kinds[i] in ("int", "ord") else x[i]
-        )
+        v = _snap(x[i], dims.bins[i]) if dims.kinds[i] in ("int", "ord") else x[i]
+        num.append(used(i, v, INACTIVE_AT))
     cat = [
-        jnp.clip(jnp.floor(x[i] * dims.n_cats[i]), 0, dims.n_cats[i] - 1)
+        used(i, jnp.clip(jnp.floor(x[i] * dims.n_cats[i]), 0, dims.n_cats[i] - 1), 0.0)
         for i in dims.categorical
     ]
     num_a = jnp.stack(num) if num else jnp.zeros((0,), x.dtype)

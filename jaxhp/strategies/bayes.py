@@ -247,7 +247,9 @@ def gp_bo(
         )
 
     def snap(u: np.ndarray) -> np.ndarray:
-        return space.encode(space.decode(u))
+        """Each point at the centre of its configuration's cell, inactive parameters
+        at their constant: one configuration, one point."""
+        return space.canonical(space.encode(space.decode(u)))
 
     def ask(state: BayesState, n: int) -> tuple[np.ndarray, BayesState]:
         key, sub = jax.random.split(state.key)
@@ -258,7 +260,7 @@ def gp_bo(
                 kind = initial_design
                 if kind == "auto":
                     kind = "sobol" if n >= SOBOL_FROM else "random"
-            u = design(kind, state.seed, state.count, n)
+            u = space.canonical(design(kind, state.seed, state.count, n))
             state = state._replace(design=kind)
             params = state.params
         else:
@@ -325,6 +327,7 @@ def gp_bo(
             np.concatenate([state.x, state.pending]),
             key,
             d,
+            space.canonical,
         )
         return u, KernelParams(*params)
 
@@ -363,15 +366,21 @@ def warp(f: np.ndarray, kind: str) -> np.ndarray:
 
 
 def _distinct(
-    refined: np.ndarray, starts: np.ndarray, seen: np.ndarray, key: jax.Array, d: int
+    refined: np.ndarray,
+    starts: np.ndarray,
+    seen: np.ndarray,
+    key: jax.Array,
+    d: int,
+    canonical=lambda u: u,
 ) -> np.ndarray:
     """Rows of ``refined`` made distinct from each other and from ``seen``: a duplicate
-    falls back to its unrefined start, then to a uniform random point."""
+    falls back to its unrefined start, then to a uniform random point (put in
+    ``canonical`` form, as the others are)."""
     rng = np.random.default_rng(int(jax.random.randint(key, (), 0, 2**31 - 1)))
     taken = {tuple(np.round(r, 9)) for r in seen}
     out = []
     for r, s in zip(refined, starts, strict=True):
-        for cand in (r, s, *rng.random((8, d))):
+        for cand in (r, s, *canonical(rng.random((8, d)))):
             t = tuple(np.round(cand, 9))
             if t not in taken:
                 break

@@ -117,6 +117,14 @@ class Task:
             if rng[0] < lo or rng[1] > hi:
                 raise SpaceError(f"{label}: values must lie in [{lo}, {hi}], got {p!r}")
 
+    def conditions(self, space: Space) -> dict[str, dict[str, list]]:
+        """``{name: when}``: which of ``space``'s hyperparameters matter only to some
+        configurations, as :class:`~jaxhp.space.Float`'s ``when=`` would say it.
+        ``tune`` gives them to the parameters that have no ``when=`` of their own. A
+        task that knows none returns ``{}``."""
+        del space
+        return {}
+
     def check_defaults(self, given: Mapping[str, Any]) -> None:
         """Raise :class:`SpaceError` naming a default given to the task (a keyword
         argument) that its hyperparameter cannot take, before any data is used."""

@@ -35,7 +35,7 @@ import numpy as np
 
 from jaxhp import bits
 from jaxhp.optim import OPTIMIZERS, SCHEDULES, OptState, opt_init, opt_update
-from jaxhp.space import Choice, Fixed, SpaceError
+from jaxhp.space import Choice, Fixed, Int, SpaceError
 from jaxhp.tasks import fused
 from jaxhp.tasks.base import Task, next_pow2, next_pow2_array
 from jaxhp.tasks.data import DataError, check_arrays, make_folds, stack_folds
@@ -492,6 +492,35 @@ class _MLPTask(Task):
                 n_in=self.n_features,
                 n_out=self.n_out,
             )
+
+    def conditions(self, space) -> dict[str, dict[str, list]]:
+        """``momentum`` matters to SGD only; ``width_<i>`` to networks with more than
+        ``i`` hidden layers; ``width`` to those with a layer that has no ``width_<i>``.
+        Each only where the space searches what it depends on."""
+        out: dict[str, dict[str, list]] = {}
+        opt = space.get("optimizer")
+        if "momentum" in space and isinstance(opt, Choice) and "sgd" in opt.values:
+            out["momentum"] = {"optimizer": ["sgd"]}
+        depth = space.get("n_layers")
+        if not isinstance(depth, (Int, Choice)):
+            return out
+        depths = (
+            list(depth.values)
+            if isinstance(depth, Choice)
+            else list(range(depth.low, depth.high + 1))
+        )
+        own = 0  # layers 0..own-1 have a width_<i> of their own
+        while f"width_{own}" in space:
+            own += 1
+        for name in space:
+            i = layer_width_index(name)
+            i = own if name == "width" else i
+            if i is None:
+                continue
+            deeper = [int(n) for n in depths if n > i]
+            if deeper and len(deeper) < len(depths):  # some trials use it, some not
+                out[name] = {"n_layers": deeper}
+        return out
 
     def hparams(self, space, values) -> dict[str, np.ndarray]:
         """As :meth:`Task.hparams`, plus ``total_steps``, each trial's updates over its
