@@ -18,7 +18,11 @@ best epoch's validation accuracy. Arms, at equal trial counts:
                the same with pruning: Optuna's MedianPruner (5 trials before it
                prunes, from epoch 3 on) on the accuracy reported every epoch, and
                jaxhp's ``Median(warmup=2)`` stopper (a trial whose best so far is
-               below the median of its population at the same epoch stops)
+               below the median of its population's latest values stops)
+  jaxhp_bayes_flat
+               ``jaxhp_bayes`` without the task's conditions: every ``width_{i}``
+               is modelled by the GP, whether the trial has layer ``i`` or not
+               (jaxhp before 2026-12-07)
 
 ``--jaxhp-trials`` gives the jaxhp arms another budget (Optuna's time buys jaxhp
 several times the trials: which finds more in the same time?).
@@ -60,6 +64,7 @@ ARMS = (
     "jaxhp_bayes",
     "optuna_loop_median",
     "jaxhp_bayes_median",
+    "jaxhp_bayes_flat",
 )
 
 
@@ -243,6 +248,8 @@ def run_arm(arm: str, seed: int, args) -> dict:
         extra = {"pruned": pruned}
     else:
         strategy = arm.split("_")[1]
+        if arm.endswith("_flat"):  # no inactive parameters: width_<i> always modelled
+            task.conditions = lambda space: {}
         n_trials = args.jaxhp_trials or args.trials
         stopper = jaxhp.stopping.Median(warmup=2) if prune else None
         seconds, values, best, stats = run_jaxhp(

@@ -111,6 +111,7 @@ def pbt(
         raise ValueError(f"seed must be an integer, got {seed!r}")
     space = Space({**dict(space), "epochs": Fixed(generations * interval)})
     task.check_space(space)
+    space = space.with_conditions(task.conditions(space))  # what each member shows
 
     rng = np.random.default_rng(seed)
     values = space.decode(rng.random((population, space.dim)))  # {name: [P]}

@@ -11,6 +11,7 @@ from jaxhp import Choice, Fixed, Float, Int, Space, SpaceError
 from jaxhp import config as C
 from jaxhp.gp import KernelParams, dims_of, kernel
 from jaxhp.space import INACTIVE_AT
+from jaxhp.storage import space_from_repr
 from jaxhp.strategies import gp_bo
 
 from .conftest import tiny_space
@@ -65,6 +66,8 @@ def test_reprs_without_conditions_are_unchanged():
         "Int(low=1, high=3, log=False, when={'a': ['y']})"
     )
     assert Int(1, 3, when={"a": ["y"]}) == Int(1, 3, when={"a": "y"})
+    # a stored study's space comes back from its repr, conditions included
+    assert space_from_repr(repr(CHAIN)) == CHAIN
 
 
 def test_active_follows_chains_and_canonical_moves_only_inactive_coordinates():
