@@ -950,9 +950,10 @@ def _bucket_cost(
     n_rows: int,
     n_folds: int,
     platform: str,
+    seen: Any,
 ) -> float:
-    """Estimated seconds to compile (unless seen) and run the trials ``idx`` as one
-    bucket on ``platform``."""
+    """Estimated seconds to compile (unless in ``seen``, the shapes compiled) and run
+    the trials ``idx`` as one bucket on ``platform``."""
     c = COST_MODEL.get(platform, COST_MODEL["gpu"])
     sub = {k: np.asarray(v)[idx] for k, v in hp.items()}
     shape = _bucket_shape(task, sub, n_rows)
@@ -963,8 +964,8 @@ def _bucket_cost(
     run = steps * (
         c["step_s"] + padded * n_folds * shape.batch * flops_row / c["flops"]
     )
-    seen = shape.key + (padded,) in _SEEN
-    return run + (0.0 if seen else c["compile_s"])
+    compiled = shape.key + (padded,) in seen
+    return run + (0.0 if compiled else c["compile_s"])
 
 
 def _group_by(keys: Any, batch: np.ndarray) -> dict[tuple, np.ndarray]:
@@ -998,6 +999,7 @@ def plan_buckets(
     bucketing: str,
     n_rows: int,
     platform: str | None = None,
+    use_seen: bool = True,
 ) -> list[np.ndarray]:
     """Group a round's trials into buckets, each trained by one compiled program.
 
@@ -1005,8 +1007,14 @@ def plan_buckets(
     - ``"pow2"``: one bucket per power-of-two width (the task's shape key) and batch size.
     - ``"auto"``: start from ``"pow2"`` and greedily merge the pair of buckets whose merge
       lowers the estimated time the most (a compile saved against padding added, from
-      ``COST_MODEL``; shapes already compiled cost no compile), until no merge helps.
-      Small populations on a CPU end up in few buckets, large ones on a GPU in many.
+      ``COST_MODEL``; shapes already compiled cost no compile, unless ``use_seen`` is
+      False), until no merge helps. Small populations on a CPU end up in few buckets,
+      large ones on a GPU in many.
+
+    ``use_seen=False`` makes the plan a function of ``hp`` alone, not of what this
+    process compiled before: under a stopper that compares a bucket's trials with each
+    other, the buckets are the comparison sets, and a study resumed in a fresh process
+    must stop the trials an uninterrupted one stops.
     """
     n = len(hp["batch_size"])
     if bucketing == "none":
@@ -1017,7 +1025,8 @@ def plan_buckets(
         return out
     n_folds = task.data.n_folds
     platform = platform or jax.default_backend()
-    cost = [_bucket_cost(task, hp, g, n_rows, n_folds, platform) for g in out]
+    seen = _SEEN if use_seen else frozenset()
+    cost = [_bucket_cost(task, hp, g, n_rows, n_folds, platform, seen) for g in out]
     while len(out) > 1:
         best_gain, best_pair = 0.0, None
         for i in range(len(out)):
@@ -1026,7 +1035,7 @@ def plan_buckets(
                 gain = (
                     cost[i]
                     + cost[j]
-                    - _bucket_cost(task, hp, merged, n_rows, n_folds, platform)
+                    - _bucket_cost(task, hp, merged, n_rows, n_folds, platform, seen)
                 )
                 if gain > best_gain:
                     best_gain, best_pair = gain, (i, j, merged)
@@ -1035,7 +1044,7 @@ def plan_buckets(
         i, j, merged = best_pair
         out = [g for k, g in enumerate(out) if k not in (i, j)] + [merged]
         cost = [c for k, c in enumerate(cost) if k not in (i, j)]
-        cost.append(_bucket_cost(task, hp, merged, n_rows, n_folds, platform))
+        cost.append(_bucket_cost(task, hp, merged, n_rows, n_folds, platform, seen))
     return sorted(out, key=lambda g: int(g[0]))
 
 
@@ -1225,7 +1234,12 @@ def run_population(
     platform = devices[0].platform
     with _phase("jaxhp.plan"):
         groups = plan_buckets(
-            task, hp, bucketing=bucketing, n_rows=n_rows, platform=platform
+            task,
+            hp,
+            bucketing=bucketing,
+            n_rows=n_rows,
+            platform=platform,
+            use_seen=stopping.is_per_trial(stopper),
         )
 
     parts: list[Outcomes] = []

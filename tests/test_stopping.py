@@ -174,3 +174,29 @@ def test_composition_and_use_in_a_sweep(clf_task):
     runs = sorted(t.epochs_run for t in res.trials if t.status != "diverged")
     assert runs.count(9) <= 1 and sum(r == 1 for r in runs) >= 5
     assert res.summary()["stopped"] >= 7
+
+
+def test_comparison_sets_do_not_depend_on_what_was_compiled(clf_task, monkeypatch):
+    # Under a stopper that compares a bucket's trials, the buckets are the comparison
+    # sets: their plan may not lean on the shapes this process happened to compile
+    # (a resumed study, in a fresh process, must stop what an uninterrupted one does).
+    from jaxhp import engine
+
+    space = tiny_space(epochs=jaxhp.Fixed(4), width=jaxhp.Fixed(8))
+    run = dict(
+        task=clf_task,
+        space=space,
+        strategy="random",
+        n_trials=9,
+        population=9,
+        seed=0,
+        early_stopping=SuccessiveHalving(min_resource=1, eta=3),
+    )
+    monkeypatch.setattr(engine, "_SEEN", set())
+    fresh = jaxhp.tune(**run)
+    # Compile each power-of-two bucket's shape, which "auto" would no longer merge.
+    jaxhp.tune(**{**run, "early_stopping": Patience(2)}, bucketing="pow2")
+    again = jaxhp.tune(**run)
+    assert fresh.stats["buckets"] == again.stats["buckets"] == 1
+    outcome = [(t.epochs_run, t.status) for t in fresh.trials]
+    assert outcome == [(t.epochs_run, t.status) for t in again.trials]
