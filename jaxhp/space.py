@@ -353,9 +353,8 @@ class Space(Mapping):
             for n, p in merged.items()
             if getattr(p, "when", None) is not None
         }
-        for (
-            n
-        ) in self._conds:  # a parameter may not depend on itself, even through others
+        # A parameter may not depend on itself, even through others.
+        for n in self._conds:
             self._check_acyclic(n, ())
 
     def _conditions_of(self, name: str, p: Param) -> tuple[tuple[str, np.ndarray], ...]:
@@ -403,6 +402,11 @@ class Space(Mapping):
     def conditional(self) -> tuple[str, ...]:
         """The parameters with a ``when=`` condition."""
         return tuple(self._conds)
+
+    def conditions_of(self, name: str) -> tuple[tuple[str, np.ndarray], ...]:
+        """``name``'s conditions: ``(parent, values)`` pairs, the values as
+        :meth:`decode` gives them (a string choice's index); ``()`` for none."""
+        return self._conds.get(name, ())
 
     def with_conditions(self, extra: Mapping[str, Mapping[str, Any]]) -> Space:
         """This space with ``extra`` conditions (``{name: when}``) given to parameters
@@ -542,6 +546,9 @@ class Space(Mapping):
                 )
             for name, p in self._params.items():
                 if isinstance(p, Fixed):
+                    v = cfg.get(name, p.value)
+                    if not (v == p.value and _is_number(v) == _is_number(p.value)):
+                        raise SpaceError(f"{name}: {cfg[name]!r} is not {p!r}")
                     cols[name].append(p.value if p.numeric else 0)
                     continue
                 if name not in cfg and name in self._conds:

@@ -172,6 +172,16 @@ def test_mlp_conditions_and_a_sweep_that_uses_them(clf_task):
     # width follows n_layers only for layers without their own width_<i>
     two = tiny_space(n_layers=Int(1, 3), width_0=Int(4, 8), width=Int(4, 8))
     assert clf_task.conditions(two)["width"] == {"n_layers": [2, 3]}
+    # with Adam fixed, momentum never matters; without SGD among the choices it is
+    # left alone (a condition cannot name a value the parent does not have)
+    adam = tiny_space(optimizer=Fixed("adam"), momentum=Float(0.5, 0.9))
+    assert (
+        not adam.with_conditions(clf_task.conditions(adam))
+        .active(adam.decode(np.full((3, adam.dim), 0.3)))["momentum"]
+        .any()
+    )
+    no_sgd = tiny_space(optimizer=Choice(["adam", "adamw"]), momentum=Float(0.5, 0.9))
+    assert "momentum" not in clf_task.conditions(no_sgd)
     # a condition the user wrote is kept
     mine = tiny_space(
         optimizer=Choice(["adam", "sgd"]),

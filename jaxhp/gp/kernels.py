@@ -75,10 +75,10 @@ def dims_of(space: Space) -> Dims:
             kinds.append("cat"), bins.append(()), cats.append(len(p.values))
         else:  # pragma: no cover - Fixed parameters are not encoded
             assert isinstance(p, Fixed)
-    return Dims(tuple(kinds), tuple(bins), tuple(cats), _conds_of(space, bins, cats))
+    return Dims(tuple(kinds), tuple(bins), tuple(cats), _conds_of(space, bins))
 
 
-def _conds_of(space: Space, bins: list, cats: list) -> tuple:
+def _conds_of(space: Space, bins: list) -> tuple:
     """``Dims.conds``: each searched parameter's ``when=`` conditions as bin tables
     over its parents' coordinates."""
     if not space.conditional:
@@ -87,7 +87,7 @@ def _conds_of(space: Space, bins: list, cats: list) -> tuple:
     out = []
     for name in space.searched:
         conds = []
-        for parent, allowed in space._conds.get(name, ()):
+        for parent, allowed in space.conditions_of(name):
             q = space[parent]
             if isinstance(q, Fixed):
                 value = q.value if q.numeric else 0

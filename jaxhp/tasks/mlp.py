@@ -499,7 +499,10 @@ class _MLPTask(Task):
         Each only where the space searches what it depends on."""
         out: dict[str, dict[str, list]] = {}
         opt = space.get("optimizer")
-        if "momentum" in space and isinstance(opt, Choice) and "sgd" in opt.values:
+        if "momentum" in space and (
+            (isinstance(opt, Choice) and "sgd" in opt.values and len(opt.values) > 1)
+            or (isinstance(opt, Fixed) and opt.value != "sgd")
+        ):
             out["momentum"] = {"optimizer": ["sgd"]}
         depth = space.get("n_layers")
         if not isinstance(depth, (Int, Choice)):
