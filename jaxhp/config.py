@@ -93,7 +93,15 @@ STOPPERS = {
 SECTIONS = {
     "data": {"dataset", "path", "target", "categorical"},
     "task": {"kind", "val_fraction", "folds", "compute_dtype", "step_kernel"},
-    "search": {"strategy", "n_trials", "population", "seed", "options", "timeout"},
+    "search": {
+        "strategy",
+        "n_trials",
+        "population",
+        "seed",
+        "options",
+        "timeout",
+        "enqueue",
+    },
     "early_stopping": {"kind"} | {k for _, keys in STOPPERS.values() for k in keys},
     "study": {"storage", "name"},
     "space": None,  # any parameter name (checked against the task later)
@@ -220,6 +228,10 @@ def parse(raw: dict[str, Any]) -> dict[str, Any]:
         _expect(search["options"], dict, "search.options", "a table")
     if "timeout" in search:
         seconds(search["timeout"], "search.timeout")  # validates
+    if "enqueue" in search:
+        _expect(search["enqueue"], list, "search.enqueue", "a list of tables")
+        for i, c in enumerate(search["enqueue"]):
+            _expect(c, dict, f"search.enqueue[{i}]", "a table of hyperparameters")
 
     if "early_stopping" in cfg:
         stopper_of(cfg)  # validates
@@ -623,6 +635,21 @@ def build(cfg: dict[str, Any]) -> dict[str, Any]:
         raise ConfigError(f"space: {e}") from None
     except (TypeError, ValueError) as e:
         raise ConfigError(f"search.options: {e}") from None
+    from jaxhp.strategies import with_enqueued
+    from jaxhp.tune import enqueued_points
+
+    try:  # tune()'s own checks, with the task's conditions (what may be left out)
+        queued, _ = enqueued_points(
+            space.with_conditions(task.conditions(space)), s.get("enqueue")
+        )
+    except (SpaceError, TypeError) as e:
+        raise ConfigError(f"search.{e}") from None
+    if len(queued) > s["n_trials"]:
+        raise ConfigError(
+            f"search.enqueue: {len(queued)} configurations, more than "
+            f"search.n_trials = {s['n_trials']}"
+        )
+    strategy = with_enqueued(strategy, queued)
     try:  # tune()'s own rule; the advice is the config's (n_trials=None has no TOML)
         resolve_n_trials(strategy, s["n_trials"])
     except ValueError:
@@ -641,6 +668,7 @@ def build(cfg: dict[str, Any]) -> dict[str, Any]:
         strategy_options=s.get("options"),
         early_stopping=stopper_of(cfg),
         timeout=seconds(s["timeout"], "search.timeout") if "timeout" in s else None,
+        enqueue=s.get("enqueue"),
         storage=cfg["study"]["storage"],
         study_name=cfg["study"]["name"],
         # Stored with a new study: what `jaxhp resume` rebuilds it from, and how a

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -13,8 +13,8 @@ import numpy as np
 
 from jaxhp.results import Results, Trial
 from jaxhp.space import Choice, Space
-from jaxhp.strategies import Strategy, make_strategy, resolve_n_trials
-from jaxhp.tune import check_positive_int
+from jaxhp.strategies import Strategy, make_strategy
+from jaxhp.tune import _Deadline, check_positive_int, check_timeout, enqueued_first
 
 __all__ = ["optimize"]
 
@@ -54,6 +54,8 @@ def optimize(
     seed: int = 0,
     direction: str = "minimize",
     strategy_options: Mapping[str, Any] | None = None,
+    timeout: float | None = None,
+    enqueue: Sequence[Mapping[str, Any]] | None = None,
 ) -> Results:
     """Optimise a black-box function with any strategy, a population at a time.
 
@@ -68,6 +70,10 @@ def optimize(
         population: evaluations per round (the batch size ``q`` proposed at once).
         seed: seeds the strategy.
         direction: ``"minimize"`` or ``"maximize"``.
+        timeout: seconds after which no round starts (the one under way finishes; at
+            least one runs), as :func:`jaxhp.tune`'s; ``stats["timed_out"]`` says
+            whether it ended the run.
+        enqueue: configurations to evaluate first, as :func:`jaxhp.tune`'s.
 
     Returns:
         :class:`~jaxhp.Results` (status ``failed`` for non-finite values).
@@ -84,15 +90,17 @@ def optimize(
         )
     check_positive_int("population", population)
     check_positive_int("n_trials", n_trials, allow_none=True)
+    check_timeout(timeout)
     strat = make_strategy(strategy, space, **dict(strategy_options or {}))
-    n_trials = resolve_n_trials(strat, n_trials)
+    strat, n_trials, _ = enqueued_first(strat, space, enqueue, n_trials)
     sign = 1.0 if direction == "minimize" else -1.0
     call = _caller(fn, space)
     state = strat.init(jax.random.key(seed))
     trials: list[Trial] = []
     t0 = time.perf_counter()
+    clock = _Deadline(timeout, t0)
     done, rnd = 0, 0
-    while done < n_trials:
+    while done < n_trials and (rnd == 0 or not clock.passed()):
         n = min(population, n_trials - done)
         u, state = strat.ask(state, n)
         values = space.decode(space.canonical(u))  # inactive parameters at a constant
@@ -134,5 +142,8 @@ def optimize(
         "wall_time": elapsed,
         "strategy": strat.name,
         "trials_per_second": len(trials) / elapsed if elapsed > 0 else math.inf,
+        "timed_out": clock.fired,
     }
-    return Results(trials, metric="value", direction=direction, stats=stats)
+    return Results(
+        trials, metric="value", direction=direction, stats=stats, space=space
+    )

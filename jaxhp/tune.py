@@ -8,7 +8,7 @@ import hashlib
 import math
 import numbers
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -17,9 +17,14 @@ import numpy as np
 from jaxhp.engine import BucketReport, run_population
 from jaxhp.progress import Progress
 from jaxhp.results import Model, Results, Trial
-from jaxhp.space import Space
+from jaxhp.space import Space, SpaceError
 from jaxhp.storage import StudyMismatchError
-from jaxhp.strategies import Strategy, make_strategy, resolve_n_trials
+from jaxhp.strategies import (
+    Strategy,
+    make_strategy,
+    resolve_n_trials,
+    with_enqueued,
+)
 from jaxhp.tasks.base import Task
 
 __all__ = ["tune"]
@@ -54,6 +59,7 @@ def tune(
     recycle: bool = False,
     eval_every: int = 1,
     timeout: float | None = None,
+    enqueue: Sequence[Mapping[str, Any]] | None = None,
 ) -> Results:
     """Tune ``task``'s hyperparameters over ``space``, training populations of trials at once.
 
@@ -112,6 +118,11 @@ def tune(
             (with ``recycle``, no freed slot is refilled and the trials in flight
             finish). At least one round runs. ``stats["timed_out"]`` says whether it
             ended the call; with ``storage``, calling again continues the study.
+        enqueue: configurations to run first, as Optuna's ``enqueue_trial`` (a list of
+            ``{name: value}``; a conditional parameter that does not matter may be left
+            out, a Fixed one too). They are trials ``0..k-1``, count towards
+            ``n_trials`` (or add to a whole grid's), and every strategy is told their
+            results (bayes models them, and its initial design shrinks by as many).
 
     Returns:
         :class:`~jaxhp.Results`.
@@ -136,14 +147,7 @@ def tune(
         segment_epochs = 1 if recycle else 10
     check_positive_int("memory_budget", memory_budget, allow_none=True)
     check_positive_int("eval_every", eval_every)
-    if timeout is not None and not (
-        isinstance(timeout, numbers.Real)
-        and not isinstance(timeout, bool)
-        and 0 < timeout < math.inf
-    ):
-        raise ValueError(
-            f"timeout must be a positive number of seconds, got {timeout!r}"
-        )
+    check_timeout(timeout)
     if eval_every > 1 and early_stopping is not None:
         raise ValueError(
             f"eval_every={eval_every} cannot be combined with early_stopping: a stopper "
@@ -166,7 +170,7 @@ def tune(
         if not devices:
             raise ValueError("devices is empty; pass None for every local device")
     strat = make_strategy(strategy, space, **dict(strategy_options or {}))
-    n_trials = resolve_n_trials(strat, n_trials)
+    strat, n_trials, enqueue = enqueued_first(strat, space, enqueue, n_trials)
 
     sign = 1.0 if task.direction == "maximize" else -1.0
     state = strat.init(jax.random.key(seed))
@@ -191,6 +195,7 @@ def tune(
             "eval_every": int(eval_every),
             "task": type(task).__name__,
             "data": _fingerprint(task),
+            "enqueue": repr(enqueue),
         }
         study = Study(storage, study_name)
         if study.exists:
@@ -442,7 +447,7 @@ def _fingerprint(task: Task) -> str:
     return h.hexdigest()[:16]
 
 
-_ADDED_KEYS = {"eval_every": 1}
+_ADDED_KEYS = {"eval_every": 1, "enqueue": "[]"}
 
 
 def _check_same_study(study, config: dict, storage: str, name: str) -> None:
@@ -456,6 +461,7 @@ def _check_same_study(study, config: dict, storage: str, name: str) -> None:
         ("early_stopping", "early stopping"),
         ("eval_every", "validation interval (eval_every)"),
         ("task", "task"),
+        ("enqueue", "enqueued configurations"),
     ):
         # Keys added after a study was stored default to the behaviour it ran with.
         before = stored.get(key, _ADDED_KEYS.get(key))
@@ -480,6 +486,66 @@ def _extremes(space: Space) -> dict[str, np.ndarray]:
             vals = [p.value if p.numeric else 0]
         hi[name], lo[name] = max(vals), min(vals)
     return {k: np.asarray([hi[k], lo[k]]) for k in hi}
+
+
+def enqueued_first(
+    strat: Strategy,
+    space: Space,
+    configs: Sequence[Mapping[str, Any]] | None,
+    n_trials: int | None,
+) -> tuple[Strategy, int, list[dict[str, Any]]]:
+    """``strat`` asked for ``enqueue``'s configurations first, the number of trials
+    (the whole grid's and theirs for ``n_trials=None``), and the configurations as
+    plain dicts (what a stored study records)."""
+    queued, plain = enqueued_points(space, configs)
+    strat = with_enqueued(strat, queued)
+    n_trials = resolve_n_trials(strat, n_trials)
+    if n_trials < len(queued):
+        raise ValueError(
+            f"enqueue holds {len(queued)} configurations, more than n_trials={n_trials}"
+        )
+    return strat, n_trials, plain
+
+
+def enqueued_points(
+    space: Space, configs: Sequence[Mapping[str, Any]] | None
+) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """``enqueue``'s configurations, validated, as canonical points ``[k, D]`` and as
+    plain dicts."""
+    if configs is None:
+        return np.zeros((0, space.dim)), []
+    if isinstance(configs, (Mapping, str)) or not isinstance(configs, Sequence):
+        raise TypeError(
+            f"enqueue takes a list of configurations ({{name: value}} dicts), got "
+            f"{configs!r}"
+        )
+    plain = []
+    for i, cfg in enumerate(configs):
+        if not isinstance(cfg, Mapping):
+            raise TypeError(
+                f"enqueue[{i}]: expected a {{name: value}} dict, got {cfg!r}"
+            )
+        try:
+            space.from_python([cfg])
+        except SpaceError as e:
+            raise SpaceError(f"enqueue[{i}]: {e}") from None
+        plain.append(dict(cfg))
+    if not plain:
+        return np.zeros((0, space.dim)), []
+    return space.canonical(space.encode(space.from_python(plain))), plain
+
+
+def check_timeout(timeout: Any) -> None:
+    """Raise ``ValueError`` unless ``timeout`` is None or a positive, finite number of
+    seconds."""
+    if timeout is not None and not (
+        isinstance(timeout, numbers.Real)
+        and not isinstance(timeout, bool)
+        and 0 < timeout < math.inf
+    ):
+        raise ValueError(
+            f"timeout must be a positive number of seconds, got {timeout!r}"
+        )
 
 
 class _Deadline:

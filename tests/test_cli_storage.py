@@ -17,7 +17,7 @@ import pytest
 import jaxhp
 from jaxhp import config as C
 from jaxhp.cli import main
-from jaxhp.storage import load
+from jaxhp.storage import StudyMismatchError, load
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -126,6 +126,23 @@ BAD = [
     ("sampler", {"x": 1}, "sampler: unknown section"),
     ("task.compute_dtype", "fp8", "task.compute_dtype: expected one of"),
     ("task.step_kernel", "triton", "task.step_kernel: expected one of"),
+    ("search.enqueue", {"learning_rate": 0.01}, "search.enqueue: expected a list"),
+    ("search.enqueue", [0.01], "search.enqueue[0]: expected a table"),
+    (
+        "search.enqueue",
+        [{"learning_rate": 0.01, "weight_decay": 1e-4}, {"learning_rate": 5.0}],
+        "search.enqueue[1]: learning_rate: 5.0 is outside Float",
+    ),
+    (
+        "search.enqueue",
+        [{"learning_rate": 0.01}],
+        "search.enqueue[0]: weight_decay: missing from configuration",
+    ),
+    (
+        "search.enqueue",
+        [{"learning_rate": 0.01, "weight_decay": 1e-4, "width": 16}],
+        "search.enqueue[0]: width: 16 is not Fixed(value=8)",
+    ),
     ("run.eval_every", 0, "run.eval_every: expected an integer >= 1"),
     ("run.eval_every", 2, "run.eval_every: early stopping reads the validation"),
 ]
@@ -339,6 +356,66 @@ def test_library_storage_resumes_and_refuses_a_different_study(tmp_path, clf_tas
     assert len(other) == 2 and len(load(db, "default")) == 8
     with pytest.raises(jaxhp.storage.StorageError, match="name one"):
         load(db)
+
+
+def test_enqueued_configurations_run_first_and_resume(tmp_path, clf_task):
+    space = jaxhp.Space(
+        learning_rate=jaxhp.Float(1e-3, 0.1, log=True),
+        optimizer=jaxhp.Choice(["adam", "sgd"]),
+        momentum=jaxhp.Float(0.5, 0.95),
+        width=jaxhp.Fixed(8),
+        epochs=jaxhp.Fixed(2),
+    )
+    first = [
+        {"learning_rate": 0.01, "optimizer": "adam"},  # momentum does not matter
+        {"learning_rate": 0.003, "optimizer": "sgd", "momentum": 0.9, "width": 8},
+        {"learning_rate": 0.05, "optimizer": "adam", "momentum": 0.6},
+    ]
+    db = str(tmp_path / "q.db")
+    run = dict(task=clf_task, space=space, strategy="bayes", n_trials=10, population=2)
+    cut = jaxhp.tune(**run, enqueue=first, storage=db, timeout=1e-9)
+    assert len(cut) == 2  # the first round: two of the three
+    rest = jaxhp.tune(**run, enqueue=first, storage=db)
+    whole = jaxhp.tune(**run, enqueue=first)
+    assert _comparable(rest) == _comparable(whole)
+    shown = [t.params for t in whole.trials[:3]]
+    assert shown == [
+        {"learning_rate": 0.01, "optimizer": "adam", "width": 8, "epochs": 2},
+        {
+            "learning_rate": 0.003,
+            "optimizer": "sgd",
+            "momentum": 0.9,
+            "width": 8,
+            "epochs": 2,
+        },
+        {"learning_rate": 0.05, "optimizer": "adam", "width": 8, "epochs": 2},
+    ]
+    with pytest.raises(StudyMismatchError, match="enqueued configurations"):
+        jaxhp.tune(**run, enqueue=first[:2], storage=db)
+    # Told to the strategy: bayes's design (max(10, D + 1) = 10 points) shrinks by 3,
+    # so the 10th trial comes from the GP, not from the design.
+    plain = jaxhp.tune(**run)
+    assert [t.params for t in plain.trials[:3]] != shown
+    with pytest.raises(ValueError, match="enqueue holds 3 configurations, more than"):
+        jaxhp.tune(**{**run, "n_trials": 2}, enqueue=first)
+    with pytest.raises(TypeError, match="enqueue takes a list"):
+        jaxhp.tune(**run, enqueue=first[0])
+    with pytest.raises(jaxhp.SpaceError, match=r"enqueue\[0\]: momentum: missing"):
+        jaxhp.tune(**run, enqueue=[{"learning_rate": 0.01, "optimizer": "sgd"}])
+    # a grid with n_trials=None runs the whole grid and the enqueued configurations
+    grid = jaxhp.tune(
+        clf_task,
+        jaxhp.Space(
+            learning_rate=jaxhp.Choice([0.01, 0.1]),
+            width=jaxhp.Fixed(8),
+            epochs=jaxhp.Fixed(1),
+        ),
+        "grid",
+        population=4,
+        enqueue=[{"learning_rate": 0.01}],
+    )
+    assert [t.params["learning_rate"] for t in grid.trials][0] == 0.01
+    assert len(grid) == 3
 
 
 def test_a_timeout_ends_the_call_after_a_round_and_the_study_goes_on(

@@ -210,6 +210,18 @@ def test_optimize_jits_a_jax_function_and_marks_failures():
     assert res.best_value < 0.01 and res.best_trial.status == "complete"
 
 
+def test_optimize_timeout_runs_one_round_then_stops():
+    space = Space(x=Float(0, 1))
+    fn = lambda p: (np.asarray(p["x"]) - 0.5) ** 2  # noqa: E731
+    cut = jaxhp.optimize(fn, space, "random", n_trials=40, population=4, timeout=1e-9)
+    assert len(cut.trials) == 4 and cut.stats["timed_out"]  # the first round runs
+    whole = jaxhp.optimize(fn, space, "random", n_trials=40, population=4, timeout=3600)
+    assert len(whole.trials) == 40 and not whole.stats["timed_out"]
+    assert [t.params for t in whole.trials[:4]] == [t.params for t in cut.trials]
+    with pytest.raises(ValueError, match="timeout must be a positive number"):
+        jaxhp.optimize(fn, space, "random", n_trials=4, timeout=0)
+
+
 @pytest.mark.parametrize("name", sorted(STRATEGIES))
 def test_tune_accepts_every_strategy(clf_task, name):
     space = Space(

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import numpy as np
 
 from jaxhp.space import Space
 from jaxhp.strategies.base import Strategy
@@ -14,6 +17,7 @@ from jaxhp.strategies.sobol import sobol_search
 
 __all__ = [
     "resolve_n_trials",
+    "with_enqueued",
     "gp_bo",
     "STRATEGIES",
     "Strategy",
@@ -42,6 +46,39 @@ def make_strategy(strategy: str | Strategy, space: Space, **options) -> Strategy
             f"unknown strategy {strategy!r}; choose one of {sorted(STRATEGIES)}"
         )
     return STRATEGIES[strategy](space, **options)
+
+
+class EnqueuedState(NamedTuple):
+    inner: Any  # the wrapped strategy's state
+    taken: int  # enqueued points asked so far
+
+
+def with_enqueued(strategy: Strategy, u: np.ndarray) -> Strategy:
+    """``strategy`` asked for the points ``u: [k, D]`` first (as Optuna's
+    ``enqueue_trial``): the first ``k`` points asked are these, in order, then the
+    strategy's own. Every result, these included, is told to the strategy, so bayes
+    models them and its initial design shrinks by as many. A grid's size grows by
+    ``k``."""
+    u = np.asarray(u, np.float64)
+    if not len(u):
+        return strategy
+
+    def init(key):
+        return EnqueuedState(strategy.init(key), 0)
+
+    def ask(state: EnqueuedState, n: int):
+        mine = u[state.taken : state.taken + n]
+        inner = state.inner
+        if len(mine) < n:
+            more, inner = strategy.ask(inner, n - len(mine))
+            mine = np.concatenate([mine, np.asarray(more, np.float64)])
+        return mine, EnqueuedState(inner, min(state.taken + n, len(u)))
+
+    def tell(state: EnqueuedState, points, y):
+        return state._replace(inner=strategy.tell(state.inner, points, y))
+
+    size = None if strategy.size is None else strategy.size + len(u)
+    return Strategy(init, ask, tell, size, strategy.name)
 
 
 def resolve_n_trials(strategy: Strategy, n_trials: int | None) -> int:
