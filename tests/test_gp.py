@@ -222,6 +222,21 @@ def test_optimize_timeout_runs_one_round_then_stops():
         jaxhp.optimize(fn, space, "random", n_trials=4, timeout=0)
 
 
+def test_optimize_evaluates_enqueued_points_first_and_bayes_learns_from_them():
+    space = Space(x=Float(0, 1), kind=Choice(["a", "b"]))
+    seen = []
+
+    def fn(p):
+        seen.append(list(zip(np.asarray(p["x"]).tolist(), p["kind"], strict=True)))
+        return (np.asarray(p["x"]) - 0.5) ** 2 + (np.asarray(p["kind"]) == "b")
+
+    first = [{"x": 0.25, "kind": "a"}, {"x": 0.75, "kind": "b"}]
+    res = jaxhp.optimize(fn, space, "bayes", n_trials=14, population=2, enqueue=first)
+    assert [t.params for t in res.trials[:2]] == first
+    assert seen[0] == [(0.25, "a"), (0.75, "b")]
+    assert res.best_value < 0.01 and res.best_params["kind"] == "a"
+
+
 @pytest.mark.parametrize("name", sorted(STRATEGIES))
 def test_tune_accepts_every_strategy(clf_task, name):
     space = Space(
