@@ -17,9 +17,9 @@ recycling (``tune(recycle=True)``), where trials reach a rung at different times
 trial is ranked against everything that reached the rung before it, as in ASHA.
 ``Median`` and ``Percentile`` compare the latest values of the population's trials,
 a trial that no longer trains at the value it last reported; under recycling the
-trials reporting at the same boundary may be at different epochs. A mask saves no FLOPs inside a compiled
-segment: compute is saved when every trial of a bucket has stopped, which ends its
-program early.
+trials reporting at the same boundary may be at different epochs. A mask saves no
+FLOPs inside a compiled segment: compute is saved when every trial of a bucket has
+stopped, which ends its program early.
 
 Semantics, matched to the papers and to Optuna:
 
