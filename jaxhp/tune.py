@@ -519,20 +519,18 @@ def enqueued_points(
             f"enqueue takes a list of configurations ({{name: value}} dicts), got "
             f"{configs!r}"
         )
-    plain = []
+    plain, points = [], [np.zeros((0, space.dim))]
     for i, cfg in enumerate(configs):
         if not isinstance(cfg, Mapping):
             raise TypeError(
                 f"enqueue[{i}]: expected a {{name: value}} dict, got {cfg!r}"
             )
-        try:
-            space.from_python([cfg])
+        try:  # one at a time, so that an error can name the configuration
+            points.append(space.encode(space.from_python([cfg])))
         except SpaceError as e:
             raise SpaceError(f"enqueue[{i}]: {e}") from None
         plain.append(dict(cfg))
-    if not plain:
-        return np.zeros((0, space.dim)), []
-    return space.canonical(space.encode(space.from_python(plain))), plain
+    return space.canonical(np.concatenate(points)), plain
 
 
 def check_timeout(timeout: Any) -> None:
