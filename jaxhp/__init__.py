@@ -1,12 +1,13 @@
 """jaxhp: hyperparameter tuning that trains whole populations of trials at once in JAX."""
 
-from jaxhp import distributed, stopping, storage, strategies, tasks
+from jaxhp import distributed, engine, stopping, storage, strategies, tasks
 from jaxhp.optimize import optimize
 from jaxhp.pbt import pbt
 from jaxhp.results import Model, Results, Trial
 from jaxhp.space import Choice, Fixed, Float, Int, Space, SpaceError
 from jaxhp.storage import load
 from jaxhp.strategies import STRATEGIES, Strategy
+from jaxhp.sweep import Observer, Sweep
 from jaxhp.tasks.data import DataError
 from jaxhp.trainable import Batch, Trainable
 from jaxhp.tune import tune
@@ -26,9 +27,12 @@ __all__ = [
     "Space",
     "SpaceError",
     "Strategy",
+    "Sweep",
+    "Observer",
     "Trainable",
     "Trial",
     "distributed",
+    "engine",
     "load",
     "stopping",
     "storage",

@@ -636,7 +636,7 @@ def build(cfg: dict[str, Any]) -> dict[str, Any]:
     except (TypeError, ValueError) as e:
         raise ConfigError(f"search.options: {e}") from None
     from jaxhp.strategies import with_enqueued
-    from jaxhp.tune import enqueued_points
+    from jaxhp.sweep import enqueued_points
 
     try:  # tune()'s own checks, with the task's conditions (what may be left out)
         queued, _ = enqueued_points(

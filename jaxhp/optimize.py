@@ -14,7 +14,7 @@ import numpy as np
 from jaxhp.results import Results, Trial
 from jaxhp.space import Choice, Space
 from jaxhp.strategies import Strategy, make_strategy
-from jaxhp.tune import _Deadline, check_positive_int, check_timeout, enqueued_first
+from jaxhp.sweep import Deadline, check_positive_int, check_timeout, enqueued_first
 
 __all__ = ["optimize"]
 
@@ -98,7 +98,7 @@ def optimize(
     state = strat.init(jax.random.key(seed))
     trials: list[Trial] = []
     t0 = time.perf_counter()
-    clock = _Deadline(timeout, t0)
+    clock = Deadline(timeout, t0)
     done, rnd = 0, 0
     while done < n_trials and (rnd == 0 or not clock.passed()):
         n = min(population, n_trials - done)

@@ -24,14 +24,13 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import jax
 import numpy as np
 
-from jaxhp import engine as E
+from jaxhp.engine import BestState, Population
 from jaxhp.results import Model, Results, Trial
 from jaxhp.space import Choice, Fixed, Float, Int, Space
+from jaxhp.sweep import check_positive_int
 from jaxhp.tasks.base import Task
-from jaxhp.tune import check_positive_int
 
 __all__ = ["Exploit", "pbt"]
 
@@ -50,9 +49,6 @@ class Exploit:
     source_value: float
     params_before: dict[str, Any]
     params_after: dict[str, Any]
-
-
-_gather = jax.jit(lambda tree, src: jax.tree.map(lambda a: a[src], tree))
 
 
 def pbt(
@@ -119,29 +115,18 @@ def pbt(
     t0 = time.perf_counter()
 
     hp = task.hparams(space, values)
-    shape, spec = E._bucket_spec(task, hp, interval, None)
-    sign = spec.sign
-    comp = E._programs(spec, task.data.n_folds)
-    data = E._device_data(task)
-    padded = E._pop_size(population, 1)
-    pad = lambda a: np.concatenate([a, np.repeat(a[:1], padded - population, 0)])  # noqa: E731
-    ids = np.arange(padded, dtype=np.uint32)
-    live = np.arange(padded) < population
-    keys, run = comp.init(
-        np.uint32(seed % 2**32),
-        E.host_rows((ids, {k: pad(v) for k, v in hp.items()}, live)),
-    )
+    pop = Population(task, hp, size=population, seed=seed, segment_epochs=interval)
+    sign = pop.spec.sign
+    pop.start(np.arange(population), hp)
+    pad = lambda a: np.concatenate([a, np.repeat(a[:1], pop.size - population, 0)])  # noqa: E731
 
     curves: list[dict[str, np.ndarray]] = []
     schedule = {n: [] for n in searched if isinstance(space[n], Float)}
     lineage: list[Exploit] = []
     for g in range(generations):
-        hp = task.hparams(space, values)
-        hp_pad = {k: pad(v) for k, v in hp.items()}
-        run, packed = comp.segment(
-            run, E.host_rows(hp_pad), keys, data, np.int32(interval)
-        )
-        bufs = E._segment_out(spec, task.data.n_folds, padded, packed).bufs
+        pop.set_hp({k: pad(v) for k, v in task.hparams(space, values).items()})
+        pop.train(interval)
+        bufs = pop.last_rows()
         curves.append({k: v[:, :population] for k, v in bufs.items()})
         for n in schedule:
             schedule[n].append(
@@ -163,7 +148,7 @@ def pbt(
         order = np.argsort(-score, kind="stable")  # best first
         n_q = max(1, int(round(quantile * population)))
         top, bottom = order[:n_q], order[-n_q:]
-        src = np.arange(padded)
+        src = np.arange(pop.size)
         before = {k: v.copy() for k, v in values.items()}
         for dst in bottom:
             s = int(rng.choice(top))
@@ -183,13 +168,12 @@ def pbt(
                     params_after=space.to_python(values, int(dst)),
                 )
             )
-        new_run = _gather(run, src)
+        old_run = pop.run
+        pop.copy_slots(src)
         if _on_exploit is not None:
-            _on_exploit(run, new_run, src)
-        run = new_run
+            _on_exploit(old_run, pop.run, src)
 
-    flags = E._fetch(E._flags(run))
-    diverged, _, epochs_run, best_value, best_epoch = (np.asarray(a) for a in flags)
+    diverged, _, epochs_run, best_value, best_epoch = pop.flags()
     cat = {k: np.concatenate([c[k] for c in curves], 0) for k in curves[0]}
     wall = time.perf_counter() - t0
     trials = []
@@ -223,11 +207,11 @@ def pbt(
         j = int(np.argmax(cand))
         model = Model(
             task,
-            E.BestState(
+            BestState(
                 trial_id=j,
                 value=float(cand[j]),
-                trainable=shape.trainable,
-                state=E._fetch(E._take(run.best, j)),
+                trainable=pop.spec.trainable,
+                state=pop.best_state(j),
                 hp={
                     k: np.asarray(v[j]) for k, v in task.hparams(space, values).items()
                 },

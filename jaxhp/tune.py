@@ -1,40 +1,23 @@
-"""``tune()``: the round loop tying a strategy, the population engine and a stopper."""
+"""``tune()``: the short way into one :class:`~jaxhp.sweep.Sweep`, with the usual
+observers (a study in storage, a progress line, a callback) attached."""
 
 from __future__ import annotations
 
-import concurrent.futures
-import contextlib
-import hashlib
 import math
-import numbers
-import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
-import numpy as np
 
-from jaxhp.engine import BucketReport, run_population
+from jaxhp.engine import EngineOptions
 from jaxhp.progress import Progress
-from jaxhp.results import Model, Results, Trial
-from jaxhp.space import Space, SpaceError
-from jaxhp.storage import StudyMismatchError
-from jaxhp.strategies import (
-    Strategy,
-    make_strategy,
-    resolve_n_trials,
-    with_enqueued,
-)
+from jaxhp.results import Results, Trial
+from jaxhp.space import Space
+from jaxhp.strategies import Strategy
+from jaxhp.sweep import Observer, Prior, RoundRecord, Sweep
 from jaxhp.tasks.base import Task
 
 __all__ = ["tune"]
-
-
-def check_positive_int(name: str, v: Any, *, allow_none: bool = False) -> None:
-    if v is None and allow_none:
-        return
-    if not isinstance(v, numbers.Integral) or isinstance(v, bool) or v < 1:
-        raise ValueError(f"{name} must be a positive integer, got {v!r}")
 
 
 def tune(
@@ -60,6 +43,7 @@ def tune(
     eval_every: int = 1,
     timeout: float | None = None,
     enqueue: Sequence[Mapping[str, Any]] | None = None,
+    engine_options: EngineOptions | None = None,
 ) -> Results:
     """Tune ``task``'s hyperparameters over ``space``, training populations of trials at once.
 
@@ -107,7 +91,7 @@ def tune(
         memory_budget: bytes of device memory a bucket may use (per device); a bucket
             that needs more is trained in chunks sized from the compiled program's
             memory analysis (same results, reported in ``stats["chunks"]``; on a CPU
-            buckets are chunked for the caches too, ``engine.CPU_CHUNK_BYTES_PER_CORE``).
+            buckets are chunked for the caches too, ``EngineOptions.cpu_chunk_bytes_per_core``).
         eval_every: validate every this many epochs, and always at a trial's last epoch
             (default 1: every epoch). Validation costs a forward pass over the validation
             rows; a sweep without early stopping that only needs final scores can set it
@@ -123,6 +107,9 @@ def tune(
             out, a Fixed one too). They are trials ``0..k-1``, count towards
             ``n_trials`` (or add to a whole grid's), and every strategy is told their
             results (bayes models them, and its initial design shrinks by as many).
+        engine_options: how the engine runs on the devices' platform
+            (:class:`~jaxhp.engine.EngineOptions`; default: that platform's). Every
+            choice trains the same trials; only speed and memory differ.
 
     Returns:
         :class:`~jaxhp.Results`.
@@ -131,520 +118,87 @@ def tune(
         >>> result = jaxhp.tune(task, space, "random", n_trials=64, population=32)
         >>> result.best_params, result.best_value
     """
-    if not isinstance(task, Task):
-        raise TypeError(
-            f"task must be a jaxhp task (e.g. jaxhp.tasks.MLPClassifier), got {task!r}"
-        )
-    if not isinstance(space, Space):
-        raise TypeError(f"space must be a jaxhp.Space, got {type(space).__name__}")
-    task.check_space(space)
-    given = space  # the user's space: what a stored study records and checks
-    space = space.with_conditions(task.conditions(space))
-    check_positive_int("n_trials", n_trials, allow_none=True)
-    check_positive_int("population", population)
-    check_positive_int("segment_epochs", segment_epochs, allow_none=True)
-    if segment_epochs is None:
-        segment_epochs = 1 if recycle else 10
-    check_positive_int("memory_budget", memory_budget, allow_none=True)
-    check_positive_int("eval_every", eval_every)
-    check_timeout(timeout)
-    if eval_every > 1 and early_stopping is not None:
-        raise ValueError(
-            f"eval_every={eval_every} cannot be combined with early_stopping: a stopper "
-            "reads the validation metric every epoch (use eval_every=1)"
-        )
-    if bucketing not in ("auto", "pow2", "none"):
-        raise ValueError(
-            f"bucketing must be 'auto', 'pow2' or 'none', got {bucketing!r}"
-        )
-    if not isinstance(seed, numbers.Integral):
-        raise ValueError(f"seed must be an integer, got {seed!r}")
-    if early_stopping is not None and not (
-        hasattr(early_stopping, "init") and hasattr(early_stopping, "update")
-    ):
-        raise TypeError(
-            f"early_stopping must be a stopper such as Patience(5), got {early_stopping!r}"
-        )
-    if devices is not None:
-        devices = list(devices)  # read twice: here and by every round
-        if not devices:
-            raise ValueError("devices is empty; pass None for every local device")
-    strat = make_strategy(strategy, space, **dict(strategy_options or {}))
-    strat, n_trials, enqueue = enqueued_first(strat, space, enqueue, n_trials)
-
-    sign = 1.0 if task.direction == "maximize" else -1.0
-    state = strat.init(jax.random.key(seed))
-    trials: list[Trial] = []
-    model: Model | None = None
-    model_value = -math.inf  # oriented: higher is better
-    buckets: list[BucketReport] = []
-    started = rnd = 0
-    wall0 = compile0 = 0.0
-    study = None
-    n_prior = 0  # trials loaded from storage
-    leader = jax.process_index() == 0  # several processes: only process 0 writes
-    if storage is not None:
-        from jaxhp.storage import Study
-
-        config = {
-            "space": repr(given),
-            "strategy": strat.name,
-            "strategy_options": repr(dict(strategy_options or {})),
-            "seed": int(seed),
-            "early_stopping": repr(early_stopping),
-            "eval_every": int(eval_every),
-            "task": type(task).__name__,
-            "data": _fingerprint(task),
-            "enqueue": repr(enqueue),
-        }
-        study = Study(storage, study_name)
-        if study.exists:
-            _check_same_study(study, config, storage, study_name)
-            prior = study.load()
-            trials = list(prior.trials)
-            n_prior = len(trials)
-            started, rnd = prior.started, prior.rounds
-            wall0, compile0 = prior.wall_time, prior.compile_time
-            model, model_value = prior.model, prior.model_value
-            if prior.strategy_state is not None:
-                state = prior.strategy_state
-        elif leader:
-            study.create(
-                metric=task.metric,
-                direction=task.direction,
-                config={**config, "metadata": dict(metadata or {})},
-            )
-    progress = None
-    if verbose and leader:
-        done = [t for t in trials if t.ok]
-        progress = Progress(
-            n_trials,
-            metric=task.metric,
-            direction=task.direction,
-            done=len(trials),
-            best=(
-                (max if sign > 0 else min)(t.value for t in done) if done else math.nan
-            ),
-            counts={
-                s: sum(t.status == s for t in trials) for s in ("stopped", "diverged")
-            },
-        )
-    t0 = time.perf_counter()
-    clock = _Deadline(timeout, t0)
-    if recycle:
-        if storage is not None:
-            raise ValueError(
-                "recycle=True does not work with storage= yet (trials in flight could "
-                "not be resumed); run one or the other"
-            )
-        trials, model, recycled_buckets = _tune_recycled(
-            task,
-            space,
-            strat,
-            state,
-            n_trials=n_trials,
-            population=population,
-            seed=seed,
-            early_stopping=early_stopping,
-            segment_epochs=segment_epochs,
-            callback=callback,
-            progress=progress,
-            eval_every=eval_every,
-            clock=clock,
-        )
-        buckets.extend(recycled_buckets)
-        started = n_trials
-    platform = devices[0].platform if devices else jax.default_backend()
-    writer = _Writer(study, platform) if study is not None and leader else None
-    try:
-        first = True  # this call's first round runs whatever the timeout
-        while started < n_trials and (first or not clock.passed()):
-            first = False
-            t_round = time.perf_counter()
-            n = min(population, n_trials - started)
-            u, state = strat.ask(state, n)
-            # Inactive parameters at their constant (a strategy given as an object may
-            # not know the conditions); the strategy is told the points it asked.
-            values = space.decode(space.canonical(u))
-            hp = task.hparams(space, values)
-            ids = np.arange(started, started + n)
-            if progress is not None:
-                progress.round_started(rnd, n)
-            outcomes, reports, cand = run_population(
-                task,
-                hp,
-                ids,
-                seed=seed,
-                stopper=early_stopping,
-                segment_epochs=segment_epochs,
-                bucketing=bucketing,
-                best_so_far=model_value,
-                on_segment=progress.segment if progress is not None else None,
-                devices=devices,
-                memory_budget=memory_budget,
-                eval_every=eval_every,
-            )
-            buckets.extend(reports)
-            new_model = None
-            if cand is not None:
-                model = new_model = Model(task, cand)
-                model_value = cand.value
-            params = space.to_python_all(values)
-            # Straight from the engine's columns (no TrialOutcome records in between).
-            new = [
-                Trial(
-                    trial_id=tid,
-                    params=params[tid - started],
-                    value=value,
-                    status=status,
-                    epochs_run=epochs_run,
-                    best_epoch=best_epoch,
-                    wall_time=wall,
-                    round=rnd,
-                    fold_values=tuple(folds),
-                    curves=curves,
-                )
-                for tid, status, value, epochs_run, best_epoch, wall, folds, curves in zip(
-                    outcomes.trial_id.tolist(),
-                    outcomes.status.tolist(),
-                    outcomes.value.tolist(),
-                    outcomes.epochs_run.tolist(),
-                    outcomes.best_epoch.tolist(),
-                    outcomes.wall_time.tolist(),
-                    outcomes.fold_values.astype(float).tolist(),
-                    outcomes.curve_dicts(),
-                    strict=True,
-                )
-            ]
-            y = np.asarray([-sign * t.value if t.ok else np.nan for t in new])
-            state = strat.tell(state, u, y)
-            trials.extend(new)
-            started += n
-            if writer is not None:
-                writer.commit(
-                    rnd,
-                    new,
-                    started=started,
-                    strategy_state=state,
-                    wall_time=time.perf_counter() - t_round,
-                    compile_time=sum(r.compile_time for r in reports),
-                    model=new_model,
-                    model_value=model_value,
-                )
-            if callback is not None:
-                callback(new)
-            if progress is not None:
-                progress.round_finished(new)
-            rnd += 1
-    finally:
-        if progress is not None:
-            progress.close()
-        try:
-            if writer is not None:
-                writer.close()  # the last round lands before tune() returns or raises
-        finally:
-            if study is not None:
-                study.close()
-    elapsed = time.perf_counter() - t0
-    stats = {
-        "wall_time": wall0 + elapsed,
-        "compile_time": compile0 + sum(r.compile_time for r in buckets),
-        "programs_compiled": sum(r.compile_time > 0 for r in buckets),
-        "buckets": sum(r.part == 0 for r in buckets),  # a bucket's chunks count once
-        "trials_per_second": sum(r.trials for r in buckets) / elapsed
-        if elapsed > 0
-        else math.inf,
-        "strategy": strat.name,
-        "resumed_trials": n_prior,
-        "devices": max((r.devices for r in buckets), default=1),
-        "chunks": sorted({r.chunk for r in buckets if r.chunk}),
-        "timed_out": clock.fired,
-    }
-    if storage is not None:
-        # Seconds the rounds waited for their commits (what storage cost the run).
-        stats.update(
-            storage=storage,
-            study=study_name,
-            storage_wait=writer.waited if writer is not None else 0.0,
-        )
-    return Results(
-        trials,
-        metric=task.metric,
-        direction=task.direction,
-        model=model,
-        stats=stats,
-        space=space,
+    sweep = Sweep(
+        task,
+        space,
+        strategy,
+        n_trials=n_trials,
+        population=population,
+        seed=seed,
+        early_stopping=early_stopping,
+        segment_epochs=segment_epochs,
+        bucketing=bucketing,
+        strategy_options=strategy_options,
+        devices=devices,
+        memory_budget=memory_budget,
+        recycle=recycle,
+        eval_every=eval_every,
+        timeout=timeout,
+        enqueue=enqueue,
+        engine_options=engine_options,
     )
+    observers: list[Observer] = []
+    recorder = prior = None
+    if storage is not None:
+        from jaxhp.recording import StudyRecorder
+
+        recorder = StudyRecorder(storage, study_name, sweep, metadata)
+        prior = recorder.prior
+        observers.append(recorder)
+    if verbose and jax.process_index() == 0:
+        observers.append(ProgressObserver.for_sweep(sweep, prior))
+    if callback is not None:
+        observers.append(CallbackObserver(callback))
+    result = sweep.run(observers, prior)
+    if recorder is not None:
+        result.stats.update(recorder.stats())
+    return result
 
 
-#: Per platform: commit each stored round on a background thread while the next one
-#: trains (see ``_Writer``), or in the round loop. Not on a CPU, where training and the
-#: writer share the cores: there the writer gained nothing in 2-core sweeps, and lost
-#: ~0.3 s in 8 rounds of 4,096 trials when XLA ran on one thread (benchmarks/RESULTS.md).
-COMMIT_IN_BACKGROUND = {"cpu": False, "default": True}
+class CallbackObserver(Observer):
+    """Calls ``fn(trials)`` with each batch of finished trials."""
+
+    def __init__(self, fn: Callable[[list[Trial]], None]):
+        self.fn = fn
+
+    def trials_finished(self, trials: list[Trial], record: RoundRecord) -> None:
+        self.fn(trials)
 
 
-class _Writer:
-    """Commits a study's rounds on a background thread, in order and one at a time,
-    so that round k is written while round k + 1 trains.
+class ProgressObserver(Observer):
+    """The progress line (:class:`~jaxhp.progress.Progress`) of a sweep."""
 
-    A round's commit costs ~33 us per trial (``benchmarks/storage.py``): 0.14 s for
-    4,096 trials, against ~0.3 s to train them on an H200, with the device idle while
-    the host wrote. What is stored does not change: each round lands whole or not at
-    all, in order, and :meth:`close` waits for the last one (also when the loop
-    raised). A failed commit raises at the next round's commit or at ``close``.
-    """
+    def __init__(self, progress: Progress):
+        self.progress = progress
 
-    def __init__(self, study, platform: str):
-        self._study = study
-        self._background = COMMIT_IN_BACKGROUND.get(
-            platform, COMMIT_IN_BACKGROUND["default"]
+    @classmethod
+    def for_sweep(cls, sweep: Sweep, prior: Prior | None) -> ProgressObserver:
+        trials = prior.trials if prior is not None else []
+        done = [t.value for t in trials if t.ok]
+        best = (max if sweep.sign > 0 else min)(done) if done else math.nan
+        return cls(
+            Progress(
+                sweep.n_trials,
+                metric=sweep.task.metric,
+                direction=sweep.task.direction,
+                done=len(trials),
+                best=best,
+                counts={
+                    s: sum(t.status == s for t in trials)
+                    for s in ("stopped", "diverged")
+                },
+            )
         )
-        self._pool = concurrent.futures.ThreadPoolExecutor(
-            1, thread_name_prefix="jaxhp-storage"
-        )
-        self._pending: concurrent.futures.Future | None = None
-        self.waited = 0.0  # seconds the round loop spent waiting for a commit
 
-    def commit(self, *args, **kwargs) -> None:
-        self.wait()
-        if not self._background:  # the loop waits for the whole commit
-            with self._waiting():
-                self._study.commit_round(*args, **kwargs)
-            return
-        self._pending = self._pool.submit(self._study.commit_round, *args, **kwargs)
+    def round_started(self, rnd: int, n: int) -> None:
+        self.progress.round_started(rnd, n)
 
-    def wait(self) -> None:
-        pending, self._pending = self._pending, None
-        if pending is not None:
-            with self._waiting():
-                pending.result()  # the commit's own error, if it failed
+    def segment(self, report, epochs: int) -> None:
+        self.progress.segment(report, epochs)
 
-    @contextlib.contextmanager
-    def _waiting(self):
-        t = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.waited += time.perf_counter() - t
+    def trials_finished(self, trials: list[Trial], record: RoundRecord) -> None:
+        self.progress.rnd = record.round
+        self.progress.round_finished(trials)
 
     def close(self) -> None:
-        try:
-            self.wait()
-        finally:
-            self._pool.shutdown()
-
-
-def _fingerprint(task: Task) -> str:
-    """A hash of the task's prepared data (a resumed study must train on the same)."""
-    h = hashlib.sha256()
-    d = task.data
-    for a in (d.x_train, d.y_train, d.x_val, d.y_val, d.n_train):
-        a = np.ascontiguousarray(a)
-        h.update(str(a.shape).encode() + str(a.dtype).encode())
-        h.update(a.tobytes())
-    h.update(f"{task.metric}/{task.direction}".encode())
-    return h.hexdigest()[:16]
-
-
-_ADDED_KEYS = {"eval_every": 1, "enqueue": "[]"}
-
-
-def _check_same_study(study, config: dict, storage: str, name: str) -> None:
-    stored = study.config or {}
-    for key, what in (
-        ("data", "data"),
-        ("space", "search space"),
-        ("strategy", "strategy"),
-        ("strategy_options", "strategy options"),
-        ("seed", "seed"),
-        ("early_stopping", "early stopping"),
-        ("eval_every", "validation interval (eval_every)"),
-        ("task", "task"),
-        ("enqueue", "enqueued configurations"),
-    ):
-        # Keys added after a study was stored default to the behaviour it ran with.
-        before = stored.get(key, _ADDED_KEYS.get(key))
-        if before != config[key]:
-            raise StudyMismatchError(
-                f"storage {storage!r} already holds study {name!r} with a different "
-                f"{what} ({before!r}, now {config[key]!r}): resume it with the "
-                "same settings, or pick another study_name or storage path"
-            )
-
-
-def _extremes(space: Space) -> dict[str, np.ndarray]:
-    """Two decoded configurations spanning the space's shapes: every numeric parameter
-    at its largest value, then at its smallest (a string choice: its first value)."""
-    hi, lo = {}, {}
-    for name, p in space.items():
-        if hasattr(p, "low"):  # Float, Int
-            vals = [p.low, p.high]
-        elif hasattr(p, "values"):  # Choice: decoded as the value, or as an index
-            vals = list(p.values) if p.numeric else [0]
-        else:  # Fixed (the task reads the value from the space)
-            vals = [p.value if p.numeric else 0]
-        hi[name], lo[name] = max(vals), min(vals)
-    return {k: np.asarray([hi[k], lo[k]]) for k in hi}
-
-
-def enqueued_first(
-    strat: Strategy,
-    space: Space,
-    configs: Sequence[Mapping[str, Any]] | None,
-    n_trials: int | None,
-) -> tuple[Strategy, int, list[dict[str, Any]]]:
-    """``strat`` asked for ``enqueue``'s configurations first, the number of trials
-    (the whole grid's and theirs for ``n_trials=None``), and the configurations as
-    plain dicts (what a stored study records)."""
-    queued, plain = enqueued_points(space, configs)
-    strat = with_enqueued(strat, queued)
-    n_trials = resolve_n_trials(strat, n_trials)
-    if n_trials < len(queued):
-        raise ValueError(
-            f"enqueue holds {len(queued)} configurations, more than n_trials={n_trials}"
-        )
-    return strat, n_trials, plain
-
-
-def enqueued_points(
-    space: Space, configs: Sequence[Mapping[str, Any]] | None
-) -> tuple[np.ndarray, list[dict[str, Any]]]:
-    """``enqueue``'s configurations, validated, as canonical points ``[k, D]`` and as
-    plain dicts."""
-    if configs is None:
-        return np.zeros((0, space.dim)), []
-    if isinstance(configs, (Mapping, str)) or not isinstance(configs, Sequence):
-        raise TypeError(
-            f"enqueue takes a list of configurations ({{name: value}} dicts), got "
-            f"{configs!r}"
-        )
-    plain, points = [], [np.zeros((0, space.dim))]
-    for i, cfg in enumerate(configs):
-        if not isinstance(cfg, Mapping):
-            raise TypeError(
-                f"enqueue[{i}]: expected a {{name: value}} dict, got {cfg!r}"
-            )
-        try:  # one at a time, so that an error can name the configuration
-            points.append(space.encode(space.from_python([cfg])))
-        except SpaceError as e:
-            raise SpaceError(f"enqueue[{i}]: {e}") from None
-        plain.append(dict(cfg))
-    return space.canonical(np.concatenate(points)), plain
-
-
-def check_timeout(timeout: Any) -> None:
-    """Raise ``ValueError`` unless ``timeout`` is None or a positive, finite number of
-    seconds."""
-    if timeout is not None and not (
-        isinstance(timeout, numbers.Real)
-        and not isinstance(timeout, bool)
-        and 0 < timeout < math.inf
-    ):
-        raise ValueError(
-            f"timeout must be a positive number of seconds, got {timeout!r}"
-        )
-
-
-class _Deadline:
-    """``tune``'s ``timeout``: whether it has passed, the same answer in every process
-    (each trains its shard of every round, so all must stop at the same one)."""
-
-    def __init__(self, timeout: float | None, t0: float):
-        self.at = None if timeout is None else t0 + timeout
-        self.fired = False  # it stopped the study short
-
-    def passed(self) -> bool:
-        if self.at is None:
-            return False
-        late = np.asarray(time.perf_counter() >= self.at)
-        if jax.process_count() > 1:  # process 0's clock decides for all
-            from jax.experimental import multihost_utils
-
-            late = multihost_utils.broadcast_one_to_all(late)
-        self.fired = self.fired or bool(late)
-        return bool(late)
-
-
-def _tune_recycled(
-    task,
-    space,
-    strat,
-    state,
-    *,
-    n_trials,
-    population,
-    seed,
-    early_stopping,
-    segment_epochs,
-    callback,
-    progress,
-    eval_every,
-    clock,
-):
-    from jaxhp.engine import run_recycled
-
-    sign = 1.0 if task.direction == "maximize" else -1.0
-    trials: list[Trial] = []
-    pending: dict[int, tuple[np.ndarray, dict[str, Any]]] = {}
-    box = {"state": state, "started": 0}
-
-    def source(n: int):
-        n = min(n, n_trials - box["started"])
-        if box["started"] > 0 and n > 0 and clock.passed():  # no refills past timeout
-            n = 0
-        if n <= 0:
-            return np.zeros(0, np.int64), {}
-        u, box["state"] = strat.ask(box["state"], n)
-        values = space.decode(space.canonical(u))
-        ids = np.arange(box["started"], box["started"] + n)
-        for j, tid in enumerate(ids):
-            pending[int(tid)] = (u[j], space.to_python(values, j))
-        box["started"] += n
-        if progress is not None:
-            progress.running = len(pending)
-        return ids, task.hparams(space, values)
-
-    def on_finish(outcomes, boundary):
-        new = []
-        for o in outcomes:
-            _, params = pending[o.trial_id]
-            new.append(
-                Trial(
-                    trial_id=o.trial_id,
-                    params=params,
-                    value=o.value,
-                    status=o.status,
-                    epochs_run=o.epochs_run,
-                    best_epoch=o.best_epoch,
-                    wall_time=o.wall_time,
-                    round=boundary,
-                    fold_values=tuple(np.asarray(o.fold_values, float).tolist()),
-                    curves=o.curves,
-                )
-            )
-        u = np.stack([pending.pop(t.trial_id)[0] for t in new])
-        y = np.asarray([-sign * t.value if t.ok else np.nan for t in new])
-        box["state"] = strat.tell(box["state"], u, y)
-        trials.extend(new)
-        if callback is not None:
-            callback(new)
-        if progress is not None:
-            progress.rnd = boundary
-            progress.round_finished(new)
-            progress.running = len(pending)
-
-    report, best = run_recycled(
-        task,
-        task.hparams(space, _extremes(space)),
-        source,
-        on_finish,
-        slots=population,
-        seed=seed,
-        stopper=early_stopping,
-        segment_epochs=segment_epochs,
-        on_segment=progress.segment if progress is not None else None,
-        eval_every=eval_every,
-    )
-    model = Model(task, best) if best is not None else None
-    return trials, model, [report]
+        self.progress.close()

@@ -713,12 +713,12 @@ def test_rounds_commit_in_the_background_and_none_is_lost(
         width=jaxhp.Fixed(8),
         epochs=jaxhp.Fixed(1),
     )
+    # The accelerators' choice, on this CPU.
+    background = jaxhp.engine.EngineOptions.for_platform(
+        "cpu", commit_in_background=True
+    )
     kw = dict(strategy="random", n_trials=12, population=4)
     commit, threads = Study.commit_round, set()
-    # The accelerators' choice, on this CPU.
-    monkeypatch.setattr(
-        sys.modules["jaxhp.tune"], "COMMIT_IN_BACKGROUND", {"default": True}
-    )
 
     def failing(self, rnd, *a, **k):
         threads.add(threading.current_thread().name)
@@ -729,7 +729,7 @@ def test_rounds_commit_in_the_background_and_none_is_lost(
     monkeypatch.setattr(Study, "commit_round", failing)
     db = tmp_path / "fail.db"
     with pytest.raises(sqlite3.OperationalError, match="disk I/O"):
-        jaxhp.tune(clf_task, space, storage=str(db), **kw)
+        jaxhp.tune(clf_task, space, storage=str(db), engine_options=background, **kw)
     assert [t.trial_id for t in load(db).trials] == [0, 1, 2, 3]
     assert threads and all(n.startswith("jaxhp-storage") for n in threads)
     monkeypatch.setattr(Study, "commit_round", commit)
@@ -740,9 +740,16 @@ def test_rounds_commit_in_the_background_and_none_is_lost(
 
     db = tmp_path / "interrupted.db"
     with pytest.raises(KeyboardInterrupt):
-        jaxhp.tune(clf_task, space, storage=str(db), callback=stop_in_round_1, **kw)
+        jaxhp.tune(
+            clf_task,
+            space,
+            storage=str(db),
+            callback=stop_in_round_1,
+            engine_options=background,
+            **kw,
+        )
     assert len(load(db)) == 8  # rounds 0 and 1: round 1 was handed over before
-    res = jaxhp.tune(clf_task, space, storage=str(db), **kw)  # resumes round 2
+    res = jaxhp.tune(clf_task, space, storage=str(db), engine_options=background, **kw)
     whole = jaxhp.tune(clf_task, space, **kw)
     assert _comparable(res) == _comparable(whole)
     assert res.stats["storage_wait"] > 0.0  # at least the last round's commit

@@ -10,7 +10,8 @@ import pytest
 
 import jaxhp
 from jaxhp import Choice, Fixed, Float, Space
-from jaxhp.engine import TRACE_COUNTS, run_population
+from jaxhp.engine import TRACE_COUNTS, EngineOptions, ProgramCache, run_population
+from jaxhp.engine.planning import bucket_spec
 from tests.conftest import tiny_space
 
 
@@ -76,22 +77,28 @@ def test_same_seed_same_results_whatever_the_population(clf_task, population):
         np.testing.assert_allclose(a.value, b.value, atol=1e-6)
 
 
-def test_hyperparameters_put_on_the_device_train_the_same(clf_task, monkeypatch):
+def test_hyperparameters_put_on_the_device_train_the_same(clf_task):
     """A round's hyperparameters passed to each call as NumPy, packed into one matrix
     (the default, ``PACK_HOST_ROWS``) or a leaf each, or put on the device once
     (``HP_DEVICE_PUT``) and shared by the initial-state program and every segment: the
     same trials bit for bit, over several segments."""
-    from jaxhp import engine
-
     space = tiny_space(epochs=Fixed(3))
     u = np.random.default_rng(0).random((3, space.dim))
     task_hp = clf_task.hparams(space, space.decode(u))
     runs = []
     for put, pack in ((False, True), (False, False), (True, True)):
-        monkeypatch.setattr(engine, "HP_DEVICE_PUT", put)
-        monkeypatch.setattr(engine, "PACK_HOST_ROWS", pack)
+        options = EngineOptions.for_platform(
+            "cpu", hp_device_put=put, pack_host_rows=pack
+        )
         runs.append(
-            run_population(clf_task, task_hp, np.arange(3), seed=2, segment_epochs=1)[0]
+            run_population(
+                clf_task,
+                task_hp,
+                np.arange(3),
+                seed=2,
+                segment_epochs=1,
+                options=options,
+            )[0]
         )
     for a, b in zip(runs[0], runs[1], strict=True):
         np.testing.assert_array_equal(a.curves["train_loss"], b.curves["train_loss"])
@@ -138,23 +145,24 @@ class _ScalarLossMLP(jaxhp.tasks.mlp.MLPTrainable):
         return state, {"loss": jnp.sum(metrics["loss"])}
 
 
-def test_segment_compiler_options_reach_the_compiler(clf_task, monkeypatch):
+def test_segment_compiler_options_reach_the_compiler(clf_task):
     """``SEGMENT_COMPILER_OPTIONS`` (per platform) compile the segment with those XLA
     options, as a program of its own: a valid one trains the same trial, an invalid
     one fails in XLA's option parser (so it was handed over)."""
-    from jaxhp import engine
-
     space = tiny_space(epochs=Fixed(1), n_layers=Fixed(1), width=Fixed(8))
     hp = clf_task.hparams(space, space.decode(np.full((1, space.dim), 0.5)))
     ref = run_population(clf_task, hp, np.arange(1), seed=0)[0][0]
     option = "xla_gpu_enable_command_buffer"  # a GPU option: the CPU ignores it
-    monkeypatch.setattr(engine, "SEGMENT_COMPILER_OPTIONS", {"cpu": {option: "WHILE"}})
-    same = run_population(clf_task, hp, np.arange(1), seed=0)[0][0]
+
+    def with_option(value):
+        options = EngineOptions.for_platform("cpu", compiler_options={option: value})
+        return run_population(clf_task, hp, np.arange(1), seed=0, options=options)
+
+    same = with_option("WHILE")[0][0]
     assert same.value == ref.value
     np.testing.assert_array_equal(same.curves["train_loss"], ref.curves["train_loss"])
-    monkeypatch.setattr(engine, "SEGMENT_COMPILER_OPTIONS", {"cpu": {option: "NOPE"}})
     with pytest.raises(Exception, match=option):
-        run_population(clf_task, hp, np.arange(1), seed=0)
+        with_option("NOPE")
 
 
 def test_host_rows_pack_per_trial_arrays_bit_for_bit():
@@ -162,7 +170,7 @@ def test_host_rows_pack_per_trial_arrays_bit_for_bit():
     come back inside a program with their dtypes, shapes and bits (NaN payloads, -0.0,
     subnormals, the top bit of a uint32); what cannot be packed (another width, a
     device array) passes through as it is."""
-    from jaxhp.engine import HostRows, host_rows, unrows
+    from jaxhp.engine.transfer import HostRows, host_rows, unrows
 
     nan_payload = np.array([0x7FC00123], np.uint32).view(np.float32)[0]
     tree = (
@@ -188,15 +196,13 @@ def test_host_rows_pack_per_trial_arrays_bit_for_bit():
     assert host_rows(shapes).words == jax.ShapeDtypeStruct((4, 5), np.uint32)
 
 
-def test_the_fixed_count_epoch_loop_trains_as_the_while_loop(clf_task, monkeypatch):
+def test_the_fixed_count_epoch_loop_trains_as_the_while_loop(clf_task):
     """Accelerators run a stopper-free segment's epochs as a loop of a fixed count
     (no condition read back per epoch); the CPU as a ``while_loop``. Forced on the CPU,
     both give the same trials bit for bit: mixed epoch budgets (the segment outlives
     the short trials, and the last segment is shorter than ``segment_epochs``), a
     diverging trial, the best state. (Which epochs validate, ``eval_every``, is decided
     inside the epoch, the same under either loop.)"""
-    from jaxhp import engine
-
     space = _fixed_space(width=16, n_layers=2, batch_size=32, optimizer="sgd")
     space = Space(
         **space, learning_rate=Choice([0.003, 0.03, 1e6]), epochs=Choice([2, 5, 7])
@@ -209,11 +215,11 @@ def test_the_fixed_count_epoch_loop_trains_as_the_while_loop(clf_task, monkeypat
     ids = np.arange(4)
     runs = []
     for static in (False, True):
-        monkeypatch.setattr(engine, "STATIC_EPOCH_LOOP", {"default": static})
-        monkeypatch.setattr(engine, "_CACHE", {})  # every program traced afresh
+        options = EngineOptions.for_platform("cpu", static_epoch_loop=static)
+        cache = ProgramCache()  # every program traced afresh
         TRACE_COUNTS.clear()
         outs, reports, best = run_population(
-            clf_task, hp, ids, seed=4, segment_epochs=3
+            clf_task, hp, ids, seed=4, segment_epochs=3, options=options, cache=cache
         )
         assert reports[0].segments == 3  # 3 + 3 + 1 epochs
         runs.append((outs, best))
@@ -230,37 +236,29 @@ def test_the_fixed_count_epoch_loop_trains_as_the_while_loop(clf_task, monkeypat
     _assert_same_trials(a_outs, b_outs, a_best, b_best)
     # A bucket whose every trial diverges in its first epoch ends there, both ways.
     for static in (False, True):
-        monkeypatch.setattr(engine, "STATIC_EPOCH_LOOP", {"default": static})
+        options = EngineOptions.for_platform("cpu", static_epoch_loop=static)
         hp_bad = _hp(clf_task, space, [{"learning_rate": 1e6, "epochs": 7}] * 4)
         outs, reports, _ = run_population(
-            clf_task, hp_bad, ids, seed=4, segment_epochs=3
-        )  # the same shapes as above: no new programs
+            clf_task, hp_bad, ids, seed=4, segment_epochs=3, options=options
+        )
         assert [o.status for o in outs] == ["diverged"] * 4
         assert reports[0].segments == 1
     # With the engine's own settings, the spec says which loop a segment compiles to:
     # a fixed count on a GPU without a stopper, the while loop with one or on a CPU.
-    monkeypatch.undo()
-    _, spec = engine._bucket_spec(clf_task, hp, 3, None, platform="gpu")
-    assert spec.static_epochs
-    _, spec = engine._bucket_spec(clf_task, hp, 3, None, platform="cpu")
-    assert not spec.static_epochs
-    _, spec = engine._bucket_spec(
-        clf_task, hp, 3, jaxhp.stopping.Patience(2), platform="gpu"
-    )
-    assert not spec.static_epochs
+    gpu, cpu = EngineOptions.for_platform("gpu"), EngineOptions.for_platform("cpu")
+    assert bucket_spec(clf_task, hp, 3, None, gpu)[1].static_epochs
+    assert not bucket_spec(clf_task, hp, 3, None, cpu)[1].static_epochs
+    patience = jaxhp.stopping.Patience(2)
+    assert not bucket_spec(clf_task, hp, 3, patience, gpu)[1].static_epochs
 
 
 @pytest.mark.parametrize("stopper", [None, "patience"])
-def test_freezing_in_every_step_trains_as_the_epoch_end_revert(
-    clf_task, monkeypatch, stopper
-):
+def test_freezing_in_every_step_trains_as_the_epoch_end_revert(clf_task, stopper):
     """Accelerators keep a trial that is not training as it is in every step; the CPU
     lets it train along and puts it back at the epoch's end (``FREEZE_IN_STEP``).
     Forced on the CPU, both give the same trials and the same final states bit for bit:
     mixed epoch budgets, mixed batch sizes (trials that idle for part of an epoch), a
     diverging trial (which keeps the state it reached), a stopper."""
-    from jaxhp import engine
-
     space = _fixed_space(width=16, n_layers=2, optimizer="sgd")
     space = Space(
         **space,
@@ -276,13 +274,13 @@ def test_freezing_in_every_step_trains_as_the_epoch_end_revert(
     stop = jaxhp.stopping.Patience(1, min_delta=0.5) if stopper else None
     runs = []
     for freeze in (False, True):
-        monkeypatch.setattr(engine, "FREEZE_IN_STEP", {"default": freeze})
-        monkeypatch.setattr(engine, "_CACHE", {})  # every program traced afresh
+        options = EngineOptions.for_platform("cpu", freeze_in_step=freeze)
         finals = []
         outs, _, best = run_population(
             clf_task,
             hp,
             np.arange(4),
+            options=options,
             seed=4,
             segment_epochs=3,
             bucketing="none",
@@ -521,7 +519,7 @@ def test_buckets_do_not_change_results(clf_task):
 def test_buckets_are_grouped_without_a_loop_as_with_one(clf_task):
     # Integer shape keys (the MLP's widths) are grouped by NumPy; any other hashables
     # one trial at a time. Both give the same buckets, trials ascending in each.
-    from jaxhp.engine import _group_by
+    from jaxhp.engine.planning import group_by as _group_by
     from jaxhp.tasks.base import next_pow2, next_pow2_array
 
     n = np.r_[0:4097, 2**20 - 1, 2**20, 2**20 + 1, 2**40 + 3]
@@ -550,9 +548,8 @@ def test_buckets_are_grouped_without_a_loop_as_with_one(clf_task):
 def test_outcomes_columns_concatenate_sort_and_give_records():
     # Two chunks that ran 3 and 2 epochs: the concatenation pads the shorter curves
     # with NaN, and each record holds exactly its trial's rows.
-    from types import SimpleNamespace
-
-    from jaxhp.engine import Outcomes, TrialOutcome, _outcomes
+    from jaxhp.engine import Outcomes, TrialOutcome
+    from jaxhp.engine.outcomes import outcomes_of
 
     def chunk(ids, n_ep, trained, diverged, stopped):
         p = len(ids)
@@ -571,9 +568,7 @@ def test_outcomes_columns_concatenate_sort_and_give_records():
             np.linspace(0.1, 0.9, p).astype(np.float32),
             best,
         )
-        return _outcomes(
-            SimpleNamespace(sign=-1.0), flags, [rows], np.asarray(ids), 2.0, f"g{p}"
-        )
+        return outcomes_of(-1.0, flags, [rows], np.asarray(ids), 2.0, f"g{p}")
 
     a, best_a = chunk(
         [4, 0, 2], 3, [3, 1, 2], [False, False, True], [False, True, False]
@@ -840,7 +835,7 @@ def test_the_shuffle_is_a_permutation_of_the_real_rows_and_uniform():
     import collections
     import itertools
 
-    from jaxhp.engine import _member_perm
+    from jaxhp.engine.shuffle import member_perm as _member_perm
 
     perm = jax.jit(jax.vmap(_member_perm, (0, 0, None)), static_argnums=2)
     keys = jax.random.split(jax.random.key(0), 4)
@@ -865,14 +860,11 @@ def test_the_shuffle_is_a_permutation_of_the_real_rows_and_uniform():
 
 
 @pytest.mark.parametrize("folds", [None, 2])
-def test_shuffled_copies_and_gathered_batches_train_the_same(
-    small_digits, monkeypatch, folds
-):
+def test_shuffled_copies_and_gathered_batches_train_the_same(small_digits, folds):
     """Batches sliced from per-epoch shuffled copies of the data (the default on
     accelerators while they fit ``PRESHUFFLE_BYTES``) equal batches gathered through
     the permutation (the CPU's default), bit for bit, with mixed batch sizes (sizes
     below the bucket's, idle steps) and folds."""
-    from jaxhp import engine
 
     X, y = small_digits
     task = jaxhp.tasks.MLPClassifier(
@@ -885,10 +877,12 @@ def test_shuffled_copies_and_gathered_batches_train_the_same(
     hp = _hp(task, space, [{"batch_size": 24}, {"batch_size": 64}])
     runs = []
     for budget in (256 * 2**20, 0):
-        budgets = {"default": budget, "cpu": budget}
-        monkeypatch.setattr(engine, "PRESHUFFLE_BYTES", budgets)
-        monkeypatch.setattr(engine, "_CACHE", {})  # trace again under the new budget
-        runs.append(run_population(task, hp, np.arange(2), seed=5, bucketing="none")[0])
+        options = EngineOptions.for_platform("cpu", preshuffle_bytes=budget)
+        runs.append(
+            run_population(
+                task, hp, np.arange(2), seed=5, bucketing="none", options=options
+            )[0]
+        )
     for a, b in zip(*runs, strict=True):
         np.testing.assert_array_equal(a.curves["train_loss"], b.curves["train_loss"])
         np.testing.assert_array_equal(a.curves["value_folds"], b.curves["value_folds"])
@@ -898,16 +892,16 @@ def test_the_devices_given_choose_the_platform_paths(clf_task, monkeypatch):
     """The CPU-or-accelerator choices (gathered batches, NumPy hyperparameters, no
     donation, the cost model) follow the platform of ``devices=``, not JAX's default
     backend: a CPU run on a GPU machine takes the CPU's paths."""
-    from jaxhp import engine
-
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
-    monkeypatch.setattr(engine, "_CACHE", {})
+    cache = ProgramCache()
     space = _fixed_space(width=8, n_layers=1, batch_size=32, epochs=1)
     hp = _hp(clf_task, space, [{}])
-    run_population(clf_task, hp, np.arange(1), seed=0, devices=jax.devices("cpu"))
-    assert [key[0].platform for key in engine._CACHE] == ["cpu"]
-    # Without devices=, the default backend's paths (here the pretended GPU's).
-    assert engine._bucket_spec(clf_task, hp, 1, None)[1].platform == "gpu"
+    run_population(
+        clf_task, hp, np.arange(1), seed=0, devices=jax.devices("cpu"), cache=cache
+    )
+    assert [key[0].platform for key in cache.programs] == ["cpu"]
+    # The options are the platform's: a GPU's differ where it pays there.
+    assert EngineOptions.for_platform("gpu").freeze_in_step
 
 
 def test_bfloat16_compute_keeps_float32_weights_and_learns(small_digits):

@@ -58,19 +58,20 @@ def test_recycling_with_a_pruner_and_bayes(clf_task):
     assert res.summary()["stopped"] >= 4  # pruned at rungs, slots reused
 
 
-def test_recycled_slots_train_the_same_under_either_epoch_loop(clf_task, monkeypatch):
+def test_recycled_slots_train_the_same_under_either_epoch_loop(clf_task):
     """Accelerators run a stopper-free segment's epochs as a fixed-count loop: with
     recycled slots, whose trials start and finish mid-segment (segments of 3 epochs,
     budgets of 1-5), it trains every trial as the CPU's while loop does, bit for bit."""
     space = tiny_space(epochs=jaxhp.Int(1, 5), width=jaxhp.Fixed(8))
     runs = []
     for static in (False, True):
-        monkeypatch.setattr(engine, "STATIC_EPOCH_LOOP", {"default": static})
+        options = engine.EngineOptions.for_platform("cpu", static_epoch_loop=static)
         runs.append(
             jaxhp.tune(
                 clf_task,
                 space,
                 "sobol",
+                engine_options=options,
                 n_trials=9,
                 population=4,
                 seed=2,

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import jaxhp
-from jaxhp.engine import run_population
+from jaxhp.engine import EngineOptions, ProgramCache, run_population
 
 from .conftest import tiny_space
 
@@ -35,10 +35,9 @@ def test_chunked_equals_unchunked(clf_task):
     ids = np.arange(24)
     whole, rep_whole, best_whole = run_population(clf_task, hp, ids, seed=1)
     # A budget that holds a few trials (the fixed part is the data and the program).
-    from jaxhp import engine
-
-    run_population(clf_task, hp, ids, seed=1, memory_budget=1 << 40)  # model cached
-    (fixed, per_trial), *_ = engine._MEMORY.values()
+    cache = ProgramCache()
+    run_population(clf_task, hp, ids, seed=1, memory_budget=1 << 40, cache=cache)
+    (fixed, per_trial), *_ = cache.memory.values()
     budget = int(fixed + 5.5 * per_trial)
     parts, rep, best = run_population(clf_task, hp, ids, seed=1, memory_budget=budget)
     assert {r.chunk for r in rep} == {4}  # 5 fit, the largest power of two is 4
@@ -55,21 +54,23 @@ def test_chunked_equals_unchunked(clf_task):
         raise AssertionError("expected a MemoryError")
 
 
-def test_a_cpu_trains_a_large_bucket_in_cache_sized_chunks(clf_task, monkeypatch):
-    from jaxhp import engine
-
+def test_a_cpu_trains_a_large_bucket_in_cache_sized_chunks(clf_task):
     space = tiny_space(width=jaxhp.Fixed(16), batch_size=jaxhp.Fixed(32))
     clf_task.check_space(space)
     hp = _hp(clf_task, space, 14, seed=2)
     ids = np.arange(14)
-    monkeypatch.setattr(engine, "_CACHE", {})  # this test's programs alone
-    monkeypatch.setattr(engine, "CPU_CHUNK_BYTES_PER_CORE", 1 << 40)  # all fit
-    whole, rep_whole, best_whole = run_population(clf_task, hp, ids, seed=2)
+    cache = ProgramCache()  # this test's programs alone
+    all_fit = EngineOptions.for_platform("cpu", cpu_chunk_bytes_per_core=1 << 40)
+    whole, rep_whole, best_whole = run_population(
+        clf_task, hp, ids, seed=2, options=all_fit, cache=cache
+    )
     assert [(r.padded, r.chunk) for r in rep_whole] == [(16, None)]
     # A cache too small for one trial's state: chunks of the floor, CPU_MIN_MEMBERS; the
     # short last chunk is padded to the chunk and reuses its program.
-    monkeypatch.setattr(engine, "CPU_CHUNK_BYTES_PER_CORE", 1)
-    parts, rep, best = run_population(clf_task, hp, ids, seed=2)
+    tiny = EngineOptions.for_platform("cpu", cpu_chunk_bytes_per_core=1)
+    parts, rep, best = run_population(
+        clf_task, hp, ids, seed=2, options=tiny, cache=cache
+    )
     assert [(r.trials, r.padded, r.chunk) for r in rep] == [(4, 4, 4)] * 3 + [(2, 4, 4)]
     assert [r.part for r in rep] == [0, 1, 2, 3]
     assert sum(r.compile_time > 0 for r in rep) <= 1
@@ -77,34 +78,40 @@ def test_a_cpu_trains_a_large_bucket_in_cache_sized_chunks(clf_task, monkeypatch
     assert best.trial_id == best_whole.trial_id
     # The per-trial state the chunk was sized from (weights, optimizer state, best
     # copy, curves of a width-16 MLP): kilobytes, remembered by the bucket's programs.
-    (comp,) = [c for c in engine._CACHE.values() if c.state_bytes]
+    (comp,) = [c for c in cache.programs.values() if c.state_bytes]
     assert all(1e3 < b < 1e6 for b in comp.state_bytes.values()), comp.state_bytes
     # Sized afresh under a seed past 32 bits (the engine's keys take it modulo 2**32).
     comp.state_bytes.clear()
-    _, rep, _ = run_population(clf_task, hp, ids, seed=2**40 + 2)
+    _, rep, _ = run_population(
+        clf_task, hp, ids, seed=2**40 + 2, options=tiny, cache=cache
+    )
     assert [r.chunk for r in rep] == [4] * 4 and len(comp.state_bytes) == 1
     # A per-trial stopper keeps the chunks; one that compares the trials of a
     # population with each other keeps the whole bucket (its comparison set).
     per_trial = jaxhp.stopping.Patience(2) | jaxhp.stopping.Threshold(lower=0.0)
-    _, rep, _ = run_population(clf_task, hp, ids, seed=2, stopper=per_trial)
+    _, rep, _ = run_population(
+        clf_task, hp, ids, seed=2, stopper=per_trial, options=tiny, cache=cache
+    )
     assert [r.chunk for r in rep] == [4] * 4
     for stopper in (
         jaxhp.stopping.Median(),
         jaxhp.stopping.Patience(2) | jaxhp.stopping.ASHA(1, 2),
     ):
-        _, rep, _ = run_population(clf_task, hp, ids, seed=2, stopper=stopper)
+        _, rep, _ = run_population(
+            clf_task, hp, ids, seed=2, stopper=stopper, options=tiny, cache=cache
+        )
         assert [(r.padded, r.chunk) for r in rep] == [(16, None)]
 
 
 def test_the_cpu_chunk_rule(monkeypatch):
-    from jaxhp import engine
+    from jaxhp.engine import memory
 
-    monkeypatch.setattr(engine.os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    monkeypatch.setattr(memory, "usable_cores", lambda: 1)
     state = {"bytes": 64 << 10}
-    monkeypatch.setattr(engine, "_state_bytes", lambda *a: state["bytes"])
+    cpu = EngineOptions.for_platform("cpu")
 
     def chunk(n_dev=1, n_folds=1):
-        return engine._cpu_chunk(None, {}, 0, n_dev, n_folds)
+        return memory.cpu_chunk(state["bytes"], cpu, n_dev, n_folds)
 
     # Two cores' worth at least (one usable here): 2 MiB of 64 kB trials.
     assert chunk() == 32
@@ -118,12 +125,13 @@ def test_the_cpu_chunk_rule(monkeypatch):
 
 def test_population_far_larger_than_the_budget_completes(clf_task):
     space = tiny_space(width=jaxhp.Fixed(8), batch_size=jaxhp.Fixed(64))
-    from jaxhp import engine
-
     clf_task.check_space(space)
     hp = _hp(clf_task, space, 8)
-    run_population(clf_task, hp, np.arange(8), seed=0, memory_budget=1 << 40)
-    fixed, per_trial = list(engine._MEMORY.values())[-1]
+    cache = ProgramCache()
+    run_population(
+        clf_task, hp, np.arange(8), seed=0, memory_budget=1 << 40, cache=cache
+    )
+    fixed, per_trial = list(cache.memory.values())[-1]
     res = jaxhp.tune(
         clf_task,
         space,
@@ -144,8 +152,9 @@ X, y = load_digits(return_X_y=True)
 task = jaxhp.tasks.MLPClassifier(X[:300], y[:300], val_fraction=0.25, seed=0,
                                  **json.loads(sys.argv[1]))
 wrapped = []  # steps put under shard_map (a population_step over several devices)
-shard = jaxhp.engine._shard_members
-jaxhp.engine._shard_members = lambda *a: wrapped.append(1) or shard(*a)
+from jaxhp.engine import segment
+shard = segment.shard_members
+segment.shard_members = lambda *a: wrapped.append(1) or shard(*a)
 space = jaxhp.Space(
     learning_rate=jaxhp.Float(1e-3, 3e-2, log=True), width=jaxhp.Choice([8, 16]),
     batch_size=jaxhp.Choice([32, 64]), epochs=jaxhp.Int(2, 4),

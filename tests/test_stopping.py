@@ -180,7 +180,7 @@ def test_comparison_sets_do_not_depend_on_what_was_compiled(clf_task, monkeypatc
     # Under a stopper that compares a bucket's trials, the buckets are the comparison
     # sets: their plan may not lean on the shapes this process happened to compile
     # (a resumed study, in a fresh process, must stop what an uninterrupted one does).
-    from jaxhp import engine
+    from jaxhp.engine import DEFAULT_CACHE
 
     space = tiny_space(epochs=jaxhp.Fixed(4), width=jaxhp.Fixed(8))
     run = dict(
@@ -192,7 +192,7 @@ def test_comparison_sets_do_not_depend_on_what_was_compiled(clf_task, monkeypatc
         seed=0,
         early_stopping=SuccessiveHalving(min_resource=1, eta=3),
     )
-    monkeypatch.setattr(engine, "_SEEN", set())
+    monkeypatch.setattr(DEFAULT_CACHE, "seen", set())
     fresh = jaxhp.tune(**run)
     # Compile each power-of-two bucket's shape, which "auto" would no longer merge.
     jaxhp.tune(**{**run, "early_stopping": Patience(2)}, bucketing="pow2")

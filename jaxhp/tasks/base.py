@@ -181,6 +181,12 @@ class Task:
         """The Trainable for a bucket whose trials have hyperparameters ``hp``."""
         raise NotImplementedError
 
+    def flops_per_row(self, trainable: Trainable) -> float:
+        """Training FLOPs per example of a bucket's Trainable, for the bucket
+        planner's cost model; 0 (unknown) makes it weigh steps and compiles only."""
+        del trainable
+        return 0.0
+
 
 class TrainableTask(Task):
     """A user's own :class:`~jaxhp.Trainable` on user arrays.
