@@ -7,53 +7,50 @@
 #   OUT=/some/dir GPU_CHECK=all bash benchmarks/gpu_check.sh     # both (up to 15.8
 #                                      minutes at the caps: over one 10-minute call)
 #
-# The check holds what the open issues must show on a GPU (the engine against the plain
-# vmap, a smoke sweep) and the candidates for the 2x target (the engine's fused step,
+# The check holds what must be shown on a GPU (the engine against the plain vmap, a
+# smoke sweep) and the candidates for a 2x speed-up (experiments/fused: the fused step,
 # the whole-training kernels), so that a lease with time for one call spends it there;
-# the diagnostics say why. The most wanted figures first, each step under its own time
-# cap (the check 9.2 minutes at most, the diagnostics 6.6; the check's first run on an
-# H200 took 6 with longer steps), so that a step that fails or overruns leaves the
-# others' JSON:
+# the diagnostics (benchmarks/investigations) say why. The most wanted figures first,
+# each step under its own time cap (the check 9.2 minutes at most, the diagnostics
+# 6.6), so that a step that fails or overruns leaves the others' JSON:
 # 1. ceilings: the device's measured copy bandwidth and matmul rates (fp32 default,
 #    fp32 highest, bf16), the yardsticks for the fraction-of-peak figures.
-# 1b. the fused step: benchmarks/fused_step_check.py, whether step_kernel="fused"
-#    (jaxhp.tasks.fused, one Pallas kernel a step) trains what the vmapped step trains
-#    on this GPU: one step on odd sizes, and sweeps on digits and breast cancer. The CPU
-#    tests check its arithmetic in Pallas's interpreter; barriers, padded tiles and
-#    Triton's matmuls only a GPU can check.
-# 2. throughput: benchmarks/throughput.py at P = 1, 64, 1024 and 16384 (engine, engine
-#    in bf16, the engine with the fused step in float32 and bf16, plain vmap and
-#    vmap_val, achieved TFLOP/s, bf16 accuracy effect; mixed architectures at P = 256:
-#    at 1024 they did not finish in the cap), capped at 260 s.
-# 2b. round overhead: benchmarks/round_overhead.py at P = 1 and 1024, the engine's
+# 1b. the fused step: experiments/fused/fused_step_check.py, whether the experimental
+#    fused step (one Pallas kernel a step) trains what the vmapped step trains on this
+#    GPU: one step on odd sizes, and sweeps on digits and breast cancer. The CPU checks
+#    run its arithmetic in Pallas's interpreter; barriers, padded tiles and Triton's
+#    matmuls only a GPU can check.
+# 2. throughput: benchmarks/throughput.py at P = 1, 64, 1024 and 16384, through
+#    experiments/fused/throughput_fused.py (engine, engine in bf16, the engine with the
+#    fused step in float32 and bf16, plain vmap and vmap_val, achieved TFLOP/s, bf16
+#    accuracy effect; mixed architectures at P = 256, which fits the cap), capped at
+#    260 s.
+# 2b. round overhead: investigations/round_overhead.py at P = 1 and 1024, the engine's
 #    switches as arms side by side (host arrays packed into one matrix or a leaf each,
 #    the step's loss as per-row terms or a scalar, the epoch loop, device_put), and the
 #    initial-state call alone, packed against unpacked.
-# 2c. HLO: benchmarks/hlo_diff.py at P = 64 and 1024, the optimized HLO of the
+# 2c. HLO: investigations/hlo_diff.py at P = 64 and 1024, the optimized HLO of the
 #    engine's segment and of the vmap baselines (under $OUT/hlo), their loops' kernels
-#    and roofline estimates: with the autotuned matmuls, against the estimates made
-#    without a device (hlo_diff.py --target h200), and against the profile in 3.
-# 2d. host work: benchmarks/host_work.py, the host's phases of a round at P = 16384
-#    with a tiny model (planning, outcomes as columns, tune's records, the commit), and
-#    sweeps of 4 rounds of 4096 reference MLPs on all of digits, with storage committed
-#    in the round loop or on the writer thread (tune.COMMIT_IN_BACKGROUND: on by default on a GPU,
-#    unmeasured there; it gained nothing on a 2-core CPU).
-# 2e. dropout: benchmarks/dropout_cost.py at P = 4096 (three compiles), the engine without
-#    dropout, with threefry's draws (before 2026-11-29) and with jaxhp.bits' hash (now).
-# 3. profile: benchmarks/gpu_profile.py, the device time of one round by kernel and
+#    and roofline estimates: with the autotuned matmuls, to set against the estimates
+#    made without a device (hlo_diff.py --target h200) and the profile in 3.
+# 2d. host work: investigations/host_work.py, the host's phases of a round at
+#    P = 16384 with a tiny model (planning, outcomes as columns, tune's records, the
+#    commit), and sweeps of 4 rounds of 4096 reference MLPs on all of digits, with
+#    storage committed in the round loop or on the writer thread
+#    (tune.COMMIT_IN_BACKGROUND, on by default on a GPU).
+# 2e. dropout: investigations/dropout_cost.py at P = 4096 (three compiles), the engine
+#    without dropout, with threefry's draws and with jaxhp.bits' hash (the default).
+# 3. profile: investigations/gpu_profile.py, the device time of one round by kernel and
 #    the engine's host phases, for the engine (float32 and bf16) and vmap_val at P = 64
-#    (the engine's worst ratio on the third lease, 0.69x, never profiled) and 1024
-#    (profiled on the third lease: the before of this session's launch cuts).
-# 3b. fused kernel: benchmarks/fused_mlp.py at P = 16384, the whole training in one
-#    kernel: the two variants with the fewest register spills besides the per-step
-#    form the engine now has (fused_mlp.py --resources h200, no device) against
-#    w4_bf16 (1.47-1.52x the plain vmap on the third lease) and the plain vmap.
-# 4. proposal cost: benchmarks/proposal_cost.py at n = 1000, d = 6, q = 64 and 1024
-#    (measured on the first lease, with the restarts' vmapped-against-mapped arms).
+#    and 1024.
+# 3b. fused kernel: experiments/fused/fused_mlp.py at P = 16384, the whole training in
+#    one kernel: the two variants with the fewest register spills (fused_mlp.py
+#    --resources h200, no device) against w4_bf16 and the plain vmap.
+# 4. proposal cost: benchmarks/proposal_cost.py at n = 1000, d = 6, q = 64 and 1024.
 # 5. smoke: the backend is a GPU; a small sweep (every strategy, k-fold, early stopping,
 #    a diverging trial, several buckets; once more without a stopper, the fixed-count
-#    epoch loop) runs and gives sane results on it; a run
-#    sharded over every local GPU equals a one-GPU run when there are several.
+#    epoch loop) runs and gives sane results on it; a run sharded over every local GPU
+#    equals a one-GPU run when there are several.
 # Runs from the checkout (no install): the device image already has jax, flax, optax,
 # chex and scikit-learn.
 set -uo pipefail
@@ -102,25 +99,25 @@ for name, dt, prec in [("fp32_default", jnp.float32, None), ("fp32_highest", jnp
 print(json.dumps(out, indent=1))
 PY
 
-check && { timeout 75 "$PY" benchmarks/fused_step_check.py --out "$OUT/fused_step.json" \
+check && { timeout 75 "$PY" experiments/fused/fused_step_check.py --out "$OUT/fused_step.json" \
     > "$OUT/fused_step.txt" 2>&1 || status=1; }
-check && { timeout 260 "$PY" benchmarks/throughput.py --populations 1 64 1024 16384 \
+check && { timeout 260 "$PY" experiments/fused/throughput_fused.py --populations 1 64 1024 16384 \
     --repeats 3 --min-seconds 1 --mixed-population 256 --out "$OUT/throughput.json" \
     > "$OUT/throughput.txt" 2>&1 || status=1; }
-diag && { timeout 100 "$PY" benchmarks/round_overhead.py --populations 1 1024 \
+diag && { timeout 100 "$PY" benchmarks/investigations/round_overhead.py --populations 1 1024 \
     --repeats 3 --min-seconds 0.3 --out "$OUT/round_overhead.json" \
     > "$OUT/round_overhead.txt" 2>&1 || status=1; }
-diag && { timeout 60 "$PY" benchmarks/hlo_diff.py --population 64 1024 \
+diag && { timeout 60 "$PY" benchmarks/investigations/hlo_diff.py --population 64 1024 \
     --dump "$OUT/hlo" --out "$OUT/hlo_diff.json" > "$OUT/hlo_diff.txt" 2>&1 || status=1; }
-diag && { timeout 70 "$PY" benchmarks/host_work.py --populations 16384 --repeats 3 \
+diag && { timeout 70 "$PY" benchmarks/investigations/host_work.py --populations 16384 --repeats 3 \
     --rounds 4 --round-population 4096 --sweep-epochs 10 --sweep-model 64 3 \
     --sweep-rows 1797 \
     --out "$OUT/host_work.json" > "$OUT/host_work.txt" 2>&1 || status=1; }
-diag && { timeout 60 "$PY" benchmarks/dropout_cost.py --populations 4096 \
+diag && { timeout 60 "$PY" benchmarks/investigations/dropout_cost.py --populations 4096 \
     --repeats 3 --out "$OUT/dropout_cost.json" > "$OUT/dropout_cost.txt" 2>&1 || status=1; }
-diag && { timeout 60 "$PY" benchmarks/gpu_profile.py --population 64 1024 \
+diag && { timeout 60 "$PY" benchmarks/investigations/gpu_profile.py --population 64 1024 \
     --out "$OUT/profile.json" > "$OUT/profile.txt" 2>&1 || status=1; }
-check && { timeout 100 "$PY" benchmarks/fused_mlp.py --populations 16384 --repeats 2 \
+check && { timeout 100 "$PY" experiments/fused/fused_mlp.py --populations 16384 --repeats 2 \
     --variants w4_bf16 w8_stash_bf16 w8_memory_bf16 \
     --out "$OUT/fused.json" > "$OUT/fused.txt" 2>&1 || status=1; }
 diag && { timeout 45 "$PY" benchmarks/proposal_cost.py --n 1000 --d 6 --q 64 1024 \

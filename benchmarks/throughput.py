@@ -12,10 +12,9 @@ own data order):
   engine_bf16 the engine with ``compute_dtype="bfloat16"`` (bf16 matmuls and
               activations, float32 weights, optimizer and loss); its accuracy effect is
               reported as the population's mean best validation accuracy against float32
-  engine_fused, engine_fused_bf16  (accelerators, or ``--fused`` to run them in Pallas's
-              interpreter) the engine with ``step_kernel="fused"``: each step of the
-              population one Pallas kernel, weights on chip through the step
-              (jaxhp.tasks.fused), in float32 and with bf16 matmuls
+  engine_<x>  the engine on the tasks of ``EXTRA_ENGINE_TASKS`` (none by default): another
+              Trainable's step timed against the built-in one's, e.g. the fused Pallas
+              step of experiments/fused/throughput_fused.py
   vmap        a plain ``jit(vmap(train))`` written here, validation only at the end
   vmap_val    the same, validating after every epoch and keeping the best epoch's
               accuracy and weights (the engine's default work, written by hand)
@@ -68,6 +67,10 @@ import jaxhp  # noqa: E402
 from jaxhp.engine import _member_perm, run_population  # noqa: E402
 
 WIDTH, DEPTH, BATCH, EPOCHS = 64, 3, 64, 10
+#: More engine arms, ``{"engine_<x>": make_task(X, y, **task_kwargs)}``: each is timed beside
+#: ``engine`` on the same trials and reported against the baselines, with its mean best
+#: accuracy. A script that imports this one fills it (experiments/fused).
+EXTRA_ENGINE_TASKS: dict[str, Callable] = {}
 
 
 # --------------------------------------------------------------------------- the baseline
@@ -218,12 +221,13 @@ MODEL = (
 )
 
 
-def reference_task(**kw):
-    """The reference MLP's task on digits (``kw``: more task arguments, e.g.
-    ``compute_dtype``), its space (checked), and the hand-written baselines trained on
-    the same rows."""
+def reference_task(task_class=None, **kw):
+    """The reference MLP's task on digits (an ``MLPClassifier``, or ``task_class``;
+    ``kw``: more task arguments, e.g. ``compute_dtype``), its space (checked), and the
+    hand-written baselines trained on the same rows."""
     X, y = load_digits(return_X_y=True)
-    task = jaxhp.tasks.MLPClassifier(X, y, val_fraction=0.2, seed=0, **kw)
+    cls = jaxhp.tasks.MLPClassifier if task_class is None else task_class
+    task = cls(X, y, val_fraction=0.2, seed=0, **kw)
     space = homogeneous_space()
     task.check_space(space)
     return task, space, make_train(*baseline_data(task), task.n_out)
@@ -287,16 +291,8 @@ def main(argv=None):
         "else; 0 skips it)",
     )
     ap.add_argument("--out", default=None, help="write the JSON here as well")
-    ap.add_argument(
-        "--fused",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="the engine_fused arms (default: on accelerators only; on a CPU they run "
-        "in Pallas's interpreter, for the code path, not its speed)",
-    )
     args = ap.parse_args(argv)
     backend = jax.default_backend()
-    fused = backend != "cpu" if args.fused is None else args.fused
     pops = args.populations or (
         [1, 8, 32]
         if args.quick
@@ -314,16 +310,10 @@ def main(argv=None):
         X, y, val_fraction=0.2, seed=0, compute_dtype="bfloat16"
     )
     task_bf16.check_space(space)
-    fused_tasks = {}
-    if fused:
-        for name, dtype in (
-            ("engine_fused", "float32"),
-            ("engine_fused_bf16", "bfloat16"),
-        ):
-            fused_tasks[name] = jaxhp.tasks.MLPClassifier(
-                X, y, val_fraction=0.2, seed=0, compute_dtype=dtype, step_kernel="fused"
-            )
-            fused_tasks[name].check_space(space)
+    extra_tasks = {}
+    for name, make in EXTRA_ENGINE_TASKS.items():
+        extra_tasks[name] = make(X, y, val_fraction=0.2, seed=0)
+        extra_tasks[name].check_space(space)
     xt, yt, xv, yv = baseline_data(task)
     train, train_val, batch_at, steps, _ = make_train(xt, yt, xv, yv, task.n_out)
     train_val_sof = make_train(
@@ -376,7 +366,7 @@ def main(argv=None):
             "engine_bf16": lambda: engine_round(task=task_bf16),
             **{
                 name: lambda t=t: engine_round(task=t)
-                for name, t in fused_tasks.items()
+                for name, t in extra_tasks.items()
             },
             "vmap": lambda k=keys, h=hp_dev: vmap_train(k, h),
             "vmap_val": lambda k=keys, h=hp_dev: vmap_train_val(k, h),
@@ -410,7 +400,7 @@ def main(argv=None):
         # The accuracy effect of bf16: mean best validation accuracy of the population
         row["accuracy_fp32"] = float(np.nanmean([o.value for o in outs["engine"]]))
         row["accuracy_bf16"] = float(np.nanmean([o.value for o in outs["engine_bf16"]]))
-        for name in fused_tasks:
+        for name in extra_tasks:
             row[f"accuracy_{name[len('engine_') :]}"] = float(
                 np.nanmean([o.value for o in outs[name]])
             )
@@ -463,7 +453,7 @@ def main(argv=None):
         row["engine_bf16_tflops"] = row["engine_bf16"] * flops_trial / 1e12
         row["engine_vs_scan"] = row["engine"] / row["scan"]
         row["engine_tflops"] = row["engine"] * flops_trial / 1e12
-        for name in fused_tasks:
+        for name in extra_tasks:
             row[f"{name}_vs_vmap_val"] = row[name] / row["vmap_val"]
             row[f"{name}_vs_vmap"] = row[name] / row["vmap"]
             row[f"{name}_tflops"] = row[name] * flops_trial / 1e12
@@ -599,20 +589,19 @@ def finish(header, rows, mixed_rows, homog_at_mixed, repeats, out, P_mixed=0):
             r_["accuracy_bf16"],
         ]
         print("  ".join(f"{v:>14.3g}" for v in vals))
-    fused = [r_ for r_ in rows if "engine_fused" in r_]
-    if fused:
+    if EXTRA_ENGINE_TASKS:
         print(
-            "\nthe fused step (step_kernel='fused'): trials/s, ratio to vmap_val (equal "
-            "work) and to the plain vmap (issue 6's 2x target), mean best accuracy"
+            "\nmore engine arms: trials/s, ratio to vmap_val (equal work) and to the "
+            "plain vmap, mean best accuracy"
         )
-        for r_ in fused:
+        for r_ in rows:
             print(
                 f"P={r_['population']}: "
                 + "; ".join(
                     f"{k} {r_[k]:.4g} ({r_[k + '_vs_vmap_val']:.3g}x vmap_val, "
                     f"{r_[k + '_vs_vmap']:.3g}x vmap, acc "
                     f"{r_['accuracy_' + k[len('engine_') :]]:.4f})"
-                    for k in ("engine_fused", "engine_fused_bf16")
+                    for k in EXTRA_ENGINE_TASKS
                 )
             )
     chunked = [r_ for r_ in rows if r_.get("engine_chunk")]

@@ -3,14 +3,13 @@
 ``jax.random``'s threefry costs ~100 integer operations a 32-bit word. Dropout draws a
 word for every unit of every row of every layer, every step. :func:`uniforms` costs ~10
 operations a word: MurmurHash3's finaliser over a counter, seeded from the step's PRNG
-key, as SplitMix does. On the 2-core CPU the engine ran at 0.49-0.52x its dropout-free
-speed with threefry's draws, and runs at 0.91-0.93x with these
-(benchmarks/dropout_cost.py, benchmarks/RESULTS.md).
+key, as SplitMix does. Threefry's draws would take about half of a small MLP's step;
+these take a tenth (benchmarks/investigations/dropout_cost.py times both; figures in
+benchmarks/RESULTS.md).
 
 A draw is a function of (key, layer, row, unit) alone, so it does not depend on a
-bucket's padding, it is the same under ``jax.vmap``, and a Pallas kernel
-(``jaxhp.tasks.fused``) can compute the very same words from the key's two words with
-its own integer ops.
+bucket's padding, it is the same under ``jax.vmap``, and a hand-written kernel can
+compute the very same words from the key's two words with its own integer ops.
 """
 
 from __future__ import annotations

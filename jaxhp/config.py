@@ -92,7 +92,7 @@ STOPPERS = {
 }
 SECTIONS = {
     "data": {"dataset", "path", "target", "categorical"},
-    "task": {"kind", "val_fraction", "folds", "compute_dtype", "step_kernel"},
+    "task": {"kind", "val_fraction", "folds", "compute_dtype"},
     "search": {
         "strategy",
         "n_trials",
@@ -200,13 +200,9 @@ def parse(raw: dict[str, Any]) -> dict[str, Any]:
                 f"task.val_fraction: expected a number between 0 and 1, got {v!r}"
             )
 
-    from jaxhp.tasks.fused import STEP_KERNELS
     from jaxhp.tasks.mlp import COMPUTE_DTYPES
 
-    for key, allowed in (
-        ("compute_dtype", COMPUTE_DTYPES),
-        ("step_kernel", STEP_KERNELS),
-    ):
+    for key, allowed in (("compute_dtype", COMPUTE_DTYPES),):
         if key in task and task[key] not in allowed:
             raise ConfigError(
                 f"task.{key}: expected one of {', '.join(allowed)}, got {task[key]!r}"
@@ -617,15 +613,13 @@ def build(cfg: dict[str, Any]) -> dict[str, Any]:
     split = (
         {"folds": t["folds"]} if "folds" in t else {"val_fraction": t["val_fraction"]}
     )
-    kernels = {k: t[k] for k in ("compute_dtype", "step_kernel") if k in t}
+    kernels = {k: t[k] for k in ("compute_dtype",) if k in t}
     task = cls(X, y, seed=cfg["search"]["seed"], **split, **kernels)
     space = space_of(cfg)
     try:
         task.check_space(space)
     except SpaceError as e:
         raise ConfigError(f"space.{e}") from None
-    except ValueError as e:  # what the fused step cannot train (task.step_kernel)
-        raise ConfigError(f"task.{e}") from None
     s = cfg["search"]
     from jaxhp.strategies import make_strategy, resolve_n_trials
 

@@ -503,8 +503,8 @@ class Space(Mapping):
 
     def to_python_all(self, values: Mapping[str, np.ndarray]) -> list[dict[str, Any]]:
         """Every configuration of decoded ``values`` as plain Python values, converted a
-        column at a time (7x faster than a loop of per-row conversions for a population
-        of thousands, where the host's share of a GPU round counts)."""
+        column at a time: for a population of thousands, a loop of per-row
+        conversions would be a visible part of the host's share of a GPU round."""
         cols: dict[str, list] = {}
         for name, p in self._params.items():
             col = np.atleast_1d(np.asarray(values[name]))

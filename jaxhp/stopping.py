@@ -213,8 +213,8 @@ class Percentile(_Composable):
 
     Why the stopped trials stay in: were they left out, every epoch's cut would be the
     percentile of the survivors alone, and ``Median`` would halve the population at
-    every epoch (7 of 8 trials stopped three epochs after warm-up) instead of stopping
-    the worse half. Keeping a stopped trial at its last value is the median stopping
+    every epoch (of 8 trials, 4, then 2, then 1 left) instead of stopping the worse
+    half. Keeping a stopped trial at its last value is the median stopping
     rule's reference set (Golovin et al. 2017), where the stopped trials are among the
     finished ones, as in Ray Tune's ``MedianStoppingRule``. Under slot recycling a
     refilled slot's new trial replaces the old one's value.

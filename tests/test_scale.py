@@ -144,13 +144,41 @@ def test_population_far_larger_than_the_budget_completes(clf_task):
 
 
 SHARDED = r"""
-import json, sys
-import numpy as np, jax
+import dataclasses, json, sys
+import numpy as np, jax, jax.numpy as jnp
 import jaxhp
+from jaxhp.tasks.mlp import MLPTrainable
 from sklearn.datasets import load_digits
+
+
+@dataclasses.dataclass(frozen=True)
+class PopulationStepped(MLPTrainable):
+    # A Trainable that steps all members itself (Trainable.population_step): here the
+    # vmapped step, leaving a member that does not train as it was.
+    def population_step(self, hp, keep, *, platform):
+        def step(hp, keep, states, batch):
+            new, metrics = jax.vmap(self.step)(states, batch, hp)
+            live = keep & (batch.count > 0)
+            new = jax.tree.map(
+                lambda n, o: jnp.where(live.reshape((-1,) + (1,) * (n.ndim - 1)), n, o),
+                new, states,
+            )
+            return new, jnp.where(live[:, None], metrics["loss"], 0.0)
+
+        return (hp, keep), step
+
+
+class Task(jaxhp.tasks.MLPClassifier):
+    def trainable(self, hp):
+        tr = super().trainable(hp)
+        if sys.argv[1] != "population_step":
+            return tr
+        fields = dataclasses.fields(tr)
+        return PopulationStepped(**{f.name: getattr(tr, f.name) for f in fields})
+
+
 X, y = load_digits(return_X_y=True)
-task = jaxhp.tasks.MLPClassifier(X[:300], y[:300], val_fraction=0.25, seed=0,
-                                 **json.loads(sys.argv[1]))
+task = Task(X[:300], y[:300], val_fraction=0.25, seed=0)
 wrapped = []  # steps put under shard_map (a population_step over several devices)
 from jaxhp.engine import segment
 shard = segment.shard_members
@@ -170,21 +198,17 @@ print(json.dumps(out))
 """
 
 
-# The fused step (a Pallas kernel, jaxhp.tasks.fused) runs under shard_map: each device
-# steps its own members.
-@pytest.mark.parametrize(
-    "task_args",
-    [{}, {"step_kernel": "fused", "optimizer": "sgd"}],
-    ids=["xla", "fused"],
-)
-def test_sharded_over_four_devices_equals_one_device(task_args):
+# A Trainable's population_step runs under shard_map: each device steps its own
+# members (experiments/fused's Pallas step is one such Trainable).
+@pytest.mark.parametrize("step", ["vmap", "population_step"])
+def test_sharded_over_four_devices_equals_one_device(step):
     env = dict(
         os.environ,
         XLA_FLAGS="--xla_force_host_platform_device_count=4",
         JAX_PLATFORMS="cpu",
     )
     out = subprocess.run(
-        [sys.executable, "-c", SHARDED, json.dumps(task_args)],
+        [sys.executable, "-c", SHARDED, step],
         env=env,
         capture_output=True,
         text=True,
@@ -194,7 +218,7 @@ def test_sharded_over_four_devices_equals_one_device(task_args):
     res = json.loads(out.stdout.strip().splitlines()[-1])
     assert res["one"]["devices"] == 1 and res["all"]["devices"] == 4
     assert res["one"]["shard_mapped"] == 0
-    assert (res["all"]["shard_mapped"] > 0) == ("step_kernel" in task_args)
+    assert (res["all"]["shard_mapped"] > 0) == (step == "population_step")
     for a, b in zip(res["one"]["trials"], res["all"]["trials"], strict=True):
         assert a[0] == b[0] and a[2] == b[2] and a[3] == b[3]
         np.testing.assert_allclose(a[1], b[1], rtol=1e-5)

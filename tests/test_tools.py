@@ -1,4 +1,4 @@
-"""The benchmarks' HLO reader (benchmarks/hlo_diff.py): it counts what a compiled
+"""The benchmarks' HLO reader (benchmarks/investigations/hlo_diff.py): it counts what a compiled
 program launches, loop bodies by their trip counts."""
 
 import os
@@ -9,7 +9,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
+sys.path.insert(
+    0, os.path.join(os.path.dirname(__file__), "..", "benchmarks", "investigations")
+)
 
 import hlo_diff  # noqa: E402
 

@@ -265,9 +265,9 @@ def fit_kernel(
     if restart_map == "auto":
         # One L-BFGS restart after another on a CPU. A vmapped while_loop iterates until
         # the slowest restart converges (line searches included), and batched float64
-        # Cholesky gradients are slower there than one at a time: the fit of 256 points
-        # in 6-D took 4.3 s vmapped, 1.3 s mapped (benchmarks/RESULTS.md, 2026-11-28).
-        # Adam stays vmapped (2.9 s vmapped, 3.1 s mapped, on the same CPU).
+        # Cholesky gradients are slower there than one at a time, so mapping the
+        # restarts fits about 3x faster (benchmarks/RESULTS.md). Adam's fixed step
+        # count gains nothing from mapping: it stays vmapped.
         cpu = jax.default_backend() == "cpu"
         restart_map = "map" if method == "lbfgs" and cpu else "vmap"
     one = run_lbfgs if method == "lbfgs" else run

@@ -12,10 +12,10 @@ After an initial design (uniform random or scrambled Sobol points, see below), e
 
 By default the values are log-warped (see :func:`warp`) for the model behind the first
 point only; the Thompson samples condition on the plain values under the same kernel.
-Measured in ``benchmarks/RESULTS.md`` (2026-11-28): the warp brings the first point level
-with Optuna's GPSampler on Branin at q = 1. At q = 8 on Branin (median log10 regret at
-192 evaluations) this split scores -6.95, the warp for the whole batch -4.14, no warp
--5.41.
+Why the split: the warp keeps a few very bad values from setting the model's scale,
+which helps the expected-improvement point (level with Optuna's GPSampler on Branin at
+q = 1), while Thompson samples drawn from a warped model explore worse; warping the
+whole batch, or nothing, scored behind on Branin at q = 8 (``benchmarks/RESULTS.md``).
 
 Points asked but not yet told (pending) enter the model at their posterior mean (kriging
 believer), so a new batch avoids them. Trials that failed or diverged (NaN) are given the
@@ -23,12 +23,12 @@ worst value seen so far: they never look attractive and never poison the fit.
 
 Which initial design (``initial_design="auto"``, the default): uniform random points when
 the first batch is small (under ``SOBOL_FROM`` points), scrambled Sobol when it is large.
-Measured (``benchmarks/RESULTS.md``): on Hartmann6 at q = 1 both this strategy and
-Optuna's GPSampler leave the second-best basin in about 3 of 10 seeds after a 10-12 point
-Sobol design and in about 8 of 10 after a random one of the same size (a likely reason:
-evenly spread points have no close pairs, so the first fits see no short-range
-correlation, settle on long lengthscales and exploit the first good basin); with a first
-batch of 64, the Sobol design came out ahead on all three test functions.
+Why: after a small Sobol design both this strategy and Optuna's GPSampler more often
+stay in Hartmann6's second-best basin than after a random one of the same size (a
+likely reason: evenly spread points have no close pairs, so the first fits see no
+short-range correlation, settle on long lengthscales and exploit the first good basin);
+with a first batch of 64 the Sobol design came out ahead on all three test functions
+(``benchmarks/RESULTS.md``).
 ``"random"`` and ``"sobol"`` force one.
 
 Observations live in a buffer whose capacity grows in powers of two with a validity mask,
@@ -70,7 +70,7 @@ class BayesState(NamedTuple):
 
 
 #: ``initial_design="auto"``: a first batch of at least this many points gets a Sobol
-#: design, a smaller one a random design (measured at 64 and at 1 and 8).
+#: design, a smaller one a random design (see the module docstring).
 SOBOL_FROM = 32
 
 
@@ -189,8 +189,8 @@ def gp_bo(
             another).
         fit_steps: iterations per kernel fit (at most, for L-BFGS).
         fit_subset: at most this many observations are used to fit the kernel.
-        fit_method: ``"lbfgs"`` (to convergence) or ``"adam"`` (``fit_steps`` steps;
-            the default until 2026-11-28); see :func:`jaxhp.gp.fit.fit_kernel`.
+        fit_method: ``"lbfgs"`` (to convergence) or ``"adam"`` (``fit_steps`` steps);
+            see :func:`jaxhp.gp.fit.fit_kernel`.
         refine: how the acquisition's best starts are refined: ``"monotone"`` or
             ``"gradient"`` (see :func:`jaxhp.gp.acquisition.maximize`).
         refine_steps: refinement steps per start.

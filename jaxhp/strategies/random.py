@@ -48,8 +48,8 @@ def random_search(space: Space) -> Strategy:
     def ask(state: RandomState, n: int) -> tuple[np.ndarray, RandomState]:
         # Point i depends on i alone, so asking a power-of-two batch and keeping the
         # first n changes nothing but the number of compiles (one per power of two).
-        # The ids as NumPy: an eager jnp.arange compiled a program of its own for each
-        # new start (~25 ms on a CPU the first time each).
+        # The ids as NumPy: an eager jnp.arange would compile a program of its own for
+        # each new start.
         ids = np.arange(state.count, state.count + next_pow2(n), dtype=np.uint32)
         u = np.asarray(_points(state.key, ids, dim), np.float64)[:n]  # [n, D]
         return u, state._replace(count=state.count + n)

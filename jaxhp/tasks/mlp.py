@@ -21,7 +21,6 @@ without one takes ``width``).
 
 from __future__ import annotations
 
-import functools
 import math
 import re
 from collections.abc import Mapping
@@ -36,7 +35,6 @@ import numpy as np
 from jaxhp import bits
 from jaxhp.optim import OPTIMIZERS, SCHEDULES, OptState, opt_init, opt_update
 from jaxhp.space import Choice, Fixed, Int, SpaceError
-from jaxhp.tasks import fused
 from jaxhp.tasks.base import Task, next_pow2, next_pow2_array
 from jaxhp.tasks.data import DataError, check_arrays, make_folds, stack_folds
 from jaxhp.trainable import Batch
@@ -104,10 +102,11 @@ def _activate(z: jax.Array, code: jax.Array, used: tuple[int, ...]) -> jax.Array
 
 
 #: How dropout draws its uniforms: ``"hash"`` (:func:`jaxhp.bits.uniforms`, ~10 integer
-#: operations a unit; the fused kernel draws the same) or ``"threefry"`` (JAX's
-#: ``uniform`` of ``fold_in(key, layer * 2**16 + row)``, the draws before 2026-11-29, ~10x
-#: the operations: at 0.49-0.52x the dropout-free throughput on the 2-core CPU, against
-#: 0.91-0.93x with the hash; benchmarks/dropout_cost.py times both).
+#: operations a unit) or ``"threefry"`` (JAX's ``uniform`` of ``fold_in(key, layer *
+#: 2**16 + row)``, ~10x the operations). Dropout draws a uniform for every unit of every
+#: row of every layer at every step, so the draws' cost is a large share of a small
+#: MLP's step: the hash is the default, threefry stays as the yardstick that
+#: benchmarks/investigations/dropout_cost.py times it against (benchmarks/RESULTS.md).
 DROPOUT_DRAWS = "hash"
 
 
@@ -181,18 +180,9 @@ class MLPTrainable:
     min_depth: int = 1  # the fewest layers a trial of the space can have
     scheduled: bool = False  # some trial's learning rate has a schedule or warm-up
     compute_dtype: str = "float32"  # "bfloat16": bf16 matmuls, float32 master weights
-    step_kernel: str = "xla"  # "fused": the population's step as one Pallas kernel
     dropout_draws: str = "hash"  # DROPOUT_DRAWS when the bucket was made
     # step's loss: per-row terms that the engine sums once per epoch (see Trainable)
     loss_per_row: ClassVar[bool] = True
-
-    @property
-    def population_step(self):
-        """The engine's step over all members at once (``jaxhp.tasks.fused``), or None:
-        the engine vmaps ``step``."""
-        if self.step_kernel != "fused":
-            return None
-        return functools.partial(fused.population_step, self)
 
     @property
     def module(self) -> _MaskedMLP:
@@ -257,11 +247,9 @@ class MLPTrainable:
         """The weights in the compute dtype, or None in float32. The step makes them
         right after the optimizer writes the float32 weights, so on a GPU the cast fuses
         into the update's kernel; cast at each use, they cost a kernel per layer per
-        step (benchmarks/RESULTS.md). None with the fused step too: its kernel reads the
-        float32 weights for the update anyway and casts them in registers, where a copy
-        would cost it a read and a write more a step. (The layers' own cast gives
-        ``evaluate`` the same values.)"""
-        if self.compute_dtype == "float32" or self.step_kernel == "fused":
+        step (benchmarks/RESULTS.md). (The layers' own cast gives ``evaluate`` the same
+        values.)"""
+        if self.compute_dtype == "float32":
             return None
         return jax.tree.map(lambda p: p.astype(self.compute_dtype), params)
 
@@ -371,7 +359,6 @@ class _MLPTask(Task):
         standardize: bool = True,
         seed: int = 0,
         compute_dtype: str = "float32",
-        step_kernel: str = "xla",
         **defaults: Any,
     ):
         metric = next(iter(self.metrics)) if metric is None else metric
@@ -393,12 +380,7 @@ class _MLPTask(Task):
             raise ValueError(
                 f"compute_dtype must be one of {COMPUTE_DTYPES}, got {compute_dtype!r}"
             )
-        if step_kernel not in fused.STEP_KERNELS:
-            raise ValueError(
-                f"step_kernel must be one of {fused.STEP_KERNELS}, got {step_kernel!r}"
-            )
         self.compute_dtype = compute_dtype
-        self.step_kernel = step_kernel
         self.metric = metric
         self.direction = self.metrics[metric]
         self.defaults = {**MLP_DEFAULTS, **defaults}
@@ -478,20 +460,6 @@ class _MLPTask(Task):
             or max(possible("warmup")) > 0,
             "dropout": max(possible("dropout")) > 0,
         }
-        if self.step_kernel == "fused":
-            fused.check(
-                activations=possible("activation"),
-                # Each layer's width by name, as layer_widths falls back to `width`.
-                max_width=max(
-                    max(possible(n))
-                    for n in layer_widths(
-                        {n: n for n in [*self.defaults, *space]}, depth
-                    )
-                ),
-                max_batch=max(possible("batch_size")),
-                n_in=self.n_features,
-                n_out=self.n_out,
-            )
 
     def conditions(self, space) -> dict[str, dict[str, list]]:
         """``momentum`` matters to SGD only; ``width_<i>`` to networks with more than
@@ -581,7 +549,6 @@ class _MLPTask(Task):
             )
             or st["scheduled"],
             compute_dtype=self.compute_dtype,
-            step_kernel=self.step_kernel,
             dropout_draws=DROPOUT_DRAWS,
         )
 
@@ -607,11 +574,6 @@ class MLPClassifier(_MLPTask):
         compute_dtype: ``"float32"`` (default) or ``"bfloat16"``: mixed precision, the
             layers computing in bfloat16 on float32 master weights (faster matmuls on
             GPUs and TPUs; on a CPU usually slower).
-        step_kernel: ``"xla"`` (default: ``jax.vmap`` of the step, XLA's kernels) or
-            ``"fused"``: each step of the whole population is one Pallas kernel that
-            keeps a trial's weights on chip through the step (``jaxhp.tasks.fused``;
-            every optimizer, activation and dropout; width up to 128). Written for NVIDIA
-            GPUs; elsewhere it runs in Pallas's interpreter, slowly.
         **defaults: defaults for hyperparameters the space leaves out, e.g. ``epochs=30``.
 
     Example:

@@ -1,13 +1,15 @@
 """The built-in MLP's training step as one Pallas kernel for the whole population.
 
-``MLPClassifier(..., step_kernel="fused")`` (and the regressor) trains with this step
-instead of ``jax.vmap`` of ``MLPTrainable.step``. Under the vmap XLA runs a step as ~26
-kernels, each reading and writing every trial's weights, momentum or gradients in HBM
-(benchmarks/RESULTS.md, the H200 profile). Here one program trains one member (trial ×
-fold) through one step: it loads its batch, weights and optimizer state once, runs the
-forward pass, the backward pass and the optimizer's update with everything on chip, and
-writes the new weights and state back in place (the call aliases them). A layer is
-updated as soon as its gradient is known, so one layer's gradient is alive at a time.
+An experiment, outside the package (experiments/fused/README.md): ``fused_task.py``'s
+``FusedMLPClassifier`` (and regressor) trains with this step instead of ``jax.vmap`` of
+``MLPTrainable.step``, through the Trainable's ``population_step`` extension point.
+Under the vmap XLA runs a step as a few dozen kernels, each reading and writing every
+trial's weights, momentum or gradients in device memory. Here one program trains one
+member (trial × fold) through one step: it loads its batch, weights and optimizer state
+once, runs the forward pass, the backward pass and the optimizer's update with
+everything on chip, and writes the new weights and state back in place (the call
+aliases them). A layer is updated as soon as its gradient is known, so one layer's
+gradient is alive at a time.
 
 It computes what ``MLPTrainable.step`` computes: the same masked depth (a layer past a
 trial's ``n_layers`` is an identity), padded units, per-row loss terms, ``jaxhp.optim``'s
@@ -22,12 +24,10 @@ flag is off, or whose batch is empty (a trial with fewer steps an epoch than its
 is left bit for bit as it was.
 
 What it runs: tiles of at most 128 units, 256 inputs and 256 rows a batch (``check``).
-It is written for Triton (NVIDIA GPUs), a Pallas backend that JAX 0.11 deprecated
+It is written for Triton (NVIDIA GPUs), a Pallas backend that JAX deprecates
 (``_pltriton``). Other backends run it in Pallas's interpreter: the same arithmetic,
-slowly (the tests use it).
-``benchmarks/throughput.py``'s ``engine_fused`` arms time it against the vmapped step;
-no GPU has run them yet, so ``"xla"`` stays the default.
-``benchmarks/fused_step_check.py`` checks on a GPU that the Triton kernel trains what the
+slowly (the tests use it). ``throughput_fused.py`` times it against the vmapped step,
+and ``fused_step_check.py`` checks on a GPU that the Triton kernel trains what the
 vmapped step trains.
 """
 
@@ -44,10 +44,10 @@ from jax.experimental import pallas as pl
 
 from jaxhp import bits
 from jaxhp.optim import ADAM, ADAMW, B1, B2, EPS, SGD, lr_scale
+from jaxhp.tasks.mlp import MLPState
 
-__all__ = ["STEP_KERNELS", "check", "population_step"]
+__all__ = ["check", "population_step"]
 
-STEP_KERNELS = ("xla", "fused")
 #: Warps per program. With 8 the reference MLP's step spills 484 bytes a thread in
 #: float32 and 16 in bf16, against 692 and 224 with 4 (benchmarks/fused_mlp.py
 #: --resources h200: the H200's compile, read without a device).
@@ -73,7 +73,7 @@ def check(
     """Raise ``ValueError`` naming what the fused step cannot train (before compiling)."""
 
     def bad(what):
-        raise ValueError(f"step_kernel: 'fused' {what}")
+        raise ValueError(f"the fused step {what}")
 
     if set(activations) - set(ACTIVATIONS):
         bad(
@@ -364,8 +364,9 @@ def _need_triton():
     """Pallas's Triton backend, or a ``RuntimeError`` saying this JAX has none."""
     if (triton := _pltriton()) is None:
         raise RuntimeError(
-            f"step_kernel: 'fused' runs on Pallas's Triton backend, which JAX "
-            f"{jax.__version__} does not have; use step_kernel='xla'"
+            f"the fused step runs on Pallas's Triton backend, which JAX "
+            f"{jax.__version__} does not have; use jaxhp.tasks.MLPClassifier or "
+            "MLPRegressor (the vmapped step)"
         )
     return triton
 
@@ -423,17 +424,17 @@ def population_step(
     # check() has vetted the space; a bucket built without it is vetted here.
     if not set(tr.activations) <= set(range(len(ACTIVATIONS))):
         raise ValueError(
-            f"step_kernel: 'fused' has activations {list(ACTIVATIONS)}; this bucket "
+            f"the fused step has activations {list(ACTIVATIONS)}; this bucket "
             f"has activation codes {list(tr.activations)}"
         )
     if tr.dropout and tr.dropout_draws != "hash":
         raise ValueError(
-            "step_kernel: 'fused' draws dropout with jaxhp.bits (DROPOUT_DRAWS='hash'); "
+            "the fused step draws dropout with jaxhp.bits (DROPOUT_DRAWS='hash'); "
             f"this bucket draws it with {tr.dropout_draws!r}"
         )
     if tr.width > MAX_WIDTH:
         raise ValueError(
-            f"step_kernel: 'fused' takes width at most {MAX_WIDTH}; this bucket is "
+            f"the fused step takes width at most {MAX_WIDTH}; this bucket is "
             f"{tr.width} wide"
         )
     if platform == "gpu":
@@ -468,8 +469,6 @@ def population_step(
 
 
 def _step(tr: Any, platform: str, hp_cols: jax.Array, state: Any, batch: Any):
-    from jaxhp.tasks.mlp import MLPState  # noqa: PLC0415 - mlp imports this module
-
     depth, width = tr.depth, tr.width
     m, b = batch.x.shape[0], batch.x.shape[1]
     x = batch.x.reshape(m, b, -1)

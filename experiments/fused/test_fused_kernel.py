@@ -1,4 +1,4 @@
-"""The fused Pallas training kernel of benchmarks/fused_mlp.py (an experiment for GPUs):
+"""The fused Pallas training kernel of fused_mlp.py (an experiment for GPUs):
 its arithmetic, run by Pallas's interpreter on the CPU, equals the benchmark baseline's
 own step, and it still lowers to a Triton kernel for CUDA with this JAX."""
 
@@ -6,13 +6,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
-from .conftest import load_benchmark
+from conftest import load_script
 
 
 @pytest.fixture(scope="module")
 def fused_mlp():
-    yield from load_benchmark("fused_mlp")
+    return load_script("fused_mlp")
 
 
 @pytest.fixture

@@ -32,7 +32,7 @@ initial-state program's call alone (its work is small: mostly dispatch and trans
 packed against unpacked, the median of interleaved calls in microseconds. JSON
 (``--out``) and a table of trials/s and ratios to ``vmap_val``:
 
-    python benchmarks/round_overhead.py --populations 1 64 1024 4096
+    python benchmarks/investigations/round_overhead.py --populations 1 64 1024 4096
 """
 
 from __future__ import annotations
@@ -48,8 +48,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(__file__))
+# benchmarks/ (throughput, runinfo) and the repository root (jaxhp).
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
 
 import throughput as tp  # noqa: E402
 from runinfo import run_header  # noqa: E402

@@ -5,7 +5,7 @@ under ``jax.profiler.trace`` and summarises the trace's device events by kernel 
 time, count and share, so that the kernels worth fusing or replacing can be read off later
 without a device. Writes JSON (``--out``) and prints the top kernels of each arm.
 
-    python benchmarks/gpu_profile.py --population 4096 1 --out profile.json
+    python benchmarks/investigations/gpu_profile.py --population 4096 1 --out profile.json
 
 On a CPU the "device" events are XLA's host thunks; the script runs there too (a smoke
 run), but it is meant for a lent GPU (``gpu_check.sh`` calls it).
@@ -27,8 +27,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(__file__))
+# benchmarks/ (throughput, runinfo) and the repository root (jaxhp).
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
 
 import throughput as tp  # noqa: E402
 from runinfo import run_header  # noqa: E402

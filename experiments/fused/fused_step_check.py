@@ -1,4 +1,4 @@
-"""Does the fused population step (``step_kernel="fused"``) train what the vmapped step
+"""Does the fused population step (``fused_step.py``) train what the vmapped step
 trains, on this backend?
 
 Pallas's interpreter (the CPU tests) checks the kernel's arithmetic, not what only the
@@ -19,13 +19,12 @@ masked loads and stores of padded tiles, Triton's matmuls. So on a GPU this runs
 Both compare two float computations in different orders (TF32 matmuls on a GPU for both),
 so the bounds are loose; a race or a masking bug gives errors of order one, or NaN.
 
-    python benchmarks/fused_step_check.py --out fused_step.json
+    python experiments/fused/fused_step_check.py --out fused_step.json
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import sys
@@ -38,10 +37,12 @@ from sklearn.datasets import load_breast_cancer, load_digits
 
 import jaxhp
 from jaxhp.optim import ADAM, ADAMW, SGD
-from jaxhp.tasks.mlp import MLPTrainable
 from jaxhp.trainable import Batch
 
-sys.path.insert(0, os.path.dirname(__file__))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(HERE, "..", "..", "benchmarks"))
+from fused_task import FusedMLPClassifier, FusedMLPTrainable, plain  # noqa: E402
 from runinfo import run_header  # noqa: E402
 
 M, B, N_IN, N_OUT, WIDTH, DEPTH = 6, 20, 30, 3, 32, 3
@@ -53,7 +54,7 @@ OPTIMIZER_SETS = {"sgd": (SGD,), "mixed": (ADAM, ADAMW, SGD)}
 
 
 def one_step_inputs(kind: str, dtype: str, optimizers: str = "sgd"):
-    """A fused MLPTrainable, states, a batch, hyperparameters and ``keep`` for ``M``
+    """A FusedMLPTrainable, states, a batch, hyperparameters and ``keep`` for ``M``
     members on odd sizes (30 inputs, 3 outputs and 20-row batches pad to 32, 16 and 32
     in the kernel's tiles). Members 1 and 4 have short batches, member 5 an empty one
     (it idles, as a trial past its own steps of an epoch); member 2 is frozen.
@@ -61,7 +62,7 @@ def one_step_inputs(kind: str, dtype: str, optimizers: str = "sgd"):
     Adam's moments and step count as after a few steps, dropout rates of 0 to 0.5,
     and ReLU, tanh, GELU and SiLU side by side)."""
     mixed = optimizers == "mixed"
-    tr = MLPTrainable(
+    tr = FusedMLPTrainable(
         kind=kind,
         n_in=N_IN,
         n_out=N_OUT,
@@ -72,7 +73,6 @@ def one_step_inputs(kind: str, dtype: str, optimizers: str = "sgd"):
         optimizers=OPTIMIZER_SETS[optimizers],
         min_depth=1,
         compute_dtype=dtype,
-        step_kernel="fused",
     )
     r = np.random.default_rng(0)
     hp = {
@@ -133,8 +133,7 @@ def one_step(kind: str, dtype: str, optimizers: str, platform: str) -> dict:
         return run(*args, s, b)
 
     new, loss = jax.jit(step)(state, batch, hp, keep)
-    xla = dataclasses.replace(tr, step_kernel="xla")
-    ref, metrics = jax.jit(jax.vmap(xla.step))(state, batch, hp)
+    ref, metrics = jax.jit(jax.vmap(plain(tr).step))(state, batch, hp)
     live = trains(keep, batch)
 
     def rel(a, b):
@@ -189,7 +188,8 @@ def sweep(name: str, X, y, n_trials: int) -> dict:
     )
     runs, seconds = {}, {}
     for kernel in ("xla", "fused"):
-        task = jaxhp.tasks.MLPClassifier(X, y, folds=2, step_kernel=kernel)
+        cls = FusedMLPClassifier if kernel == "fused" else jaxhp.tasks.MLPClassifier
+        task = cls(X, y, folds=2)
         t0 = time.perf_counter()
         runs[kernel] = jaxhp.tune(
             task,

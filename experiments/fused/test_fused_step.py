@@ -1,23 +1,24 @@
-"""The built-in MLP's fused population step (``step_kernel="fused"``, jaxhp.tasks.fused):
-in Pallas's interpreter on the CPU it computes what ``jax.vmap`` of ``MLPTrainable.step``
-computes, member by member, and the engine trains the same trials with it. The inputs
-are benchmarks/fused_step_check.py's, which runs the same comparison on a GPU."""
+"""The fused population step (fused_step.py, through fused_task's Trainable): in
+Pallas's interpreter on the CPU it computes what ``jax.vmap`` of ``MLPTrainable.step``
+computes, member by member, and the engine trains the same trials with it through the
+Trainable's ``population_step``. The inputs are fused_step_check.py's, which runs the
+same comparison on a GPU."""
 
 import dataclasses
 
+import fused_step
 import jax
 import numpy as np
 import pytest
+from conftest import load_script
+from fused_task import FusedMLPClassifier, plain
 
 import jaxhp
-from jaxhp.tasks import fused
-
-from .conftest import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def check():
-    yield from load_benchmark("fused_step_check")
+    return load_script("fused_step_check")
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
@@ -32,9 +33,7 @@ def test_the_fused_step_equals_the_vmapped_step(check, kind, dtype, optimizers):
     tr, state, batch, hp, keep = check.one_step_inputs(kind, dtype, optimizers)
     args, step = tr.population_step(hp, keep, platform="cpu")
     new, loss = jax.jit(step)(*args, state, batch)
-    ref, metrics = jax.jit(jax.vmap(dataclasses.replace(tr, step_kernel="xla").step))(
-        state, batch, hp
-    )
+    ref, metrics = jax.jit(jax.vmap(plain(tr).step))(state, batch, hp)
     assert loss.shape == (check.M, check.B)
     # float32: the same arithmetic in another order. bfloat16: the vmapped step rounds
     # its activations and gradients to bf16 as well, the kernel keeps them in float32.
@@ -49,8 +48,8 @@ def test_the_fused_step_equals_the_vmapped_step(check, kind, dtype, optimizers):
         np.testing.assert_array_equal(new.opt.count, np.where(live, 4, 3))
         np.testing.assert_array_equal(ref.opt.count[live], 4)
         # Dropout changed the step: without it, the members with a rate train otherwise.
-        plain = dataclasses.replace(tr, step_kernel="xla", dropout=False)
-        _, undropped = jax.jit(jax.vmap(plain.step))(state, batch, hp)
+        undropped_tr = dataclasses.replace(plain(tr), dropout=False)
+        _, undropped = jax.jit(jax.vmap(undropped_tr.step))(state, batch, hp)
         rated = live & (np.asarray(hp["dropout"]) > 0)
         assert rated.sum() == 3
         gap = np.abs(np.asarray(undropped["loss"]) - np.asarray(metrics["loss"]))
@@ -97,8 +96,11 @@ def test_the_engine_trains_the_same_trials_with_the_fused_step(small_digits):
         warmup=jaxhp.Choice([0.0, 0.3]),
     )
     runs = {}
-    for kernel in ("xla", "fused"):
-        task = jaxhp.tasks.MLPClassifier(X, y, folds=2, step_kernel=kernel)
+    for kernel, cls in (
+        ("xla", jaxhp.tasks.MLPClassifier),
+        ("fused", FusedMLPClassifier),
+    ):
+        task = cls(X, y, folds=2)
         runs[kernel] = jaxhp.tune(
             task,
             space,
@@ -148,13 +150,10 @@ def test_what_the_fused_step_cannot_train_fails_before_compiling(
     small_digits, over, message
 ):
     X, y = small_digits
-    task = jaxhp.tasks.MLPClassifier(X, y, step_kernel="fused")
+    task = FusedMLPClassifier(X, y)
     space = jaxhp.Space(learning_rate=jaxhp.Float(1e-3, 0.1, log=True), **over)
     with pytest.raises(ValueError, match=message):
         jaxhp.tune(task, space, n_trials=2)
-    with pytest.raises(ValueError, match="step_kernel must be one of"):
-        jaxhp.tasks.MLPClassifier(X, y, step_kernel="triton")
-    assert fused.STEP_KERNELS == ("xla", "fused")
 
 
 def test_a_bucket_the_fused_step_cannot_train_fails_without_a_checked_space(
@@ -164,34 +163,34 @@ def test_a_bucket_the_fused_step_cannot_train_fails_without_a_checked_space(
     from jaxhp.engine import run_population
 
     X, y = small_digits
-    task = jaxhp.tasks.MLPClassifier(X, y, step_kernel="fused")
+    task = FusedMLPClassifier(X, y)
     hp = {k: np.asarray([v, v]) for k, v in task.defaults.items()}
     hp.update(epochs=np.asarray([1, 1]), optimizer=np.asarray([0, 2]))  # adam, sgd
     hp["activation"] = hp["lr_schedule"] = np.asarray([0, 0])  # relu, constant
     hp["width"] = np.asarray([200, 256])  # a bucket of width 256
     with pytest.raises(
-        ValueError, match="'fused' takes width at most 128; this bucket"
+        ValueError, match="the fused step takes width at most 128; this bucket"
     ):
         run_population(task, hp, np.arange(2), seed=0)
     # The kernel's activations are the MLP's, code for code.
-    assert fused.ACTIVATIONS == jaxhp.tasks.mlp.ACTIVATIONS
+    assert fused_step.ACTIVATIONS == jaxhp.tasks.mlp.ACTIVATIONS
 
 
 def test_without_pallas_triton_the_interpreter_runs_and_a_gpu_says_why(
     check, monkeypatch
 ):
-    # JAX 0.11 deprecated Pallas's Triton backend. Where it is gone, the interpreter's
+    # JAX deprecates Pallas's Triton backend. Where it is gone, the interpreter's
     # masked loads and stores fall back to selects, with the same result bit for bit,
     # and a GPU's fused step names the way out instead of failing on an import.
     tr, state, batch, hp, keep = check.one_step_inputs("regressor", "float32", "mixed")
     args, step = tr.population_step(hp, keep, platform="cpu")
     with_triton = jax.jit(step)(*args, state, batch)
-    monkeypatch.setattr(fused, "_pltriton", lambda: None)
+    monkeypatch.setattr(fused_step, "_pltriton", lambda: None)
     args, step = tr.population_step(hp, keep, platform="cpu")
     without = jax.jit(step)(*args, state, batch)
     for a, b in zip(
         jax.tree.leaves(with_triton), jax.tree.leaves(without), strict=True
     ):
         np.testing.assert_array_equal(a, b)
-    with pytest.raises(RuntimeError, match="use step_kernel='xla'"):
+    with pytest.raises(RuntimeError, match="use jaxhp.tasks.MLPClassifier"):
         tr.population_step(hp, keep, platform="gpu")

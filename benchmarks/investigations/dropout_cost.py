@@ -16,7 +16,7 @@ Best of ``--repeats`` interleaved rounds per arm, trials/s and the ratio to
 two dropout arms draw different masks, so their accuracies agree only statistically).
 JSON (``--out``) and a table:
 
-    python benchmarks/dropout_cost.py --populations 8 64
+    python benchmarks/investigations/dropout_cost.py --populations 8 64
 """
 
 from __future__ import annotations
@@ -29,8 +29,9 @@ import time
 import jax
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(__file__))
+# benchmarks/ (throughput, runinfo) and the repository root (jaxhp).
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
 
 import throughput as tp  # noqa: E402
 from runinfo import run_header  # noqa: E402

@@ -29,9 +29,9 @@ not a GPU), so the GPU's own fusions can be read and counted on a machine that h
 none. GEMM autotuning needs a device, so the matmuls' configurations are XLA's
 defaults; the fusions are the GPU's.
 
-    python benchmarks/hlo_diff.py --population 64 1024 --dump hlo/ --out hlo_diff.json
-    python benchmarks/hlo_diff.py --target h200 --population 1 64 1024
-    python benchmarks/hlo_diff.py --target h200 --compute-dtype bfloat16 --population 64
+    python benchmarks/investigations/hlo_diff.py --population 64 1024 --dump hlo/ --out hlo_diff.json
+    python benchmarks/investigations/hlo_diff.py --target h200 --population 1 64 1024
+    python benchmarks/investigations/hlo_diff.py --target h200 --compute-dtype bfloat16 --population 64
 
 A rough calibration: for P = 1 and 1024 it estimates 10.0 and 67.7 ms of device time
 for the engine's round (the code of 2026-11-29, before the per-step freeze) and 10.4 and
@@ -52,8 +52,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(__file__))
+# benchmarks/ (throughput, runinfo) and the repository root (jaxhp).
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
 
 import throughput as tp  # noqa: E402
 from runinfo import run_header  # noqa: E402
@@ -369,26 +370,29 @@ def main(argv=None):
         help="the engine's compute_dtype (the vmap baselines stay float32)",
     )
     ap.add_argument(
-        "--step-kernel",
-        choices=["xla", "fused"],
-        default="xla",
-        help="the engine's step_kernel: 'fused' steps the population with one Pallas "
-        "kernel (the estimate charges it its HBM bytes alone: a floor)",
+        "--fused",
+        action="store_true",
+        help="the engine training experiments/fused's FusedMLPClassifier: each step of "
+        "the population one Pallas kernel (the estimate charges it its HBM bytes "
+        "alone: a floor)",
     )
     ap.add_argument("--dump", default=None, help="write the optimized HLO texts here")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     sharding = target_sharding(args.target)
     platform = "gpu" if sharding is not None else None
-    task, space, base = tp.reference_task(
-        compute_dtype=args.compute_dtype, step_kernel=args.step_kernel
-    )
+    task_class = None
+    if args.fused:
+        here = os.path.dirname(os.path.abspath(__file__))
+        sys.path.insert(0, os.path.join(here, "..", "..", "experiments", "fused"))
+        from fused_task import FusedMLPClassifier as task_class  # noqa: PLC0415
+    task, space, base = tp.reference_task(task_class, compute_dtype=args.compute_dtype)
     data = engine._device_data(task)
     result = run_header(
         "hlo_diff",
         target=args.target,
         compute_dtype=args.compute_dtype,
-        step_kernel=args.step_kernel,
+        fused=args.fused,
         populations={},
     )
     roofline = {

@@ -31,25 +31,25 @@ applied by ``lax.scan`` (same batches) within float tolerance (TF32 matmuls on a
 The kernel is Triton-only (NVIDIA GPUs). On a CPU the script runs the check in Pallas's
 interpreter (the kernel's arithmetic, not its speed) and skips the timing:
 
-    python benchmarks/fused_mlp.py                     # CPU: interpreter check
-    python benchmarks/fused_mlp.py --populations 1024 4096 16384   # GPU
-    python benchmarks/fused_mlp.py --time-interpreted --populations 4  # CPU: the
+    python experiments/fused/fused_mlp.py                     # CPU: interpreter check
+    python experiments/fused/fused_mlp.py --populations 1024 4096 16384   # GPU
+    python experiments/fused/fused_mlp.py --time-interpreted --populations 4  # CPU: the
                                      # GPU path end to end, interpreted (slow, no speed)
-    python benchmarks/fused_mlp.py --resources h200    # no GPU, JAX's CUDA plugin
+    python experiments/fused/fused_mlp.py --resources h200    # no GPU, JAX's CUDA plugin
                                      # installed: each kernel's registers and spills
 
-``--resources`` compiles every variant for the GPU without one (as hlo_diff.py
---target), takes the Triton kernel's PTX from XLA's dump, and has ptxas report registers
+``--resources`` compiles every variant for the GPU without one (as
+benchmarks/investigations/hlo_diff.py --target), takes the Triton kernel's PTX from XLA's dump, and has ptxas report registers
 and spill bytes and the SASS its static instruction mix; the engine's own per-step
-kernel (``step_kernel="fused"``, jaxhp.tasks.fused) too, as ``engine_step(_bf16)``, and
+kernel (``fused_step.py``) too, as ``engine_step(_bf16)``, and
 with dropout (its masks drawn in the kernel) as ``engine_step_dropout_bf16``, with the
 four activations mixed as ``engine_step_activations_bf16``, and with Adam, AdamW and
 SGD mixed as ``engine_step_optimizers_bf16``.
 
 The whole-training kernels are not wired into the engine: an epoch's validation, its
 stoppers and its bookkeeping sit between the engine's epochs. The per-step form is: the
-engine's ``step_kernel="fused"`` (jaxhp.tasks.fused) is a general version of it (masked
-depths, padded tiles, regressors, frozen members), timed by throughput.py. These
+fused step of ``fused_step.py`` is a general version of it (masked
+depths, padded tiles, regressors, frozen members), timed by throughput_fused.py. These
 variants measure how far keeping the weights on chip across steps would go further
 (benchmarks/gpu_check.sh runs them).
 """
@@ -71,13 +71,17 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import pallas as pl
 
-sys.path.insert(0, os.path.dirname(__file__))
+HERE = os.path.dirname(os.path.abspath(__file__))
+BENCHMARKS = os.path.join(HERE, "..", "..", "benchmarks")
+sys.path.insert(0, os.path.join(BENCHMARKS, "investigations"))  # hlo_diff
+sys.path.insert(0, BENCHMARKS)  # throughput, runinfo
+sys.path.insert(0, HERE)
 
 import throughput as tp  # noqa: E402
-from runinfo import run_header  # noqa: E402
 
-# The engine's fused step (jaxhp.tasks.fused) shares these with the kernels here.
-from jaxhp.tasks.fused import _barrier, _compiler_params, _dot  # noqa: E402
+# The per-step fused kernel (fused_step.py) shares these with the kernels here.
+from fused_step import _barrier, _compiler_params, _dot  # noqa: E402
+from runinfo import run_header  # noqa: E402
 
 OUT_PAD = 16  # the 10 classes padded to a tensor-core tile
 
@@ -541,20 +545,21 @@ def engine_step_compile(
     activations=False,
     optimizers=False,
 ):
-    """A thunk compiling the engine's own fused step (``step_kernel="fused"``,
-    jaxhp.tasks.fused) for the reference MLP: one step of ``population`` trials, the
+    """A thunk compiling the engine's fused step (``fused_step.py``, as
+    ``fused_task.FusedMLPClassifier`` trains with it) for the reference MLP: one step of ``population`` trials, the
     bucket's trainable made by the reference task as the engine makes it (``dropout``:
     with dropout 0.1, whose masks the kernel draws; ``activations``: ReLU, tanh, GELU
     and SiLU, a quarter of the trials each; ``optimizers``: Adam, AdamW and SGD, a
     third each)."""
+    import fused_step
     import hlo_diff
+    from fused_task import FusedMLPClassifier
 
     import jaxhp
-    from jaxhp.tasks import fused
     from jaxhp.trainable import Batch
 
     P = population
-    task, space, _ = tp.reference_task(compute_dtype=compute_dtype, step_kernel="fused")
+    task, space, _ = tp.reference_task(FusedMLPClassifier, compute_dtype=compute_dtype)
     values = tp.hparams(P, P)
     extra = {}
     if dropout:
@@ -588,7 +593,7 @@ def engine_step_compile(
         return run(*step_args, s, b)
 
     step = jax.jit(step)
-    return fused.NUM_WARPS, lambda: step.lower(*args).compile()
+    return fused_step.NUM_WARPS, lambda: step.lower(*args).compile()
 
 
 ENGINE_STEPS = {  # name: engine_step_compile's arguments (the reference MLP's: SGD)

@@ -28,7 +28,7 @@ again on a mixed one (depth 1-4, width 16-256 log, batch 32-128: several buckets
 the planner merges; not trained, which would take minutes on a CPU). Best of
 ``--repeats`` per phase, in ms and µs per trial; JSON (``--out``) and a table:
 
-    python benchmarks/host_work.py --populations 1024 16384
+    python benchmarks/investigations/host_work.py --populations 1024 16384
 """
 
 from __future__ import annotations
@@ -44,8 +44,9 @@ import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(__file__))
+# benchmarks/ (throughput, runinfo) and the repository root (jaxhp).
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
 
 from runinfo import run_header  # noqa: E402
 from sklearn.datasets import load_digits  # noqa: E402

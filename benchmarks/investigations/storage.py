@@ -15,7 +15,7 @@ a fresh database:
 It also times the training round itself (steady state) for scale, and loading the study
 back (``jaxhp.load``) with each layout.
 
-    python benchmarks/storage.py --population 4096 --epochs 10
+    python benchmarks/investigations/storage.py --population 4096 --epochs 10
 """
 
 from __future__ import annotations
@@ -32,8 +32,9 @@ import time
 import numpy as np
 from sklearn.datasets import load_digits
 
-sys.path.insert(0, os.path.dirname(__file__))
+# benchmarks/ (throughput, runinfo) and the repository root (jaxhp).
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
 
 from runinfo import run_header  # noqa: E402
 
