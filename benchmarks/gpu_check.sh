@@ -33,7 +33,7 @@
 #    engine's segment and of the vmap baselines (under $OUT/hlo), their loops' kernels
 #    and roofline estimates: with the autotuned matmuls, to set against the estimates
 #    made without a device (hlo_diff.py --target h200) and the profile in 3.
-# 2d. host work: investigations/host_work.py, the host's phases of a round at
+# 2d. (removed) host work: the host's phases of a round at
 #    P = 16384 with a tiny model (planning, outcomes as columns, tune's records, the
 #    commit), and sweeps of 4 rounds of 4096 reference MLPs on all of digits, with
 #    storage committed in the round loop or on the writer thread
@@ -109,10 +109,7 @@ diag && { timeout 100 "$PY" benchmarks/investigations/round_overhead.py --popula
     > "$OUT/round_overhead.txt" 2>&1 || status=1; }
 diag && { timeout 60 "$PY" benchmarks/investigations/hlo_diff.py --population 64 1024 \
     --dump "$OUT/hlo" --out "$OUT/hlo_diff.json" > "$OUT/hlo_diff.txt" 2>&1 || status=1; }
-diag && { timeout 70 "$PY" benchmarks/investigations/host_work.py --populations 16384 --repeats 3 \
-    --rounds 4 --round-population 4096 --sweep-epochs 10 --sweep-model 64 3 \
-    --sweep-rows 1797 \
-    --out "$OUT/host_work.json" > "$OUT/host_work.txt" 2>&1 || status=1; }
+# (host_work.py was removed with the engine split; gpu_profile.py's phases remain.)
 diag && { timeout 60 "$PY" benchmarks/investigations/dropout_cost.py --populations 4096 \
     --repeats 3 --out "$OUT/dropout_cost.json" > "$OUT/dropout_cost.txt" 2>&1 || status=1; }
 diag && { timeout 60 "$PY" benchmarks/investigations/gpu_profile.py --population 64 1024 \

@@ -22,7 +22,7 @@ own data order):
               shuffle instead of ``jax.random.permutation`` (a sort): how much of the
               engine's ratio to vmap_val is its cheaper shuffle, not its loop
   vmap_val_chunked  (CPU, when the engine splits the population into cache-sized
-              chunks, ``engine.CPU_CHUNK_BYTES_PER_CORE``) vmap_val run over the same
+              chunks, ``EngineOptions.cpu_chunk_bytes_per_core``) vmap_val run over the same
               chunks one after another: how much of the engine's ratio is its chunking
   scan        one ``jit(lax.scan)`` training per trial, trials one after another
   pyloop      a Python loop over steps calling a jitted step (a typical tutorial loop)
@@ -64,7 +64,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from runinfo import run_header  # noqa: E402
 
 import jaxhp  # noqa: E402
-from jaxhp.engine import _member_perm, run_population  # noqa: E402
+from jaxhp.engine import run_population  # noqa: E402
+from jaxhp.engine.shuffle import member_perm  # noqa: E402
 
 WIDTH, DEPTH, BATCH, EPOCHS = 64, 3, 64, 10
 #: More engine arms, ``{"engine_<x>": make_task(X, y, **task_kwargs)}``: each is timed beside
@@ -317,7 +318,7 @@ def main(argv=None):
     xt, yt, xv, yv = baseline_data(task)
     train, train_val, batch_at, steps, _ = make_train(xt, yt, xv, yv, task.n_out)
     train_val_sof = make_train(
-        xt, yt, xv, yv, task.n_out, lambda k, n: _member_perm(k, n, n)
+        xt, yt, xv, yv, task.n_out, lambda k, n: member_perm(k, n, n)
     ).train_val
     flops_trial = 6.0 * (64 * 64 + 2 * 64 * 64 + 64 * 10) * xt.shape[0] * EPOCHS
 

@@ -60,6 +60,8 @@ import throughput as tp  # noqa: E402
 from runinfo import run_header  # noqa: E402
 
 from jaxhp import engine  # noqa: E402
+from jaxhp.engine.planning import bucket_spec  # noqa: E402
+from jaxhp.engine.transfer import host_rows  # noqa: E402
 
 # Instructions that launch nothing of their own at a computation's top level.
 _FREE = {
@@ -387,7 +389,8 @@ def main(argv=None):
         sys.path.insert(0, os.path.join(here, "..", "..", "experiments", "fused"))
         from fused_task import FusedMLPClassifier as task_class  # noqa: PLC0415
     task, space, base = tp.reference_task(task_class, compute_dtype=args.compute_dtype)
-    data = engine._device_data(task)
+    data = engine.data.device_data(task)
+    options = engine.EngineOptions.for_platform(platform or jax.default_backend())
     result = run_header(
         "hlo_diff",
         target=args.target,
@@ -405,17 +408,15 @@ def main(argv=None):
         hp_np = tp.hparams(P, P)
         hp = task.hparams(space, hp_np)
         ids = np.arange(P, dtype=np.uint32)
-        init_args = (np.uint32(0), engine.host_rows((ids, hp, np.ones(P, bool))))
+        init_args = (np.uint32(0), host_rows((ids, hp, np.ones(P, bool))))
         texts = {}
         # The engine validating every epoch, and only after the last (the plain
         # vmap's work).
         for name, every in (("engine", 1), ("engine_eval_end", tp.EPOCHS)):
-            _, spec = engine._bucket_spec(
-                task, hp, tp.EPOCHS, None, every, platform=platform
-            )
-            comp = engine._programs(spec, task.data.n_folds)
+            _, spec = bucket_spec(task, hp, tp.EPOCHS, None, options, every)
+            comp = engine.DEFAULT_CACHE.get(spec, task.data.n_folds)
             keys, run = jax.eval_shape(comp.init, *init_args)
-            seg_args = (run, engine.host_rows(hp), keys, data, np.int32(tp.EPOCHS))
+            seg_args = (run, host_rows(hp), keys, data, np.int32(tp.EPOCHS))
             seg = comp.segment.lower(*shapes_on(sharding, seg_args))
             texts[name] = seg.compile().as_text()
         init = comp.init.lower(*shapes_on(sharding, init_args))

@@ -7,20 +7,20 @@ rest is on the host. Two suspects, each an engine switch, timed here as arms on
 throughput.py's reference MLP and hyperparameters:
 
   engine         the defaults (on an accelerator, a full stopper-free segment's epochs
-                 are a loop of a fixed count: ``engine.STATIC_EPOCH_LOOP``)
+                 are a loop of a fixed count: ``EngineOptions.static_epoch_loop``)
   engine_while   the epochs as a ``while_loop`` that ends once every trial is inactive:
                  its condition is read back to the host after every epoch
   engine_hp_put  the hyperparameters put on the device in one ``device_put`` per round
-                 (``engine.HP_DEVICE_PUT``), instead of handed to each program call as
+                 (``EngineOptions.hp_device_put``), instead of handed to each program call as
                  NumPy arrays (the default since this benchmark's first GPU run)
   engine_unpacked  each call's per-trial host arrays (hyperparameters, trial ids,
                  masks) as one array per leaf, instead of packed into one ``uint32``
-                 matrix (``engine.PACK_HOST_ROWS``): a dozen transfers per call, not one
+                 matrix (``EngineOptions.pack_host_rows``): a dozen transfers per call, not one
   engine_scalar_loss  the MLP's step returning its loss summed over the batch, as
                  before 2026-11-29, instead of per-row terms that the engine sums once
                  per epoch: a reduction over the batch in every step
   engine_graphs  (GPU) the segment compiled with XLA's command buffers for its loops
-                 (``engine.SEGMENT_COMPILER_OPTIONS``, ``GRAPHS`` below): the step loop
+                 (``EngineOptions.compiler_options``, ``GRAPHS`` below): the step loop
                  recorded as a CUDA graph and launched once, not kernel by kernel. An
                  arm that fails to compile or run is reported and left out.
 
@@ -56,6 +56,8 @@ import throughput as tp  # noqa: E402
 from runinfo import run_header  # noqa: E402
 
 from jaxhp import engine  # noqa: E402
+from jaxhp.engine.planning import bucket_spec  # noqa: E402
+from jaxhp.engine.transfer import HostRows, host_rows  # noqa: E402
 from jaxhp.tasks.mlp import MLPTrainable  # noqa: E402
 
 GRAPHS = {
@@ -65,35 +67,33 @@ GRAPHS = {
         )
     }
 }
-SWITCHES = (
-    "STATIC_EPOCH_LOOP",
-    "HP_DEVICE_PUT",
-    "PACK_HOST_ROWS",
-    "SEGMENT_COMPILER_OPTIONS",
-)
 
 
 def engine_arm(task, hp, ids, *, static=None, hp_put=None, pack=None, options=None):
-    """One engine round with the given switches (None: the engine's default)."""
-    values = (
-        None if static is None else {"default": static},
-        hp_put,
-        pack,
-        options,
+    """One engine round with the given EngineOptions fields (None: the platform's
+    default)."""
+    changes = {
+        "static_epoch_loop": static,
+        "hp_device_put": hp_put,
+        "pack_host_rows": pack,
+        "compiler_options": options.get(jax.default_backend(), {})
+        if options is not None
+        else None,
+    }
+    opts = engine.EngineOptions.for_platform(
+        jax.default_backend(), **{k: v for k, v in changes.items() if v is not None}
     )
 
     def run():
-        saved = [getattr(engine, name) for name in SWITCHES]
-        try:
-            for name, value in zip(SWITCHES, values, strict=True):
-                if value is not None:
-                    setattr(engine, name, value)
-            return engine.run_population(
-                task, hp, ids, seed=0, bucketing="none", segment_epochs=tp.EPOCHS
-            )[0]
-        finally:
-            for name, value in zip(SWITCHES, saved, strict=True):
-                setattr(engine, name, value)
+        return engine.run_population(
+            task,
+            hp,
+            ids,
+            seed=0,
+            bucketing="none",
+            segment_epochs=tp.EPOCHS,
+            options=opts,
+        )[0]
 
     return run
 
@@ -120,13 +120,14 @@ def scalar_loss_task():
 
 def init_call_us(task, hp, n_calls=200):
     """Median microseconds of one call of the bucket's initial-state program, its
-    host arrays packed (``engine.host_rows``) and unpacked, the calls interleaved."""
-    _, spec = engine._bucket_spec(task, hp, tp.EPOCHS, None)
-    comp = engine._programs(spec, task.data.n_folds)
+    host arrays packed (``host_rows``) and unpacked, the calls interleaved."""
+    options = engine.EngineOptions.for_platform(jax.default_backend())
+    _, spec = bucket_spec(task, hp, tp.EPOCHS, None, options)
+    comp = engine.DEFAULT_CACHE.get(spec, task.data.n_folds)
     p = len(hp["epochs"])
     tree = (np.arange(p, dtype=np.uint32), hp, np.ones(p, bool))
-    packed = engine.host_rows(tree)
-    assert isinstance(packed, engine.HostRows)
+    packed = host_rows(tree)
+    assert isinstance(packed, HostRows)
     forms = {"packed": packed, "unpacked": tree}
     times = {name: [] for name in forms}
     for form in forms.values():  # compile each form
