@@ -33,13 +33,16 @@ def main(n: int = 16, rung_epochs: int = 2, seed: int = 0) -> dict:
 
     pop = Population(task, hp, size=n, seed=seed, segment_epochs=rung_epochs)
     pop.start(np.arange(n), hp)
-    while pop.active.sum() > 1:
+    alive = np.arange(n)  # the slots still in the race
+    while len(alive) > 1:
         pop.train()
-        alive = np.flatnonzero(pop.active)
         score = pop.current()[alive]  # each survivor's accuracy at this rung
-        worse = alive[np.argsort(score)[: len(alive) // 2]]
-        pop.stop(worse)
         print(f"rung: {len(alive)} trials, best {np.nanmax(score):.3f}")
+        keep = alive[np.argsort(-score, kind="stable")[: len(alive) // 2]]
+        pop.stop(np.setdiff1d(alive, keep))  # frozen: state and best epoch kept
+        alive = keep
+    while pop.active.any():  # the winner trains out its epochs
+        pop.train()
 
     out = pop.outcomes()
     best = int(np.nanargmax(out.value))

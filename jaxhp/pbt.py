@@ -77,6 +77,104 @@ def pbt(
         >>> res = jaxhp.pbt(task, space, population=32, generations=10, interval=2)
         >>> res.best_params, res.lineage[:3]
     """
+    space = _checked_space(
+        task,
+        space,
+        population,
+        generations,
+        interval,
+        quantile,
+        perturb,
+        resample_probability,
+        seed,
+    )
+    rng = np.random.default_rng(seed)
+    values = space.decode(rng.random((population, space.dim)))  # {name: [P]}
+    t0 = time.perf_counter()
+    hp = task.hparams(space, values)
+    pop = Population(task, hp, size=population, seed=seed, segment_epochs=interval)
+    pop.start(np.arange(population), hp)
+    pad = lambda a: np.concatenate([a, np.repeat(a[:1], pop.size - population, 0)])  # noqa: E731
+
+    curves: list[dict[str, np.ndarray]] = []
+    schedule = {n: [] for n in space.searched if isinstance(space[n], Float)}
+    lineage: list[Exploit] = []
+    for g in range(generations):
+        pop.set_hp({k: pad(v) for k, v in task.hparams(space, values).items()})
+        pop.train(interval)
+        rows = pop.last_rows()
+        curves.append({k: v[:, :population] for k, v in rows.items()})
+        for n in schedule:
+            schedule[n].append(
+                np.repeat(values[n][None].astype(np.float64), interval, 0)
+            )
+        current = rows["value"][-1, :population]  # at the generation's last epoch
+        if verbose:
+            ok = current[np.isfinite(current)]
+            top = (ok.max() if pop.spec.sign > 0 else ok.min()) if ok.size else math.nan
+            print(
+                f"pbt generation {g}: best current {task.metric}={top:.4f}", flush=True
+            )
+        if g == generations - 1:
+            break
+        src = _exploit_and_explore(
+            space,
+            values,
+            current,
+            pop.spec.sign,
+            g,
+            interval,
+            quantile,
+            rng,
+            perturb,
+            resample_probability,
+            lineage,
+        )
+        old_run = pop.run
+        pop.copy_slots(np.concatenate([src, np.arange(population, pop.size)]))
+        if _on_exploit is not None:
+            _on_exploit(old_run, pop.run, src)
+    trials = _member_trials(
+        space,
+        values,
+        curves,
+        schedule,
+        pop,
+        population,
+        generations,
+        time.perf_counter() - t0,
+    )
+    res = Results(
+        trials,
+        metric=task.metric,
+        direction=task.direction,
+        model=_best_model(task, space, values, pop, population),
+        stats={
+            "wall_time": time.perf_counter() - t0,
+            "strategy": "pbt",
+            "generations": generations,
+            "interval": interval,
+            "exploits": len(lineage),
+        },
+        space=space,
+    )
+    res.lineage = lineage
+    return res
+
+
+def _checked_space(
+    task,
+    space,
+    population,
+    generations,
+    interval,
+    quantile,
+    perturb,
+    resample_probability,
+    seed,
+) -> Space:
+    """Every argument checked; the space with the epochs PBT trains and the task's
+    conditions."""
     if not isinstance(task, Task):
         raise TypeError(f"task must be a jaxhp task, got {task!r}")
     if not isinstance(space, Space):
@@ -107,75 +205,60 @@ def pbt(
         raise ValueError(f"seed must be an integer, got {seed!r}")
     space = Space({**dict(space), "epochs": Fixed(generations * interval)})
     task.check_space(space)
-    space = space.with_conditions(task.conditions(space))  # what each member shows
+    return space.with_conditions(task.conditions(space))  # what each member shows
 
-    rng = np.random.default_rng(seed)
-    values = space.decode(rng.random((population, space.dim)))  # {name: [P]}
-    searched = [n for n in space.searched]
-    t0 = time.perf_counter()
 
-    hp = task.hparams(space, values)
-    pop = Population(task, hp, size=population, seed=seed, segment_epochs=interval)
-    sign = pop.spec.sign
-    pop.start(np.arange(population), hp)
-    pad = lambda a: np.concatenate([a, np.repeat(a[:1], pop.size - population, 0)])  # noqa: E731
-
-    curves: list[dict[str, np.ndarray]] = []
-    schedule = {n: [] for n in searched if isinstance(space[n], Float)}
-    lineage: list[Exploit] = []
-    for g in range(generations):
-        pop.set_hp({k: pad(v) for k, v in task.hparams(space, values).items()})
-        pop.train(interval)
-        bufs = pop.last_rows()
-        curves.append({k: v[:, :population] for k, v in bufs.items()})
-        for n in schedule:
-            schedule[n].append(
-                np.repeat(values[n][None].astype(np.float64), interval, 0)
+def _exploit_and_explore(
+    space,
+    values,
+    current,
+    sign,
+    g,
+    interval,
+    quantile,
+    rng,
+    perturb,
+    p_resample,
+    lineage,
+) -> np.ndarray:
+    """Rank the members (NaN = diverged ranks last); each of the bottom ``quantile``
+    copies one of the top and explores. Changes ``values`` in place, records each copy
+    in ``lineage``, and returns every member's source."""
+    population = len(current)
+    score = np.where(np.isfinite(current), sign * current, -np.inf)
+    order = np.argsort(-score, kind="stable")  # best first
+    n_q = max(1, int(round(quantile * population)))
+    top, bottom = order[:n_q], order[-n_q:]
+    src = np.arange(population)
+    before = {k: v.copy() for k, v in values.items()}
+    for dst in bottom:
+        s = int(rng.choice(top))
+        src[dst] = s
+        for n in space:
+            values[n][dst] = before[n][s]
+        _explore(space, values, int(dst), rng, perturb, p_resample)
+        lineage.append(
+            Exploit(
+                generation=g,
+                epoch=(g + 1) * interval,
+                trial=int(dst),
+                source=s,
+                value=float(current[dst]),
+                source_value=float(current[s]),
+                params_before=space.to_python(before, int(dst)),
+                params_after=space.to_python(values, int(dst)),
             )
-        current = bufs["value"][
-            -1, :population
-        ]  # metric at the generation's last epoch
-        if verbose:
-            ok = current[np.isfinite(current)]
-            top = (ok.max() if sign > 0 else ok.min()) if ok.size else math.nan
-            print(
-                f"pbt generation {g}: best current {task.metric}={top:.4f}", flush=True
-            )
-        if g == generations - 1:
-            break
-        # Rank (NaN = diverged ranks last), then exploit and explore.
-        score = np.where(np.isfinite(current), sign * current, -np.inf)
-        order = np.argsort(-score, kind="stable")  # best first
-        n_q = max(1, int(round(quantile * population)))
-        top, bottom = order[:n_q], order[-n_q:]
-        src = np.arange(pop.size)
-        before = {k: v.copy() for k, v in values.items()}
-        for dst in bottom:
-            s = int(rng.choice(top))
-            src[dst] = s
-            for n in space:
-                values[n][dst] = before[n][s]
-            _explore(space, values, int(dst), rng, perturb, resample_probability)
-            lineage.append(
-                Exploit(
-                    generation=g,
-                    epoch=(g + 1) * interval,
-                    trial=int(dst),
-                    source=s,
-                    value=float(current[dst]),
-                    source_value=float(current[s]),
-                    params_before=space.to_python(before, int(dst)),
-                    params_after=space.to_python(values, int(dst)),
-                )
-            )
-        old_run = pop.run
-        pop.copy_slots(src)
-        if _on_exploit is not None:
-            _on_exploit(old_run, pop.run, src)
+        )
+    return src
 
-    diverged, _, epochs_run, best_value, best_epoch = pop.flags()
+
+def _member_trials(
+    space, values, curves, schedule, pop, population, generations, wall
+) -> list[Trial]:
+    """One :class:`Trial` per member: its final hyperparameters, its metric at the
+    last epoch, its curves with each explored hyperparameter's schedule."""
+    _, _, epochs_run, _, best_epoch = pop.flags()
     cat = {k: np.concatenate([c[k] for c in curves], 0) for k in curves[0]}
-    wall = time.perf_counter() - t0
     trials = []
     params = space.to_python_all(values)
     for j in range(population):
@@ -197,42 +280,26 @@ def pbt(
                 curves=tc,
             )
         )
-    cand = np.where(
-        ~diverged[:population] & (best_epoch[:population] >= 0),
-        best_value[:population],
-        -np.inf,
+    return trials
+
+
+def _best_model(task, space, values, pop, population) -> Model | None:
+    """The best member's weights at its best epoch, or None if none finished one."""
+    best = pop.best(np.arange(population))
+    if best is None:
+        return None
+    value, j = best
+    hp = task.hparams(space, values)
+    return Model(
+        task,
+        BestState(
+            trial_id=j,
+            value=value,
+            trainable=pop.spec.trainable,
+            state=pop.best_state(j),
+            hp={k: np.asarray(v[j]) for k, v in hp.items()},
+        ),
     )
-    model = None
-    if np.isfinite(cand).any():
-        j = int(np.argmax(cand))
-        model = Model(
-            task,
-            BestState(
-                trial_id=j,
-                value=float(cand[j]),
-                trainable=pop.spec.trainable,
-                state=pop.best_state(j),
-                hp={
-                    k: np.asarray(v[j]) for k, v in task.hparams(space, values).items()
-                },
-            ),
-        )
-    res = Results(
-        trials,
-        metric=task.metric,
-        direction=task.direction,
-        model=model,
-        stats={
-            "wall_time": wall,
-            "strategy": "pbt",
-            "generations": generations,
-            "interval": interval,
-            "exploits": len(lineage),
-        },
-        space=space,
-    )
-    res.lineage = lineage
-    return res
 
 
 def _explore(space: Space, values: dict, j: int, rng, perturb, p_resample) -> None:
