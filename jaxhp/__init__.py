@@ -1,6 +1,8 @@
 """jaxhp: hyperparameter tuning that trains whole populations of trials at once in JAX."""
 
-from jaxhp import distributed, stopping, storage, strategies, tasks
+from jaxhp import distributed, losses, optim, stopping, storage, strategies, tasks
+from jaxhp.losses import masked_mean
+from jaxhp.optim import per_trial
 from jaxhp.optimize import optimize
 from jaxhp.pbt import pbt
 from jaxhp.results import Model, Results, Trial
@@ -8,7 +10,7 @@ from jaxhp.space import Choice, Fixed, Float, Int, Space, SpaceError
 from jaxhp.storage import load
 from jaxhp.strategies import STRATEGIES, Strategy
 from jaxhp.tasks.data import DataError
-from jaxhp.trainable import Batch, Trainable
+from jaxhp.trainable import Batch, Trainable, TrainableBase
 from jaxhp.tune import tune
 
 __version__ = "0.1.0"
@@ -27,9 +29,14 @@ __all__ = [
     "SpaceError",
     "Strategy",
     "Trainable",
+    "TrainableBase",
     "Trial",
     "distributed",
     "load",
+    "losses",
+    "masked_mean",
+    "optim",
+    "per_trial",
     "stopping",
     "storage",
     "strategies",
