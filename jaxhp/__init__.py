@@ -1,6 +1,6 @@
 """jaxhp: hyperparameter tuning that trains whole populations of trials at once in JAX."""
 
-from jaxhp import distributed, losses, optim, stopping, storage, strategies, tasks
+from jaxhp import distributed, losses, nnx, optim, stopping, storage, strategies, tasks
 from jaxhp.losses import masked_mean
 from jaxhp.optim import per_trial
 from jaxhp.optimize import optimize
@@ -35,6 +35,7 @@ __all__ = [
     "load",
     "losses",
     "masked_mean",
+    "nnx",
     "optim",
     "per_trial",
     "stopping",
