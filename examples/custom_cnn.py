@@ -33,7 +33,7 @@ class Net(nn.Module):
         x = x.reshape((-1, 8, 8, 1))
         for i in range(self.depth):  # strided convolutions: quick to compile on a CPU
             x = nn.relu(nn.Conv(self.channels * 2**i, (3, 3), strides=(2, 2))(x))
-        return nn.Dense(10)(x.mean(axis=(1, 2)))
+        return nn.Dense(10)(x.reshape((x.shape[0], -1)))
 
 
 # Frozen: hashable, as the engine keys its compiled programs by the Trainable. Its
