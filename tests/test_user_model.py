@@ -89,11 +89,18 @@ SPACE = Space(
 def test_static_hyperparameters_bucket_and_trials_train_as_alone(data):
     task = _task(data)
     assert task.static == ("width", "depth")  # the class's dataclass fields
-    res = jaxhp.tune(task, SPACE, "random", n_trials=6, population=6, seed=1)
+    first = [
+        {"width": 4, "depth": 1, "learning_rate": 0.05},
+        {"width": 8, "depth": 2, "learning_rate": 0.02},
+    ]
+    res = jaxhp.tune(
+        task, SPACE, "random", n_trials=3, population=3, seed=1, enqueue=first
+    )
     configs = {(t.params["width"], t.params["depth"]) for t in res.trials}
     assert len(configs) >= 2
     assert res.stats["buckets"] == len(configs)  # one program per configuration
-    assert set(task._built) == configs and all(
+    # (check_space also built the one configuration it traced.)
+    assert configs <= set(task._built) and all(
         isinstance(tr, TinyNet) for tr in task._built.values()
     )
     # Two trials of different configurations, each trained alone with its trial id.
