@@ -15,16 +15,30 @@ constant, or cosine or linear decay to zero, after ``warmup``, a linear warm-up 
 fraction of them; :func:`lr_scale`). Without warm-up it is optax's
 ``cosine_decay_schedule`` or ``linear_schedule``; the warm-up reaches the full rate at
 its last update, one update before optax's ``warmup_cosine_decay_schedule`` does.
+
+For a user's own model, :func:`per_trial` (and :func:`from_hp`) turn any optax optimizer
+into one whose numbers come from the trial's ``hp``.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections.abc import Callable, Hashable, Mapping
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-__all__ = ["OPTIMIZERS", "SCHEDULES", "OptState", "lr_scale", "opt_init", "opt_update"]
+__all__ = [
+    "OPTIMIZERS",
+    "SCHEDULES",
+    "OptState",
+    "PerTrial",
+    "from_hp",
+    "lr_scale",
+    "opt_init",
+    "opt_update",
+    "per_trial",
+]
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 ADAM, ADAMW, SGD = range(3)
@@ -144,3 +158,115 @@ def opt_update(
     new_m = treedef.unflatten([x[1] for x in out])
     new_v = treedef.unflatten([x[2] for x in out]) if has_adam else None
     return new_p, OptState(count, new_m, new_v)
+
+
+# ----------------------------------------------------------------- any optax optimizer
+
+
+def _numeric(v: Any) -> bool:
+    """A number ``inject_hyperparams`` keeps in the state (a bool stays static)."""
+    if isinstance(v, bool):
+        return False
+    return isinstance(v, (int, float)) or (hasattr(v, "dtype") and hasattr(v, "shape"))
+
+
+class PerTrial:
+    """An optax ``GradientTransformation`` whose numbers live in its state.
+
+    Made by :func:`per_trial`. It is ``optax.inject_hyperparams(factory)(**kwargs)``
+    with one difference that matters inside a Trainable: it compares equal, and hashes,
+    by the factory and the names of its numbers, never by their values, and its
+    ``update`` reads the numbers from the state alone. So it can sit in a static field
+    of the state, as Flax's ``TrainState(tx=...)`` keeps it: the numbers traced in
+    ``init`` (one per trial) are stored in the optimizer state, and the state's
+    structure is the same whenever ``init`` is traced (a plain ``optax.adam(lr)`` there
+    keeps the traced ``lr`` in a closure: ``step`` then fails with JAX's
+    ``UnexpectedTracerError``, since that value belonged to ``init``'s trace).
+    """
+
+    __slots__ = ("factory", "numbers", "others", "_key")
+
+    def __init__(self, factory: Callable[..., Any], numbers: dict, others: dict):
+        self.factory = factory
+        self.numbers = numbers  # traced in init; read by init only
+        self.others = others
+        try:
+            other_key: Hashable = tuple(sorted(others.items()))
+            hash(other_key)
+        except TypeError:  # an unhashable option (a mask tree): compared by identity
+            other_key = id(self)
+        self._key = (factory, tuple(sorted(numbers)), other_key)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, PerTrial) and self._key == other._key
+
+    def __hash__(self) -> int:
+        return hash(self._key)
+
+    def __repr__(self) -> str:
+        name = getattr(self.factory, "__name__", repr(self.factory))
+        return f"per_trial({name})({', '.join(sorted(self.numbers))})"
+
+    def __reduce__(self):
+        # The values were traced in init and are dead outside it: a stored model keeps
+        # the names (its numbers are in the optimizer state).
+        return (PerTrial, (self.factory, dict.fromkeys(self.numbers), self.others))
+
+    def _inner(self, numbers: Mapping[str, Any]) -> Any:
+        import optax
+
+        return optax.inject_hyperparams(self.factory)(**self.others, **numbers)
+
+    def init(self, params: Any) -> Any:
+        return self._inner(self.numbers).init(params)
+
+    def update(self, updates: Any, state: Any, params: Any = None, **extra: Any):
+        # The numbers of this trial are the state's, whatever this object holds.
+        return self._inner(state.hyperparams).update(updates, state, params, **extra)
+
+
+def per_trial(factory: Callable[..., Any]) -> Callable[..., PerTrial]:
+    """An optax optimizer factory whose numeric arguments may be per-trial arrays.
+
+    ``per_trial(optax.adamw)(learning_rate=hp["learning_rate"])`` is an optimizer for
+    one trial that a population runs with one compiled program: every numeric
+    argument (traced or not) is kept in the optimizer state, as
+    ``optax.inject_hyperparams`` does; other arguments (booleans, masks, functions)
+    stay static. Use it wherever the optimizer is built from ``hp``, in particular for
+    Flax's ``TrainState.create(..., tx=...)`` inside ``init``.
+
+    Example:
+        >>> def init(self, key, hp):
+        ...     params = self.module.init(key, x0)["params"]
+        ...     tx = jaxhp.per_trial(optax.adamw)(
+        ...         learning_rate=hp["learning_rate"], weight_decay=hp["weight_decay"]
+        ...     )
+        ...     return TrainState.create(apply_fn=self.module.apply, params=params, tx=tx)
+    """
+    if not callable(factory):
+        raise TypeError(f"per_trial takes an optax optimizer factory, got {factory!r}")
+
+    def make(**kwargs: Any) -> PerTrial:
+        numbers = {k: v for k, v in kwargs.items() if _numeric(v)}
+        others = {k: v for k, v in kwargs.items() if k not in numbers}
+        return PerTrial(factory, numbers, others)
+
+    return make
+
+
+def from_hp(
+    factory: Callable[..., Any], hp: Mapping[str, Any], /, **names: str
+) -> PerTrial:
+    """``per_trial(factory)`` with each argument read from ``hp`` by name.
+
+    Example:
+        >>> tx = jaxhp.optim.from_hp(optax.adamw, hp, learning_rate="lr",
+        ...                          weight_decay="weight_decay")
+    """
+    missing = [v for v in names.values() if v not in hp]
+    if missing:
+        raise KeyError(
+            f"from_hp: hp has no {missing[0]!r}; it has {sorted(hp)} (add it to the "
+            "space or give the task a default)"
+        )
+    return per_trial(factory)(**{arg: hp[name] for arg, name in names.items()})

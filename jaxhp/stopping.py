@@ -54,7 +54,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, NamedTuple, Protocol
+from typing import Any, ClassVar, NamedTuple, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -71,6 +71,7 @@ __all__ = [
     "Percentile",
     "Report",
     "Stopper",
+    "StopperBase",
     "SuccessiveHalving",
     "Threshold",
     "patience",
@@ -90,6 +91,17 @@ class Stopper(Protocol):
     """``init(n) -> state``; ``update(state, report) -> (state, stop[P])``.
 
     Implementations must be hashable (they are static inside the compiled program).
+    Two members are optional; :class:`StopperBase` declares them with their defaults,
+    and :func:`is_per_trial` and :func:`reset` read them (with the same defaults) from
+    a stopper that does not inherit from it:
+
+    - ``per_trial: bool`` (default False): each trial's decision reads that trial's
+      reports alone. The engine splits a population for speed (CPU chunks) only under
+      a per-trial stopper, since a chunk would otherwise be a comparison set.
+    - ``reset(state, fill, fresh) -> state``: the state with the slots ``fill`` taken
+      by new trials (slot recycling); ``fresh`` is ``init(n)``'s state. Default: every
+      leaf is per-trial (``[P, ...]``) and takes ``fresh``'s rows; a stopper with
+      population-wide state (rung histories) defines its own.
     """
 
     def init(self, n: int) -> Any: ...
@@ -97,13 +109,20 @@ class Stopper(Protocol):
     def update(self, state: Any, report: Report) -> tuple[Any, jax.Array]: ...
 
 
-class _Composable:
+class StopperBase:
+    """An optional base class declaring a stopper's optional members with their
+    defaults (see :class:`Stopper`)."""
+
     #: Whether each trial's decision depends on that trial alone (``Patience``,
     #: ``Threshold``) rather than on the other trials of its compiled population
-    #: (``Median``, ``Percentile``, successive halving, Hyperband). The engine only
-    #: splits a population for speed (CPU chunks) under a per-trial stopper.
-    per_trial = False
+    #: (``Median``, ``Percentile``, successive halving, Hyperband).
+    per_trial: ClassVar[bool] = False
 
+    def reset(self, state: Any, fill: jax.Array, fresh: Any) -> Any:
+        return tree_where(fill, fresh, state)
+
+
+class _Composable(StopperBase):
     def __or__(self, other: Any) -> AnyOf:
         mine = self.stoppers if isinstance(self, AnyOf) else (self,)
         theirs = other.stoppers if isinstance(other, AnyOf) else (other,)
@@ -188,7 +207,7 @@ patience = Patience
 def is_per_trial(stopper: Any) -> bool:
     """True when no stopper, or one whose decisions for a trial read that trial alone
     (a user's stopper without ``per_trial = True`` counts as population-wide)."""
-    return stopper is None or bool(getattr(stopper, "per_trial", False))
+    return stopper is None or bool(getattr(stopper, "per_trial", StopperBase.per_trial))
 
 
 def _check_int(name: str, v: Any, low: int) -> None:
@@ -347,9 +366,10 @@ def reset(stopper: Any, state: Any, fill: jax.Array, fresh: Any) -> Any:
     """A stopper's state with the slots ``fill`` reset for new trials (slot recycling):
     per-trial leaves take ``fresh``'s rows; a stopper with population-wide state (rung
     histories) says how with its own ``reset``."""
-    if hasattr(stopper, "reset"):
-        return stopper.reset(state, fill, fresh)
-    return tree_where(fill, fresh, state)
+    own = getattr(stopper, "reset", None)
+    if own is not None:
+        return own(state, fill, fresh)
+    return StopperBase.reset(stopper, state, fill, fresh)
 
 
 @dataclass(frozen=True)

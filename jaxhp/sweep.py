@@ -152,6 +152,14 @@ class Sweep:
             strat, self.space, enqueue, n_trials
         )
         self.sign = 1.0 if task.direction == "maximize" else -1.0
+        if self.recycle and not task.can_share(
+            task.hparams(self.space, extremes(self.space))
+        ):
+            raise ValueError(
+                "recycle=True trains every trial in one program, but trials with "
+                "different static hyperparameters cannot share one unless the task "
+                "says how to pad them (TrainableTask(..., pad=...))"
+            )
 
     @staticmethod
     def _check_settings(

@@ -167,14 +167,6 @@ def test_results_api(clf_task):
     np.testing.assert_array_equal(res.predict(X), proba.argmax(1))  # labels 0..9
 
 
-def test_custom_trainable_example_runs():
-    from examples.custom_cnn import main
-
-    res = main(n_trials=2, population=2, epochs=2)
-    assert len(res) == 2 and res.best_value > 0.3
-    assert res.predict(np.zeros((3, 64))).shape == (3, 10)
-
-
 def test_demo_code_path_runs(capsys):
     from jaxhp.cli import main
 

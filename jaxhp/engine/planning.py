@@ -20,6 +20,12 @@ from jaxhp.tasks.base import Task, next_pow2, next_pow2_array
 
 __all__ = ["BucketShape", "bucket_spec", "group_by", "plan_buckets", "pop_size"]
 
+_UNSHARED = (
+    "trials with different static hyperparameters cannot share one compiled program "
+    "unless the task says how to pad them (TrainableTask(..., pad=...)); use "
+    "bucketing='auto' or 'pow2', or pass pad="
+)
+
 
 class BucketShape(NamedTuple):
     trainable: Hashable
@@ -150,6 +156,8 @@ def plan_buckets(
     options = options or EngineOptions()
     n = len(hp["batch_size"])
     if bucketing == "none":
+        if not task.can_share(hp):
+            raise ValueError(_UNSHARED)
         return [np.arange(n)]
     groups = group_by(task.shape_keys(hp), next_pow2_array(hp["batch_size"]))
     out = [groups[k] for k in sorted(groups, key=repr)]
@@ -166,6 +174,10 @@ def plan_buckets(
         for i in range(len(out)):
             for j in range(i + 1, len(out)):
                 merged = np.sort(np.concatenate([out[i], out[j]]))
+                if not task.can_share(
+                    {k: np.asarray(v)[merged] for k, v in hp.items()}
+                ):
+                    continue  # configurations the model cannot pad into one
                 gain = costs[i] + costs[j] - cost(merged)
                 if gain > best_gain:
                     best_gain, best_pair = gain, (i, j, merged)

@@ -35,6 +35,7 @@ from jaxhp.engine.planning import bucket_spec, pop_size
 from jaxhp.engine.programs import DEFAULT_CACHE, CompileClock, ProgramCache
 from jaxhp.engine.segment import flags_of
 from jaxhp.engine.transfer import fetch, host_rows, unpack
+from jaxhp.trainable import capabilities
 
 __all__ = ["Population", "resolve_devices"]
 
@@ -100,7 +101,7 @@ class Population:
             mesh = Mesh(np.asarray(devices), ("pop",))
             self.sharding = NamedSharding(mesh, PartitionSpec("pop"))
             self.data = device_data(task, NamedSharding(mesh, PartitionSpec()))
-            if getattr(spec.trainable, "population_step", None):
+            if capabilities(spec.trainable).population_step is not None:
                 spec = dataclasses.replace(spec, mesh=mesh)
         else:
             self.data = device_data(task, device=devices[0])
@@ -374,10 +375,19 @@ def _stop_program(run, mask):
 
 
 def _label(spec, size: int) -> str:
+    """A bucket's name: the MLP's depth and width, or a Trainable dataclass's static
+    fields, then the padded batch, steps per epoch and population."""
     tr = spec.trainable
-    dims = " ".join(
-        f"{k[0].upper()}{getattr(tr, k)}" for k in ("depth", "width") if hasattr(tr, k)
-    )
+    if hasattr(tr, "depth") and hasattr(tr, "width"):
+        dims = f"D{tr.depth} W{tr.width}"
+    elif dataclasses.is_dataclass(tr):
+        dims = " ".join(
+            f"{f.name}={getattr(tr, f.name)}"
+            for f in dataclasses.fields(tr)
+            if isinstance(getattr(tr, f.name), (int, str))
+        )
+    else:
+        dims = ""
     return f"{dims} B{spec.batch} S{spec.steps} P{size}".strip()
 
 

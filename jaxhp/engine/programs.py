@@ -69,6 +69,10 @@ def refill(
     theirs, bit for bit."""
     ids, hp, fill = unrows(rows)
     new_keys, fresh = start(spec, n_folds, seed, (ids, hp, fill))
+    # The same leaves in the running state's structure: a state whose static parts are
+    # rebuilt by each trace of init (Flax's TrainState holds a bound apply_fn) would
+    # otherwise not match it.
+    fresh = jax.tree.unflatten(jax.tree.structure(run), jax.tree.leaves(fresh))
     keys = jax.vmap(lambda f, a, b: jax.lax.select(f, a, b))(fill, new_keys, keys)
     stop_state = (
         stopping.reset(spec.stopper, run.stop_state, fill, fresh.stop_state)

@@ -37,7 +37,7 @@ from jaxhp.engine.options import EngineOptions
 from jaxhp.engine.shuffle import perm_from_bits, shuffle_bits
 from jaxhp.engine.transfer import pack, unrows
 from jaxhp.stopping import Report
-from jaxhp.trainable import Batch, tree_where
+from jaxhp.trainable import Batch, capabilities, tree_where
 
 __all__ = [
     "RunState",
@@ -107,7 +107,7 @@ def keep_of(trainable, state: Any) -> Any:
     """What the engine keeps of the best epoch of ``state`` (``[P, F, ...]``):
     ``trainable.keep`` of each member's state (for the built-in tasks the weights, not
     the optimizer state) when the Trainable defines it, else the whole state."""
-    keep = getattr(trainable, "keep", None)
+    keep = capabilities(trainable).keep
     return state if keep is None else jax.vmap(jax.vmap(keep))(state)
 
 
@@ -247,7 +247,7 @@ def _train(spec, hp, data, perms, ekeys, ran, steps_per_epoch, run: RunState):
     one vmap, so every batched matmul has a single batch dimension (under two vmaps
     XLA's GPU layouts kept a transpose per weight gradient)."""
     tr = spec.trainable
-    loss_per_row = getattr(tr, "loss_per_row", False)
+    loss_per_row = capabilities(tr).loss_per_row
     n_pop, n_folds = steps_per_epoch.shape
     n_mem = n_pop * n_folds
     ed = _epoch_rows(spec, data, perms, n_pop)
@@ -320,7 +320,7 @@ def _population_step(spec: SegmentSpec, hp_m, live_m):
     derives from ``hp`` is computed once an epoch. Over several devices each runs its
     own members (shard_map): a custom kernel is opaque to XLA's partitioner, which
     would gather them all."""
-    population_step = getattr(spec.trainable, "population_step", None)
+    population_step = capabilities(spec.trainable).population_step
     if population_step is None:
         return None
     args, step = population_step(hp_m, live_m, platform=spec.platform)
