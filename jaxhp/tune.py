@@ -5,6 +5,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import hashlib
+import json
 import math
 import numbers
 import time
@@ -183,37 +184,37 @@ def tune(
     study = None
     n_prior = 0  # trials loaded from storage
     leader = jax.process_index() == 0  # several processes: only process 0 writes
+    pending = None  # a recycled stream's trials in flight when it was stored
     if storage is not None:
-        from jaxhp.storage import Study
-
-        config = {
-            "space": repr(given),
-            "strategy": strat.name,
-            "strategy_options": repr(dict(strategy_options or {})),
-            "seed": int(seed),
-            "early_stopping": repr(early_stopping),
-            "eval_every": int(eval_every),
-            "task": type(task).__name__,
-            "data": _fingerprint(task),
-            "enqueue": repr(enqueue),
-        }
-        study = Study(storage, study_name)
-        if study.exists:
-            _check_same_study(study, config, storage, study_name)
-            prior = study.load()
+        study, prior = _open_study(
+            storage,
+            study_name,
+            task,
+            {
+                "space": given.to_data(),
+                "strategy": strat.name,
+                "strategy_options": repr(dict(strategy_options or {})),
+                "seed": int(seed),
+                "early_stopping": repr(early_stopping),
+                "eval_every": int(eval_every),
+                "task": type(task).__name__,
+                "data": _fingerprint(task),
+                "enqueue": repr(enqueue),
+                "recycle": bool(recycle),
+            },
+            metadata,
+            template=state,
+            leader=leader,
+        )
+        if prior is not None:
             trials = list(prior.trials)
             n_prior = len(trials)
             started, rnd = prior.started, prior.rounds
             wall0, compile0 = prior.wall_time, prior.compile_time
             model, model_value = prior.model, prior.model_value
+            pending = prior.pending
             if prior.strategy_state is not None:
                 state = prior.strategy_state
-        elif leader:
-            study.create(
-                metric=task.metric,
-                direction=task.direction,
-                config={**config, "metadata": dict(metadata or {})},
-            )
     progress = None
     if verbose and leader:
         done = [t for t in trials if t.ok]
@@ -231,31 +232,45 @@ def tune(
         )
     t0 = time.perf_counter()
     clock = _Deadline(timeout, t0)
-    if recycle:
-        if storage is not None:
-            raise ValueError(
-                "recycle=True does not work with storage= yet (trials in flight could "
-                "not be resumed); run one or the other"
-            )
-        trials, model, recycled_buckets = _tune_recycled(
-            task,
-            space,
-            strat,
-            state,
-            n_trials=n_trials,
-            population=population,
-            seed=seed,
-            early_stopping=early_stopping,
-            segment_epochs=segment_epochs,
-            callback=callback,
-            progress=progress,
-            eval_every=eval_every,
-            clock=clock,
-        )
-        buckets.extend(recycled_buckets)
-        started = n_trials
     platform = devices[0].platform if devices else jax.default_backend()
     writer = _Writer(study, platform) if study is not None and leader else None
+    if recycle:
+        try:
+            new_trials, new_model, recycled_buckets = _tune_recycled(
+                task,
+                space,
+                strat,
+                state,
+                n_trials=n_trials,
+                population=population,
+                seed=seed,
+                early_stopping=early_stopping,
+                segment_epochs=segment_epochs,
+                callback=callback,
+                progress=progress,
+                eval_every=eval_every,
+                clock=clock,
+                writer=writer,
+                started=started,
+                rnd=rnd,
+                pending=pending,
+                best_so_far=model_value,
+            )
+        finally:
+            if progress is not None:
+                progress.close()
+            try:
+                if writer is not None:
+                    writer.close()
+            finally:
+                if study is not None:
+                    study.close()
+        trials.extend(new_trials)
+        if new_model is not None:
+            model = new_model
+        buckets.extend(recycled_buckets)
+        started = n_trials
+        writer = study = progress = None
     try:
         first = True  # this call's first round runs whatever the timeout
         while started < n_trials and (first or not clock.passed()):
@@ -428,6 +443,11 @@ class _Writer:
         finally:
             self.waited += time.perf_counter() - t
 
+    def store_model(self, model, value: float) -> None:
+        self.wait()
+        with self._waiting():
+            self._study.store_model(model, value)
+
     def close(self) -> None:
         try:
             self.wait()
@@ -447,7 +467,34 @@ def _fingerprint(task: Task) -> str:
     return h.hexdigest()[:16]
 
 
-_ADDED_KEYS = {"eval_every": 1, "enqueue": "[]"}
+_ADDED_KEYS = {"eval_every": 1, "enqueue": "[]", "recycle": False}
+
+
+def _open_study(storage, name, task, config, metadata, *, template, leader):
+    """The study at ``storage``, checked before anything trains: writable, written by
+    no other live process, and (when it exists) stored with the same settings. Returns
+    it with what it holds (None for a new study)."""
+    from jaxhp.storage import Study
+
+    study = Study(storage, name)
+    try:
+        prior = None
+        if study.exists:
+            _check_same_study(study, config, storage, name)
+            if leader:
+                study.claim()
+            prior = study.load(strategy_template=template, with_state=True)
+        elif leader:
+            study.create(
+                metric=task.metric,
+                direction=task.direction,
+                config={**config, "metadata": dict(metadata or {})},
+            )
+            study.claim()
+        return study, prior
+    except BaseException:
+        study.close()
+        raise
 
 
 def _check_same_study(study, config: dict, storage: str, name: str) -> None:
@@ -462,10 +509,11 @@ def _check_same_study(study, config: dict, storage: str, name: str) -> None:
         ("eval_every", "validation interval (eval_every)"),
         ("task", "task"),
         ("enqueue", "enqueued configurations"),
+        ("recycle", "recycle setting"),
     ):
         # Keys added after a study was stored default to the behaviour it ran with.
         before = stored.get(key, _ADDED_KEYS.get(key))
-        if before != config[key]:
+        if before != json.loads(json.dumps(config[key])):
             raise StudyMismatchError(
                 f"storage {storage!r} already holds study {name!r} with a different "
                 f"{what} ({before!r}, now {config[key]!r}): resume it with the "
@@ -581,34 +629,61 @@ def _tune_recycled(
     progress,
     eval_every,
     clock,
+    writer=None,
+    started=0,
+    rnd=0,
+    pending=None,
+    best_so_far=-math.inf,
 ):
+    """A recycled stream. With a ``writer``, every batch of finished trials is
+    committed as it finishes, with the strategy state and the trials in flight (ids
+    and points); a resumed stream (``started``, ``pending`` from the store) restarts
+    those first, from scratch, with their own ids and points."""
     from jaxhp.engine import run_recycled
 
     sign = 1.0 if task.direction == "maximize" else -1.0
     trials: list[Trial] = []
-    pending: dict[int, tuple[np.ndarray, dict[str, Any]]] = {}
-    box = {"state": state, "started": 0}
+    in_flight: dict[int, tuple[np.ndarray, dict[str, Any]]] = {}
+    # Restarted first: (ids, points) of trials in flight when the stream was stored.
+    queue = (
+        [np.zeros(0, np.int64), np.zeros((0, space.dim))]
+        if pending is None
+        else [np.asarray(pending[0], np.int64), np.asarray(pending[1], np.float64)]
+    )
+    box = {"state": state, "started": started, "commits": rnd}
+    first_call = [True]
 
     def source(n: int):
-        n = min(n, n_trials - box["started"])
-        if box["started"] > 0 and n > 0 and clock.passed():  # no refills past timeout
-            n = 0
-        if n <= 0:
+        ids_q, u_q = queue
+        k = min(n, len(ids_q))
+        n_new = min(n - k, n_trials - box["started"])
+        # No refills past the timeout (the stream's first trials always start).
+        if not first_call[0] and n > 0 and clock.passed():
+            k = n_new = 0
+        first_call[0] = False
+        parts_u, parts_ids = [u_q[:k]], [ids_q[:k]]
+        queue[:] = [ids_q[k:], u_q[k:]]
+        if n_new > 0:
+            u_new, box["state"] = strat.ask(box["state"], n_new)
+            parts_u.append(np.asarray(u_new, np.float64))
+            parts_ids.append(np.arange(box["started"], box["started"] + n_new))
+            box["started"] += n_new
+        ids = np.concatenate(parts_ids).astype(np.int64)
+        if not len(ids):
             return np.zeros(0, np.int64), {}
-        u, box["state"] = strat.ask(box["state"], n)
+        u = np.concatenate(parts_u)
         values = space.decode(space.canonical(u))
-        ids = np.arange(box["started"], box["started"] + n)
-        for j, tid in enumerate(ids):
-            pending[int(tid)] = (u[j], space.to_python(values, j))
-        box["started"] += n
+        params = space.to_python_all(values)
+        for j, tid in enumerate(ids.tolist()):
+            in_flight[tid] = (u[j], params[j])
         if progress is not None:
-            progress.running = len(pending)
+            progress.running = len(in_flight)
         return ids, task.hparams(space, values)
 
     def on_finish(outcomes, boundary):
         new = []
         for o in outcomes:
-            _, params = pending[o.trial_id]
+            _, params = in_flight[o.trial_id]
             new.append(
                 Trial(
                     trial_id=o.trial_id,
@@ -623,16 +698,33 @@ def _tune_recycled(
                     curves=o.curves,
                 )
             )
-        u = np.stack([pending.pop(t.trial_id)[0] for t in new])
+        u = np.stack([in_flight.pop(t.trial_id)[0] for t in new])
         y = np.asarray([-sign * t.value if t.ok else np.nan for t in new])
         box["state"] = strat.tell(box["state"], u, y)
         trials.extend(new)
+        if writer is not None:
+            # Not yet started from the stored queue, then those in slots: all restart.
+            ids = [*queue[0].tolist(), *in_flight]
+            points = [*queue[1], *(in_flight[t][0] for t in in_flight)]
+            writer.commit(
+                box["commits"],
+                new,
+                started=box["started"],
+                strategy_state=box["state"],
+                wall_time=float(sum(t.wall_time for t in new)),
+                compile_time=0.0,
+                pending=(
+                    np.asarray(ids, np.int64),
+                    np.asarray(points, np.float64).reshape(len(ids), space.dim),
+                ),
+            )
+            box["commits"] += 1
         if callback is not None:
             callback(new)
         if progress is not None:
             progress.rnd = boundary
             progress.round_finished(new)
-            progress.running = len(pending)
+            progress.running = len(in_flight)
 
     report, best = run_recycled(
         task,
@@ -645,6 +737,11 @@ def _tune_recycled(
         segment_epochs=segment_epochs,
         on_segment=progress.segment if progress is not None else None,
         eval_every=eval_every,
+        best_so_far=best_so_far,
     )
     model = Model(task, best) if best is not None else None
+    if writer is not None:
+        writer.wait()
+        if model is not None:
+            writer.store_model(model, best.value)
     return trials, model, [report]
