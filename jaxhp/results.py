@@ -297,7 +297,9 @@ def build_trainable(rec: dict, arrays: dict[str, np.ndarray]) -> Any:
     from jaxhp import serial
 
     name = rec.get("import", "?")
-    how = "pass the Trainable to jaxhp.load(..., trainable=...) or `jaxhp predict`"
+    how = (
+        "pass trainable= to jaxhp.load, or --trainable FILE.py:Name to `jaxhp predict`"
+    )
     if rec.get("fields") is None:
         raise TrainableError(
             f"the study's Trainable {name} was not stored as data "
