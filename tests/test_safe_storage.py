@@ -10,7 +10,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import textwrap
 import time
 
 import jax
@@ -118,7 +117,8 @@ def _crafted(src, tmp_path, marker):
         ("series", "name"),
         ("series", "dtype"),
     ):
-        _tamper(copy(f"{table}_{column}"), table, column, escape)
+        one = f"WHERE rowid = (SELECT MIN(rowid) FROM {table})"
+        _tamper(copy(f"{table}_{column}"), table, column, escape, one)
     con = sqlite3.connect(src)
     cfg = json.loads(con.execute("SELECT config FROM studies").fetchone()[0])
     con.close()
