@@ -79,7 +79,11 @@ class Model:
     def trainable(self) -> Any:
         """The trial's Trainable (a stored one is imported and rebuilt here)."""
         if self._trainable is None and self._stored is not None:
-            self._trainable = build_trainable(self._stored[0], self._stored_arrays)
+            self._trainable = build_trainable(
+                self._stored[0],
+                self._stored_arrays,
+                cls=getattr(self, "_trainable_cls", None),
+            )
         return self._trainable
 
     @property
@@ -199,9 +203,10 @@ class Model:
                 raise serial.SerialError("a stored regressor has no target scaling")
         except (KeyError, TypeError) as e:
             raise serial.SerialError(f"a stored model lacks {e}") from None
-        self._trainable = trainable
         self._state = None
         self._stored = (rec, list(zip(paths, nodes, strict=True)))
+        self._trainable_cls = trainable if isinstance(trainable, type) else None
+        self._trainable = None if self._trainable_cls else trainable
         self._stored_arrays = arrays
         self._blob = blob
         self._forward = None
@@ -285,14 +290,15 @@ def describe_trainable(trainable: Any, arrays: dict[str, np.ndarray]) -> dict:
     return rec
 
 
-def build_trainable(rec: dict, arrays: dict[str, np.ndarray]) -> Any:
-    """The Trainable a record describes: its class imported, called with the fields.
+def build_trainable(
+    rec: dict, arrays: dict[str, np.ndarray], cls: type | None = None
+) -> Any:
+    """The Trainable a record describes: its class imported (or ``cls``, given by
+    the caller), called with the stored fields.
 
     Only a dataclass or NamedTuple class with ``init``, ``step`` and ``evaluate`` is
     called; anything else a record names is refused before it is called."""
     import dataclasses
-    import importlib
-    import sys
 
     from jaxhp import serial
 
@@ -305,7 +311,32 @@ def build_trainable(rec: dict, arrays: dict[str, np.ndarray]) -> Any:
             f"the study's Trainable {name} was not stored as data "
             f"({rec.get('why', 'no fields')}): {how}"
         )
-    module, _, qual = str(name).partition(":")
+    obj = cls if cls is not None else _import_trainable(str(name), how)
+    is_nt = isinstance(obj, type) and issubclass(obj, tuple) and hasattr(obj, "_fields")
+    if not (
+        isinstance(obj, type) and (dataclasses.is_dataclass(obj) or is_nt)
+    ) or not all(callable(getattr(obj, a, None)) for a in ("init", "step", "evaluate")):
+        raise TrainableError(
+            f"the study names {name}, which is not a Trainable dataclass or "
+            f"NamedTuple: {how}"
+        )
+    try:
+        fields = serial.from_data(rec["fields"], arrays)
+        if not isinstance(fields, dict):
+            raise serial.SerialError("fields are not a dict")
+        return obj(**fields)
+    except (serial.SerialError, TypeError, ValueError) as e:
+        raise TrainableError(
+            f"the study's Trainable {name} cannot be rebuilt from its fields ({e}): {how}"
+        ) from None
+
+
+def _import_trainable(name: str, how: str) -> Any:
+    """The object ``module:QualName`` names (``__main__``: this process's own)."""
+    import importlib
+    import sys
+
+    module, _, qual = name.partition(":")
     if not module or not qual or "<" in qual:
         raise TrainableError(
             f"the study's Trainable {name!r} cannot be imported: {how}"
@@ -328,23 +359,7 @@ def build_trainable(rec: dict, arrays: dict[str, np.ndarray]) -> Any:
             f"the study's Trainable {name} is not defined here (it was defined in "
             f"{where}): {how}"
         )
-    is_nt = isinstance(obj, type) and issubclass(obj, tuple) and hasattr(obj, "_fields")
-    if not (
-        isinstance(obj, type) and (dataclasses.is_dataclass(obj) or is_nt)
-    ) or not all(callable(getattr(obj, a, None)) for a in ("init", "step", "evaluate")):
-        raise TrainableError(
-            f"the study names {name}, which is not a Trainable dataclass or "
-            f"NamedTuple: {how}"
-        )
-    try:
-        fields = serial.from_data(rec["fields"], arrays)
-        if not isinstance(fields, dict):
-            raise serial.SerialError("fields are not a dict")
-        return obj(**fields)
-    except (serial.SerialError, TypeError, ValueError) as e:
-        raise TrainableError(
-            f"the study's Trainable {name} cannot be rebuilt from its fields ({e}): {how}"
-        ) from None
+    return obj
 
 
 class Results:
