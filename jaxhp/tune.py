@@ -158,8 +158,8 @@ def tune(
         raise ValueError(
             f"bucketing must be 'auto', 'pow2' or 'none', got {bucketing!r}"
         )
-    if not isinstance(seed, numbers.Integral):
-        raise ValueError(f"seed must be an integer, got {seed!r}")
+    if not isinstance(seed, numbers.Integral) or not -(2**63) <= seed < 2**63:
+        raise ValueError(f"seed must be an integer in [-2**63, 2**63), got {seed!r}")
     if early_stopping is not None and not (
         hasattr(early_stopping, "init") and hasattr(early_stopping, "update")
     ):
