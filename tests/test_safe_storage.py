@@ -659,3 +659,51 @@ def test_sigkill_in_a_recycled_stream_with_storage_then_resume(tmp_path):
         np.testing.assert_allclose(t.value, r.value, rtol=1e-5, atol=1e-6)
     for tid, t in before.items():  # what was stored before the kill is unchanged
         assert load(db).trials[tid].value == t.value or np.isnan(t.value)
+
+
+# ------------------------------------------------------------- the data forms
+def test_a_space_with_conditions_round_trips_through_json():
+    space = jaxhp.Space(
+        optimizer=jaxhp.Choice(["adam", "sgd"]),
+        momentum=jaxhp.Float(0.5, 0.99, when={"optimizer": "sgd"}),
+        n_layers=jaxhp.Int(1, 3),
+        width_1=jaxhp.Int(8, 64, log=True, when={"n_layers": [2, 3]}),
+        epochs=jaxhp.Fixed(3),
+    )
+    back = jaxhp.Space.from_data(json.loads(json.dumps(space.to_data())))
+    assert back == space and repr(back) == repr(space)
+    with pytest.raises(jaxhp.SpaceError):
+        jaxhp.Space.from_data(ESCAPE)
+
+
+@pytest.mark.parametrize("name", ["random", "sobol", "grid", "bayes"])
+def test_every_strategy_state_round_trips_as_data(name):
+    from jaxhp.strategies import make_strategy, with_enqueued
+
+    space = jaxhp.Space(a=jaxhp.Float(0.0, 1.0), b=jaxhp.Choice(["x", "y"]))
+    strat = with_enqueued(make_strategy(name, space), np.asarray([[0.5, 0.25]]))
+    state = strat.init(jax.random.key(0))
+    n = 4 if name == "grid" else 12  # a grid of 10 points
+    for _ in range(2):  # bayes fits its GP after the initial design
+        u, state = strat.ask(state, n)
+        state = strat.tell(state, u, np.sin(7 * u[:, 0]) + u[:, 1])
+    back = jaxhp.serial.load_tree(jaxhp.serial.dump_tree(state))
+    assert type(back) is type(state)
+    u1, _ = strat.ask(state, 3)
+    u2, _ = strat.ask(back, 3)
+    np.testing.assert_array_equal(u1, u2)
+
+
+def test_a_custom_strategy_state_needs_its_template():
+    import collections
+
+    Mine = collections.namedtuple("Mine", "count key")
+    state = Mine(3, jax.random.key(1))
+    blob = jaxhp.serial.dump_tree(state)
+    with pytest.raises(jaxhp.serial.SerialError, match="not one of jaxhp's own"):
+        jaxhp.serial.load_tree(blob)
+    back = jaxhp.serial.load_tree(blob, template=Mine(0, jax.random.key(0)))
+    assert back.count == 3
+    np.testing.assert_array_equal(
+        jax.random.key_data(back.key), jax.random.key_data(state.key)
+    )
