@@ -650,7 +650,12 @@ def _tune_recycled(
         if pending is None
         else [np.asarray(pending[0], np.int64), np.asarray(pending[1], np.float64)]
     )
-    box = {"state": state, "started": started, "commits": rnd}
+    box = {
+        "state": state,
+        "started": started,
+        "commits": rnd,
+        "since": time.perf_counter(),  # the last commit: rounds' wall times add up
+    }
     first_call = [True]
 
     def source(n: int):
@@ -711,7 +716,7 @@ def _tune_recycled(
                 new,
                 started=box["started"],
                 strategy_state=box["state"],
-                wall_time=float(sum(t.wall_time for t in new)),
+                wall_time=time.perf_counter() - box["since"],
                 compile_time=0.0,
                 pending=(
                     np.asarray(ids, np.int64),
@@ -719,6 +724,7 @@ def _tune_recycled(
                 ),
             )
             box["commits"] += 1
+            box["since"] = time.perf_counter()
         if callback is not None:
             callback(new)
         if progress is not None:
