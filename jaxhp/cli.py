@@ -111,6 +111,7 @@ def _tune(args: argparse.Namespace) -> int:
     # Validated once, after the overrides: a flag may supply what the file leaves out
     # (--storage for a file without [study]) or mend a bad value in it.
     cfg = C.read_config(args.config)
+    C.resolve_paths(cfg, os.path.dirname(os.path.abspath(args.config)))
     for flag, section, key in (
         ("n_trials", "search", "n_trials"),
         ("population", "search", "population"),
@@ -125,6 +126,7 @@ def _tune(args: argparse.Namespace) -> int:
             cfg.setdefault(section, {})[key] = v
     for a in args.set or []:
         C.set_option(cfg, a)
+    C.resolve_paths(cfg, os.getcwd())  # a --set path: from where jaxhp runs
     cfg = C.parse(cfg)
     if args.print_config:
         print(C.dumps(cfg), end="")
@@ -142,11 +144,14 @@ def _stored_metadata(db: str, study: str | None) -> dict:
         if len(names) != 1:
             raise StorageError(f"{db} holds studies {names}; choose one with --study")
         study = names[0]
-    s = Study(db, study)
+    s = Study(db, study, readonly=True)
     try:
         if not s.exists:
             raise StorageError(f"no study {study!r} in {db} (it holds {names})")
-        return (s.config or {}).get("metadata", {})
+        meta = (s.config or {}).get("metadata", {})
+        if not isinstance(meta, dict):
+            raise StorageError(f"{db}: study {study!r} has unreadable metadata")
+        return meta
     finally:
         s.close()
 
@@ -155,6 +160,8 @@ def _stored_config(db: str, study: str | None) -> dict:
     from jaxhp.storage import StorageError
 
     cfg = _stored_metadata(db, study).get("config")
+    if cfg is not None and not isinstance(cfg, dict):
+        raise StorageError(f"{db}: study {study!r} has an unreadable stored config")
     if cfg is None:
         raise StorageError(
             f"study {study!r} in {db} was started from Python, not from a config file: "
@@ -167,6 +174,8 @@ def _resume(args: argparse.Namespace) -> int:
     from jaxhp import config as C
 
     cfg = _stored_config(args.db, args.study)
+    if not isinstance(cfg.get("study"), dict):
+        raise C.ConfigError(f"{args.db}: the stored config has no [study] table")
     cfg["study"]["storage"] = args.db  # the file may have moved
     if args.n_trials is not None:
         cfg["search"]["n_trials"] = args.n_trials
@@ -175,10 +184,34 @@ def _resume(args: argparse.Namespace) -> int:
     return _tune_config(C.parse(cfg), args.quiet)
 
 
+def _check_out(path: str | None, flag: str = "--out") -> None:
+    """Before any work: ``path``'s folder exists and ``path`` is not a folder."""
+    from jaxhp.config import ConfigError
+
+    if path is None:
+        return
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise ConfigError(f"{flag}: folder {folder!r} does not exist")
+    if os.path.isdir(path):
+        raise ConfigError(f"{flag}: {path!r} is a folder; give a file name")
+    if not os.access(folder, os.W_OK):
+        raise ConfigError(f"{flag}: folder {folder!r} is not writable")
+
+
+def _open_out(path: str):
+    from jaxhp.config import ConfigError
+
+    try:
+        return open(path, "w", newline="")
+    except OSError as e:
+        raise ConfigError(f"--out: cannot write {path!r} ({e.strerror})") from None
+
+
 def _show(args: argparse.Namespace) -> int:
     from jaxhp.storage import load
 
-    res = load(args.db, args.study)
+    res = load(args.db, args.study, with_model=False)
     print(res.table(args.top))
     counts = ", ".join(f"{v} {k}" for k, v in res.summary().items() if v)
     rounds = res.stats["rounds"]
@@ -192,8 +225,9 @@ def _show(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from jaxhp.storage import load
 
-    res = load(args.db, args.study)
-    out = open(args.out, "w", newline="") if args.out else sys.stdout
+    _check_out(args.out)
+    res = load(args.db, args.study, with_model=False)
+    out = _open_out(args.out) if args.out else sys.stdout
     try:
         if args.format == "json":
             recs = [
@@ -227,36 +261,58 @@ def _predict(args: argparse.Namespace) -> int:
     from jaxhp import config as C
     from jaxhp.storage import StorageError, load
 
-    if not os.path.exists(args.rows):  # before the study is read
-        raise C.ConfigError(f"rows: file {args.rows!r} not found")
-    res = load(args.db, args.study)
+    C.check_file(args.rows, "rows")  # before the study is read
+    _check_out(args.out)
+    trainable = _trainable_arg(args.trainable) if args.trainable else None
+    res = load(args.db, args.study, trainable=trainable)
     if res.model is None:
         raise StorageError(f"{args.db} holds no trained model (no trial finished yet)")
     features = _stored_metadata(args.db, args.study).get("features")
     y = None
+    if features is not None and not _features_ok(features):
+        raise StorageError(f"{args.db}: the stored CSV features are unreadable")
+    row_name = "row {}"  # how an error names a row of X
     if args.rows.lower().endswith(".npz"):
-        with np.load(args.rows, allow_pickle=False) as z:
-            if "X" not in z:
-                raise C.ConfigError(f"rows: {args.rows!r} has no array 'X'")
-            X = z["X"]
+        arrays, _ = C.read_npz(args.rows, "rows", ("X",))
+        if "X" not in arrays:
+            raise C.ConfigError(f"rows: {args.rows!r} has no array 'X'")
+        X = arrays["X"]
     elif args.rows.lower().endswith(".csv"):
         # Encoded as the training CSV was; a study of a built-in dataset or an NPZ
         # file (or one started from Python) takes a CSV of numbers, all features.
         if features is None:
-            with open(args.rows, newline="") as f:
-                names = [h.strip() for h in next(csv.reader(f), [])]
+            names = C.csv_header(args.rows, "rows")
             features = {"target": None, "columns": [[n, None] for n in names]}
         X, y, _ = C.read_csv(args.rows, features=features, key="rows")
+        row_name = "line {}"
     else:
         raise C.ConfigError(f"rows: expected a .csv or .npz file, got {args.rows!r}")
+    try:
+        X = np.asarray(X, np.float32)
+    except (TypeError, ValueError) as e:
+        raise C.ConfigError(f"rows: {args.rows!r}: X is not numeric ({e})") from None
+    if X.ndim < 2:
+        raise C.ConfigError(f"rows: X must have shape [rows, features], got {X.shape}")
+    bad = np.flatnonzero(~np.isfinite(X.reshape(len(X), -1)).all(1))
+    if len(bad):
+        i = int(bad[0])
+        at = row_name.format(i + 2 if "line" in row_name else i)
+        raise C.ConfigError(
+            f"rows: {args.rows!r} {at} has NaN or Inf ({len(bad)} such row(s)); "
+            "drop or fill them"
+        )
     if args.proba and res.model.kind != "classifier":
         raise C.ConfigError("--proba: the study's model is not a classifier")
+    from jaxhp.results import TrainableError
+
     try:  # rows of the wrong width: one line, not a traceback
         pred = res.predict(X)
         proba = res.predict_proba(X) if args.proba else None
+    except TrainableError as e:
+        raise StorageError(f"{args.db}: {e}") from None
     except (TypeError, ValueError) as e:
         raise C.ConfigError(f"rows: {e}") from None
-    out = open(args.out, "w", newline="") if args.out else sys.stdout
+    out = _open_out(args.out) if args.out else sys.stdout
     try:
         w = csv.writer(out)
         pred = pred.reshape(len(pred), -1)
@@ -287,14 +343,84 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
+    from jaxhp.config import ConfigError
     from jaxhp.report import write_report
     from jaxhp.storage import load
 
-    res = load(args.db, args.study)
+    try:
+        import matplotlib  # noqa: F401 - checked before the study is read
+    except ImportError:
+        raise ConfigError(
+            'report: needs matplotlib, which is not installed: pip install "jaxhp[report]"'
+        ) from None
     out = args.out or os.path.splitext(args.db)[0] + "_report.html"
-    write_report(res, out)
+    _check_out(out, "--out" if args.out else "report")
+    res = load(args.db, args.study, with_model=False)
+    try:
+        write_report(res, out)
+    except OSError as e:
+        raise ConfigError(f"--out: cannot write {out!r} ({e.strerror})") from None
     print(f"wrote {out}")
     return 0
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    from jaxhp.storage import migrate
+
+    names = migrate(args.old, args.new, trust=args.trust)
+    print(f"wrote {args.new}: {len(names)} stud{'y' if len(names) == 1 else 'ies'}")
+    return 0
+
+
+def _features_ok(features) -> bool:
+    return (
+        isinstance(features, dict)
+        and isinstance(features.get("columns"), list)
+        and all(
+            isinstance(c, list)
+            and len(c) == 2
+            and isinstance(c[0], str)
+            and (c[1] is None or isinstance(c[1], list))
+            for c in features["columns"]
+        )
+    )
+
+
+def _trainable_arg(spec: str):
+    """``--trainable FILE.py:Name`` or ``module:Name``: the class (built from the
+    study's stored fields) or instance the user names. A file is run as a module of
+    its own name, not as ``__main__``."""
+    import importlib
+    import importlib.util
+
+    from jaxhp.config import ConfigError
+
+    where, sep, name = spec.rpartition(":")
+    if not sep or not where or not name:
+        raise ConfigError(
+            f"--trainable: expected FILE.py:Name or module:Name, got {spec!r}"
+        )
+    try:
+        if where.endswith(".py"):
+            if not os.path.isfile(where):
+                raise ConfigError(f"--trainable: file {where!r} not found")
+            mod_name = os.path.splitext(os.path.basename(where))[0]
+            spec_ = importlib.util.spec_from_file_location(mod_name, where)
+            module = importlib.util.module_from_spec(spec_)
+            sys.modules.setdefault(mod_name, module)
+            spec_.loader.exec_module(module)
+        else:
+            module = importlib.import_module(where)
+    except ConfigError:
+        raise
+    except Exception as e:  # noqa: BLE001 - the user's own code, named on purpose
+        raise ConfigError(f"--trainable: cannot import {where!r} ({e})") from None
+    obj = module
+    for part in name.split("."):
+        obj = getattr(obj, part, None)
+    if obj is None:
+        raise ConfigError(f"--trainable: {where!r} defines no {name!r}")
+    return obj
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -406,6 +532,12 @@ def main(argv: list[str] | None = None) -> int:
         "--proba", action="store_true", help="add each class's probability (p_<class>)"
     )
     predict.add_argument("--out", help="CSV to write (default: standard output)")
+    predict.add_argument(
+        "--trainable",
+        metavar="FILE.py:Name",
+        help="the study's Trainable class (or instance), for one that cannot be "
+        "imported here, e.g. defined in a script's __main__ (also module:Name)",
+    )
     predict.set_defaults(func=_predict)
 
     export = verbs.add_parser("export", help="write a study's trials as CSV or JSON")
@@ -414,6 +546,22 @@ def main(argv: list[str] | None = None) -> int:
     export.add_argument("--format", choices=["csv", "json"], default="csv")
     export.add_argument("--out", help="file to write (default: standard output)")
     export.set_defaults(func=_export)
+
+    migrate = verbs.add_parser(
+        "migrate",
+        help="convert a database of an older jaxhp (pickles) into the current format",
+        description="Old databases stored pickles, which run code when read; this "
+        "format stores data only. migrate unpickles OLD (so pass --trust only for a "
+        "file you trust) and writes NEW.",
+    )
+    migrate.add_argument("old")
+    migrate.add_argument("new")
+    migrate.add_argument(
+        "--trust",
+        action="store_true",
+        help="unpickle OLD's model and strategy state (runs any code stored there)",
+    )
+    migrate.set_defaults(func=_migrate)
 
     args = parser.parse_args(argv)
     if args.version:
@@ -438,7 +586,14 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, StorageError, DataError, SpaceError) as e:
         return _error(str(e))
     except KeyboardInterrupt:
-        print("\njaxhp: interrupted; finished rounds are stored", file=sys.stderr)
+        stored = (
+            "; finished trials are stored" if args.verb in ("tune", "resume") else ""
+        )
+        print(f"\njaxhp: interrupted{stored}", file=sys.stderr)
+        if argv is None:  # the jaxhp program: leave without tearing down JAX's threads
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(130)
         return 130
     except BrokenPipeError:
         # The reader went away (`jaxhp export db | head`): no traceback, and none from

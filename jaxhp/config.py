@@ -218,8 +218,15 @@ def parse(raw: dict[str, Any]) -> dict[str, Any]:
         )
     _positive_int(search["n_trials"], "search.n_trials")
     _positive_int(search["population"], "search.population")
-    if not isinstance(search["seed"], int) or isinstance(search["seed"], bool):
-        raise ConfigError(f"search.seed: expected an integer, got {search['seed']!r}")
+    if (
+        not isinstance(search["seed"], int)
+        or isinstance(search["seed"], bool)
+        or not -(2**63) <= search["seed"] < 2**63
+    ):
+        raise ConfigError(
+            f"search.seed: expected an integer in [-2**63, 2**63), got "
+            f"{search['seed']!r}"
+        )
     if "options" in search:
         _expect(search["options"], dict, "search.options", "a table")
     if "timeout" in search:
@@ -426,17 +433,16 @@ def load_table(cfg: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, dict | None
         X, y = getattr(ds, f"load_{data['dataset']}")(return_X_y=True)
         return X, y, None
     path = data["path"]
-    if not os.path.exists(path):
-        raise ConfigError(f"data.path: file {path!r} not found")
+    check_file(path, "data.path")
     if path.lower().endswith(".npz"):
-        with np.load(path, allow_pickle=False) as z:
-            target = data.get("target", "y")
-            if target not in z or "X" not in z:
-                raise ConfigError(
-                    f"data.target: {path!r} holds arrays {sorted(z.files)}; expected "
-                    f"'X' and {target!r}"
-                )
-            return z["X"], z[target], None
+        target = data.get("target", "y")
+        arrays, files = read_npz(path, "data.path", ("X", target))
+        if target not in arrays or "X" not in arrays:
+            raise ConfigError(
+                f"data.target: {path!r} holds arrays {sorted(files)}; expected "
+                f"'X' and {target!r}"
+            )
+        return arrays["X"], arrays[target], None
     X, y, features = read_csv(
         path, data.get("target"), data.get("categorical", []), cfg["task"]["kind"]
     )
@@ -463,11 +469,17 @@ def read_csv(
     Errors start with ``key``, the setting that named the file.
     """
     where = f"{key}: {path!r}"
-    with open(path, newline="") as f:
-        rows = list(csv.reader(f))
+    rows = _csv_rows(path, key)
     if len(rows) < 2:
         raise ConfigError(f"{where} has no data rows under its header")
     header = [h.strip() for h in rows[0]]
+    seen: set[str] = set()
+    for h in header:
+        if h in seen:
+            raise ConfigError(
+                f"{where} has two columns named {h!r} (line 1); rename one"
+            )
+        seen.add(h)
     if features is None:
         target = header[-1] if target is None else target
         if target not in header:
@@ -538,6 +550,88 @@ def read_csv(
             ) from None
         y = np.asarray(y_raw)
     return X, y, features
+
+
+def check_file(path: str, key: str) -> None:
+    """Raise :class:`ConfigError` (naming ``key``) unless ``path`` is a readable file."""
+    if not os.path.exists(path):
+        raise ConfigError(f"{key}: file {path!r} not found")
+    if os.path.isdir(path):
+        raise ConfigError(f"{key}: {path!r} is a folder, not a file")
+    if not os.access(path, os.R_OK):
+        raise ConfigError(f"{key}: {path!r} cannot be read (permissions)")
+
+
+def read_npz(
+    path: str, key: str, names: tuple[str, ...]
+) -> tuple[dict[str, np.ndarray], list[str]]:
+    """The arrays ``names`` (those present) of an ``.npz`` file and the names of all
+    its arrays, read without pickle: an object array, or a file that is not an
+    ``.npz``, is a :class:`ConfigError`."""
+    import zipfile
+
+    check_file(path, key)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if not hasattr(z, "files"):
+                raise ConfigError(f"{key}: {path!r} is a .npy array, not an .npz file")
+            out = {}
+            for name in names:
+                if name in z.files:
+                    try:
+                        out[name] = z[name]
+                    except ValueError as e:
+                        raise ConfigError(
+                            f"{key}: {path!r} array {name!r} cannot be read without "
+                            f"pickle ({e}); save it as numbers or strings"
+                        ) from None
+            return out, list(z.files)
+    except ConfigError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise ConfigError(
+            f"{key}: {path!r} is not a readable .npz file ({e})"
+        ) from None
+
+
+def _csv_rows(path: str, key: str) -> list[list[str]]:
+    where = f"{key}: {path!r}"
+    check_file(path, key)
+    try:
+        # utf-8-sig: a byte-order mark (as spreadsheets write) is not part of a name.
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            return list(csv.reader(f))
+    except UnicodeDecodeError as e:
+        line = _line_of(path, e.start)
+        raise ConfigError(
+            f"{where} line {line} is not UTF-8 text (byte {e.object[e.start]:#04x}); "
+            "save the file as UTF-8"
+        ) from None
+    except csv.Error as e:
+        raise ConfigError(f"{where} is not a readable CSV file ({e})") from None
+    except OSError as e:
+        raise ConfigError(f"{where} cannot be read ({e.strerror})") from None
+
+
+def csv_header(path: str, key: str) -> list[str]:
+    """The column names of a CSV file's header row."""
+    rows = _csv_rows(path, key)
+    return [h.strip() for h in rows[0]] if rows else []
+
+
+def resolve_paths(cfg: dict[str, Any], base: str) -> None:
+    """Make a relative ``data.path`` absolute against ``base`` (the config file's
+    folder), so that the study's stored config works from any folder."""
+    data = cfg.get("data")
+    if isinstance(data, dict) and isinstance(data.get("path"), str):
+        path = os.path.expanduser(data["path"])
+        if not os.path.isabs(path):
+            data["path"] = os.path.normpath(os.path.join(base, path))
+
+
+def _line_of(path: str, offset: int) -> int:
+    with open(path, "rb") as f:
+        return f.read(offset).count(b"\n") + 1
 
 
 #: A text column with more distinct values than this is refused (an identifier or free

@@ -12,6 +12,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import hashlib
+import json
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -87,7 +88,7 @@ def _fingerprint(task: Task) -> str:
     return h.hexdigest()[:16]
 
 
-_ADDED_KEYS = {"eval_every": 1, "enqueue": "[]"}
+_ADDED_KEYS = {"eval_every": 1, "enqueue": "[]", "recycle": False}
 
 
 def _check_same_study(study, config: dict, storage: str, name: str) -> None:
@@ -102,10 +103,11 @@ def _check_same_study(study, config: dict, storage: str, name: str) -> None:
         ("eval_every", "validation interval (eval_every)"),
         ("task", "task"),
         ("enqueue", "enqueued configurations"),
+        ("recycle", "recycle setting"),
     ):
         # Keys added after a study was stored default to the behaviour it ran with.
         before = stored.get(key, _ADDED_KEYS.get(key))
-        if before != config[key]:
+        if before != json.loads(json.dumps(config[key])):  # as stored: JSON
             raise StudyMismatchError(
                 f"storage {storage!r} already holds study {name!r} with a different "
                 f"{what} ({before!r}, now {config[key]!r}): resume it with the "
@@ -114,9 +116,10 @@ def _check_same_study(study, config: dict, storage: str, name: str) -> None:
 
 
 def study_config(sweep: Sweep) -> dict[str, Any]:
-    """What a stored study records of a sweep, and checks again when it resumes."""
+    """What a stored study records of a sweep, as data, and checks again when it
+    resumes."""
     return {
-        "space": repr(sweep.given_space),
+        "space": sweep.given_space.to_data(),
         "strategy": sweep.strategy.name,
         "strategy_options": repr(sweep.strategy_options),
         "seed": sweep.seed,
@@ -125,14 +128,17 @@ def study_config(sweep: Sweep) -> dict[str, Any]:
         "task": type(sweep.task).__name__,
         "data": _fingerprint(sweep.task),
         "enqueue": repr(sweep.enqueue),
+        "recycle": sweep.recycle,
     }
 
 
 class StudyRecorder(Observer):
     """Records a sweep in study ``name`` of the SQLite database ``storage``.
 
-    ``prior`` holds what the study already had (None for a new study); only process 0
-    of several writes.
+    Opening checks, before anything trains, that the storage can be written, that no
+    other live process writes the study (it names the one that does), and that a
+    stored study was made with the same settings; ``prior`` then holds what it had
+    (None for a new study). Only process 0 of several writes.
     """
 
     def __init__(
@@ -144,41 +150,45 @@ class StudyRecorder(Observer):
     ):
         from jaxhp.storage import Study
 
-        if sweep.recycle:
-            raise ValueError(
-                "recycle=True does not work with storage= yet (trials in flight could "
-                "not be resumed); run one or the other"
-            )
         self.storage, self.name = storage, name
         config = study_config(sweep)
         leader = jax.process_index() == 0
         self.study = Study(storage, name)
         self.prior: Prior | None = None
-        if self.study.exists:
-            _check_same_study(self.study, config, storage, name)
-            stored = self.study.load()
-            self.prior = Prior(
-                trials=list(stored.trials),
-                started=stored.started,
-                rounds=stored.rounds,
-                wall_time=stored.wall_time,
-                compile_time=stored.compile_time,
-                model=stored.model,
-                model_value=stored.model_value,
-                strategy_state=stored.strategy_state,
-            )
-        elif leader:
-            self.study.create(
-                metric=sweep.task.metric,
-                direction=sweep.task.direction,
-                config={**config, "metadata": dict(metadata or {})},
-            )
-        self.writer = (
-            _Writer(self.study, sweep.options.commit_in_background) if leader else None
-        )
+        try:
+            if self.study.exists:
+                _check_same_study(self.study, config, storage, name)
+                if leader:
+                    self.study.claim()
+                template = sweep.strategy.init(jax.random.key(sweep.seed))
+                stored = self.study.load(strategy_template=template, with_state=True)
+                self.prior = Prior(
+                    trials=list(stored.trials),
+                    started=stored.started,
+                    rounds=stored.rounds,
+                    wall_time=stored.wall_time,
+                    compile_time=stored.compile_time,
+                    model=stored.model,
+                    model_value=stored.model_value,
+                    strategy_state=stored.strategy_state,
+                    pending=stored.pending,
+                )
+            elif leader:
+                self.study.create(
+                    metric=sweep.task.metric,
+                    direction=sweep.task.direction,
+                    config={**config, "metadata": dict(metadata or {})},
+                )
+                self.study.claim()
+        except BaseException:
+            self.study.close()
+            raise
+        background = sweep.options.commit_in_background
+        self.writer = _Writer(self.study, background) if leader else None
 
     def trials_finished(self, trials, record: RoundRecord) -> None:
         if self.writer is not None:
+            extra = {} if record.pending is None else {"pending": record.pending}
             self.writer.commit(
                 record.round,
                 trials,
@@ -188,6 +198,7 @@ class StudyRecorder(Observer):
                 compile_time=record.compile_time,
                 model=record.model,
                 model_value=record.model_value,
+                **extra,
             )
 
     def close(self) -> None:

@@ -44,11 +44,17 @@ class Model:
 
     With k-fold cross-validation the k fold models form an ensemble: ``predict`` averages
     their probabilities (classifier) or outputs (regressor).
+
+    A model read from a study (:meth:`from_record`) holds its weights as arrays and its
+    Trainable as an import path and fields; the Trainable is imported and rebuilt only
+    when ``trainable``, ``state`` or a prediction is asked for (or given as
+    ``trainable=`` to :func:`jaxhp.load`).
     """
 
     def __init__(self, task: Any, best: Any):
-        self.trainable = best.trainable
-        self.state = best.state  # [F, ...]
+        self._trainable = best.trainable
+        self._state = best.state  # [F, ...]
+        self._stored = None  # (Trainable record, state leaves) of a loaded model
         self.hp = best.hp
         self.trial_id = best.trial_id
         self._x_mean = task.data.x_mean
@@ -57,7 +63,7 @@ class Model:
         self._kind = getattr(task, "kind", None)
         self._classes = getattr(task, "classes_", None)
         self._y_ndim = getattr(task, "y_ndim", 1)
-        self._build()
+        self._forward = None
 
     @property
     def kind(self) -> str | None:
@@ -69,37 +75,164 @@ class Model:
         """A classifier's labels, in the order of ``predict_proba``'s columns."""
         return self._classes
 
-    def _build(self) -> None:
-        if not hasattr(self.trainable, "predict"):
-            self._forward = None
-            return
-        hp = {k: jnp.asarray(v) for k, v in self.hp.items()}
-        self._forward = jax.jit(
-            jax.vmap(lambda s, x: self.trainable.predict(s, x, hp), in_axes=(0, 0))
-        )
+    @property
+    def trainable(self) -> Any:
+        """The trial's Trainable (a stored one is imported and rebuilt here)."""
+        if self._trainable is None and self._stored is not None:
+            self._trainable = build_trainable(
+                self._stored[0],
+                self._stored_arrays,
+                cls=getattr(self, "_trainable_cls", None),
+            )
+        return self._trainable
 
-    # Pickling (the study storage keeps the best model): everything but the jitted
-    # function, which is rebuilt on load.
-    def __getstate__(self) -> dict[str, Any]:
-        d = dict(self.__dict__)
-        d.pop("_forward", None)
-        d["state"] = jax.device_get(d["state"])
-        return d
+    @property
+    def state(self) -> Any:
+        """The trial's kept state, ``[F, ...]`` (a stored one is put back into the
+        Trainable's own pytree structure here)."""
+        if self._state is None and self._stored is not None:
+            self._state = _restore_state(
+                self.trainable, self._stored[1], self._stored_arrays, self.hp
+            )
+        return self._state
 
-    def __setstate__(self, d: dict[str, Any]) -> None:
-        self.__dict__.update(d)
-        self._build()
+    @property
+    def trainable_name(self) -> str:
+        """``module:QualName`` of the Trainable (without importing it)."""
+        if self._stored is not None:
+            return self._stored[0].get("import", "?")
+        return _qualname(type(self._trainable))
 
-    def _outputs(self, X: Any) -> np.ndarray:
+    def _get_forward(self):
         if self._forward is None:
-            raise TypeError("this task's Trainable has no predict(state, x, hp) method")
+            trainable = self.trainable
+            if not hasattr(trainable, "predict"):
+                raise TypeError(
+                    "this task's Trainable has no predict(state, x, hp) method"
+                )
+            hp = {k: jnp.asarray(v) for k, v in self.hp.items()}
+            self._forward = jax.jit(
+                jax.vmap(lambda s, x: trainable.predict(s, x, hp), in_axes=(0, 0))
+            )
+        return self._forward
+
+    # Old studies pickled this object; ``jaxhp migrate --trust`` reads those pickles.
+    def __setstate__(self, d: dict[str, Any]) -> None:
+        d = dict(d)
+        self._trainable = d.pop("trainable", None)
+        self._state = d.pop("state", None)
+        self._stored = None
+        self._forward = None
+        self.__dict__.update(d)
+
+    # -- stored form ------------------------------------------------------------
+    def to_record(self) -> bytes:
+        """The model as data: an ``.npz`` tree (see :mod:`jaxhp.serial`) holding the
+        weights as arrays with their pytree paths, the Trainable as
+        ``{"import": "module:QualName", "fields": {...}}``, and the scaling and
+        labels ``predict`` needs."""
+        from jaxhp import serial
+
+        if self._stored is not None:  # as it was read
+            return self._blob
+        arrays: dict[str, np.ndarray] = {}
+        trainable = describe_trainable(self._trainable, arrays)
+        flat, _ = jax.tree_util.tree_flatten_with_path(jax.device_get(self._state))
+        paths = [jax.tree_util.keystr(p) for p, _ in flat]
+        nodes = [serial.to_data(leaf, arrays, "state") for _, leaf in flat]
+        doc = {
+            "trial_id": int(self.trial_id),
+            "kind": self._kind,
+            "y_ndim": int(self._y_ndim),
+            "trainable": trainable,
+            "state": {"paths": paths, "leaves": nodes},
+            "hp": serial.to_data(dict(self.hp), arrays, "hp"),
+            "x_mean": serial.to_data(np.asarray(self._x_mean), arrays, "x_mean"),
+            "x_std": serial.to_data(np.asarray(self._x_std), arrays, "x_std"),
+            "aux": serial.to_data(self._aux, arrays, "aux"),
+            "classes": serial.to_data(self._classes, arrays, "classes"),
+        }
+        return serial.dump_doc(doc, arrays)
+
+    @classmethod
+    def from_record(cls, blob: bytes, trainable: Any = None) -> Model:
+        """The model :meth:`to_record` stored (no code runs: the Trainable is imported
+        only when weights are used, unless ``trainable`` is given)."""
+        from jaxhp import serial
+
+        doc, arrays = serial.read_tree(blob)
+        doc = doc["value"]
+        if not isinstance(doc, dict):
+            raise serial.SerialError("a stored model is not a record")
+        self = cls.__new__(cls)
+        try:
+            state = doc["state"]
+            paths, nodes = state["paths"], state["leaves"]
+            if not (
+                isinstance(paths, list)
+                and isinstance(nodes, list)
+                and len(paths) == len(nodes)
+                and all(isinstance(p, str) for p in paths)
+            ):
+                raise serial.SerialError("a stored model's state is malformed")
+            rec = doc["trainable"]
+            if not isinstance(rec, dict) or not isinstance(rec.get("import"), str):
+                raise serial.SerialError("a stored model names no Trainable")
+            kind = doc["kind"]
+            if kind not in (None, "classifier", "regressor"):
+                raise serial.SerialError(f"a stored model of unknown kind {kind!r}")
+            for k in ("trial_id", "y_ndim"):
+                if not isinstance(doc[k], int) or isinstance(doc[k], bool):
+                    raise serial.SerialError(f"a stored model's {k} is not an integer")
+            hp = serial.from_data(doc["hp"], arrays)
+            if not isinstance(hp, dict):
+                raise serial.SerialError("a stored model's hp is not a dict")
+            x_mean = serial.from_data(doc["x_mean"], arrays)
+            x_std = serial.from_data(doc["x_std"], arrays)
+            for name, a in (("x_mean", x_mean), ("x_std", x_std)):
+                if not isinstance(a, np.ndarray) or a.dtype.kind != "f" or a.ndim < 1:
+                    raise serial.SerialError(f"a stored model's {name} is malformed")
+            classes = serial.from_data(doc["classes"], arrays)
+            if kind == "classifier" and not isinstance(classes, np.ndarray):
+                raise serial.SerialError("a stored classifier has no class labels")
+            aux = serial.from_data(doc["aux"], arrays)
+            if kind == "regressor" and not (
+                isinstance(aux, dict)
+                and all(isinstance(aux.get(k), np.ndarray) for k in ("y_mean", "y_std"))
+            ):
+                raise serial.SerialError("a stored regressor has no target scaling")
+        except (KeyError, TypeError) as e:
+            raise serial.SerialError(f"a stored model lacks {e}") from None
+        self._state = None
+        self._stored = (rec, list(zip(paths, nodes, strict=True)))
+        self._trainable_cls = trainable if isinstance(trainable, type) else None
+        self._trainable = None if self._trainable_cls else trainable
+        self._stored_arrays = arrays
+        self._blob = blob
+        self._forward = None
+        self.hp = hp
+        self.trial_id = doc["trial_id"]
+        self._x_mean, self._x_std, self._aux = x_mean, x_std, aux
+        self._kind, self._classes, self._y_ndim = kind, classes, doc["y_ndim"]
+        return self
+
+    # -- prediction -------------------------------------------------------------
+    def _outputs(self, X: Any) -> np.ndarray:
         X = np.asarray(X, np.float32)
-        if X.shape[1:] != self._x_mean.shape[1:]:
+        if X.ndim < 1 or X.shape[1:] != self._x_mean.shape[1:]:
             raise ValueError(
                 f"X rows have shape {X.shape[1:]}, expected {self._x_mean.shape[1:]}"
             )
+        bad = ~np.isfinite(X.reshape(len(X), -1)).all(1)
+        if bad.any():
+            raise ValueError(
+                f"X has NaN or Inf in {int(bad.sum())} row(s), first at row "
+                f"{int(bad.argmax())}"
+            )
+        forward = self._get_forward()
+        state = self.state
         xs = (X[None] - self._x_mean[:, None]) / self._x_std[:, None]  # [F, N, ...]
-        return np.asarray(self._forward(self.state, jnp.asarray(xs)))  # [F, N, out]
+        return np.asarray(forward(state, jnp.asarray(xs)))  # [F, N, out]
 
     def predict_proba(self, X: Any) -> np.ndarray:
         """Class probabilities ``[N, C]``, averaged over the fold models."""
@@ -117,6 +250,116 @@ class Model:
             out = out.mean(0)
             return out[:, 0] if self._y_ndim == 1 else out
         return out.mean(0)
+
+
+class TrainableError(ValueError):
+    """A stored Trainable that cannot be rebuilt here (pass ``trainable=``)."""
+
+
+def _qualname(t: type) -> str:
+    return f"{t.__module__}:{t.__qualname__}"
+
+
+def describe_trainable(trainable: Any, arrays: dict[str, np.ndarray]) -> dict:
+    """``{"import": "module:QualName", "fields": {...}}`` for a dataclass or NamedTuple
+    Trainable whose fields are data; ``fields`` is None (and ``why`` says why) for
+    another, which a reader must then be given."""
+    import dataclasses
+
+    from jaxhp import serial
+
+    rec: dict[str, Any] = {"import": _qualname(type(trainable))}
+    if dataclasses.is_dataclass(trainable) and not isinstance(trainable, type):
+        fields = {
+            f.name: getattr(trainable, f.name)
+            for f in dataclasses.fields(trainable)
+            if f.init
+        }
+    elif isinstance(trainable, tuple) and hasattr(type(trainable), "_fields"):
+        fields = trainable._asdict()
+    else:
+        rec.update(fields=None, why="it is not a dataclass or a NamedTuple")
+        return rec
+    mark = len(arrays)
+    try:
+        rec["fields"] = serial.to_data(fields, arrays, "trainable")
+    except serial.SerialError as e:
+        for k in list(arrays)[mark:]:
+            del arrays[k]
+        rec.update(fields=None, why=str(e))
+    return rec
+
+
+def build_trainable(
+    rec: dict, arrays: dict[str, np.ndarray], cls: type | None = None
+) -> Any:
+    """The Trainable a record describes: its class imported (or ``cls``, given by
+    the caller), called with the stored fields.
+
+    Only a dataclass or NamedTuple class with ``init``, ``step`` and ``evaluate`` is
+    called; anything else a record names is refused before it is called."""
+    import dataclasses
+
+    from jaxhp import serial
+
+    name = rec.get("import", "?")
+    how = (
+        "pass trainable= to jaxhp.load, or --trainable FILE.py:Name to `jaxhp predict`"
+    )
+    if rec.get("fields") is None:
+        raise TrainableError(
+            f"the study's Trainable {name} was not stored as data "
+            f"({rec.get('why', 'no fields')}): {how}"
+        )
+    obj = cls if cls is not None else _import_trainable(str(name), how)
+    is_nt = isinstance(obj, type) and issubclass(obj, tuple) and hasattr(obj, "_fields")
+    if not (
+        isinstance(obj, type) and (dataclasses.is_dataclass(obj) or is_nt)
+    ) or not all(callable(getattr(obj, a, None)) for a in ("init", "step", "evaluate")):
+        raise TrainableError(
+            f"the study names {name}, which is not a Trainable dataclass or "
+            f"NamedTuple: {how}"
+        )
+    try:
+        fields = serial.from_data(rec["fields"], arrays)
+        if not isinstance(fields, dict):
+            raise serial.SerialError("fields are not a dict")
+        return obj(**fields)
+    except (serial.SerialError, TypeError, ValueError) as e:
+        raise TrainableError(
+            f"the study's Trainable {name} cannot be rebuilt from its fields ({e}): {how}"
+        ) from None
+
+
+def _import_trainable(name: str, how: str) -> Any:
+    """The object ``module:QualName`` names (``__main__``: this process's own)."""
+    import importlib
+    import sys
+
+    module, _, qual = name.partition(":")
+    if not module or not qual or "<" in qual:
+        raise TrainableError(
+            f"the study's Trainable {name!r} cannot be imported: {how}"
+        )
+    if module == "__main__":
+        obj = sys.modules.get("__main__")
+    else:
+        try:
+            obj = importlib.import_module(module)
+        except Exception as e:  # noqa: BLE001 - any failure to import says the same
+            raise TrainableError(
+                f"the study's Trainable {name} cannot be imported "
+                f"({type(e).__name__}: {e}): {how}"
+            ) from None
+    for part in qual.split("."):
+        obj = getattr(obj, part, None)
+    if obj is None:
+        where = "a script's __main__" if module == "__main__" else f"module {module}"
+        raise TrainableError(
+            f"the study's Trainable {name} is not defined here (it was defined in "
+            f"{where}): {how}"
+        )
+    return obj
 
 
 class Results:
@@ -285,3 +528,43 @@ def _fmt(v: Any) -> str:
             return "nan"
         return f"{v:.4g}" if (abs(v) >= 1e-3 or v == 0) else f"{v:.2e}"
     return str(v)
+
+
+def _restore_state(
+    trainable: Any, leaves: list[tuple[str, Any]], arrays: dict, hp: dict
+) -> Any:
+    """Stored state leaves put back into the pytree structure of the Trainable's own
+    (kept) state: the structure comes from the code, never from the file."""
+    from jaxhp import serial
+
+    def one(key):
+        s = trainable.init(key, {k: jnp.asarray(v) for k, v in hp.items()})
+        return trainable.keep(s) if hasattr(trainable, "keep") else s
+
+    try:
+        shapes = jax.eval_shape(one, jax.random.key(0))
+    except Exception as e:  # noqa: BLE001 - the user's init, traced for its shapes
+        raise TrainableError(
+            f"cannot rebuild the stored weights: the Trainable's init failed ({e})"
+        ) from None
+    flat, treedef = jax.tree_util.tree_flatten_with_path(shapes)
+    want = [jax.tree_util.keystr(p) for p, _ in flat]
+    have = [p for p, _ in leaves]
+    if want != have:
+        raise TrainableError(
+            f"the stored weights do not fit this Trainable: it has state leaves "
+            f"{want[:4]}{'...' if len(want) > 4 else ''}, the study "
+            f"{have[:4]}{'...' if len(have) > 4 else ''}"
+        )
+    out = []
+    for (path, node), (_, sds) in zip(leaves, flat, strict=True):
+        a = serial.from_data(node, arrays)
+        if not isinstance(a, jax.Array | np.ndarray) or tuple(a.shape[1:]) != tuple(
+            sds.shape
+        ):
+            raise TrainableError(
+                f"the stored weights do not fit this Trainable: {path} has shape "
+                f"{getattr(a, 'shape', None)}, expected [folds, *{tuple(sds.shape)}]"
+            )
+        out.append(a)
+    return jax.tree_util.tree_unflatten(treedef, out)

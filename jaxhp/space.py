@@ -469,6 +469,63 @@ class Space(Mapping):
         """Number of encoded dimensions ``D`` (fixed parameters take none)."""
         return len(self.searched)
 
+    # Stored form ---------------------------------------------------------------
+    def to_data(self) -> dict[str, Any]:
+        """The space as JSON-able data (what a study stores; :meth:`from_data` reads
+        it back, validated like a space built in Python)::
+
+            {"learning_rate": {"float": [1e-4, 0.1], "log": true},
+             "optimizer": {"choice": ["adam", "sgd"]},
+             "momentum": {"float": [0.5, 0.99], "when": {"optimizer": ["sgd"]}},
+             "epochs": {"fixed": 20}}
+        """
+        out: dict[str, Any] = {}
+        for name, p in self._params.items():
+            if isinstance(p, Fixed):
+                out[name] = {"fixed": p.value}
+                continue
+            if isinstance(p, Choice):
+                d: dict[str, Any] = {"choice": list(p.values)}
+            else:
+                kind = "float" if isinstance(p, Float) else "int"
+                d = {kind: [p.low, p.high], "log": bool(p.log)}
+            if p.when is not None:
+                d["when"] = {k: list(v) for k, v in p.when}
+            out[name] = d
+        return out
+
+    @classmethod
+    def from_data(cls, data: Any) -> Space:
+        """The space :meth:`to_data` described (:class:`SpaceError` if malformed)."""
+        if not isinstance(data, Mapping):
+            raise SpaceError(
+                f"a stored space must be a mapping, got {type(data).__name__}"
+            )
+        params: dict[str, Param] = {}
+        for name, d in data.items():
+            if not isinstance(d, Mapping):
+                raise SpaceError(f"{name}: unreadable stored parameter {d!r}")
+            kinds = [k for k in ("float", "int", "choice", "fixed") if k in d]
+            extra = set(d) - {*kinds, "log", "when"}
+            if len(kinds) != 1 or extra:
+                raise SpaceError(f"{name}: unreadable stored parameter {d!r}")
+            kind, when = kinds[0], d.get("when")
+            v = d[kind]
+            if kind == "fixed":
+                params[name] = Fixed(v)
+            elif kind == "choice":
+                if not isinstance(v, list):
+                    raise SpaceError(f"{name}: unreadable stored choice {v!r}")
+                params[name] = Choice(v, when=when)
+            else:
+                if not (isinstance(v, list) and len(v) == 2):
+                    raise SpaceError(f"{name}: unreadable stored bounds {v!r}")
+                typ = Float if kind == "float" else Int
+                params[name] = typ(
+                    v[0], v[1], log=d.get("log", False) is True, when=when
+                )
+        return cls(params)
+
     # Encoding -----------------------------------------------------------------
     def decode(self, u: np.ndarray) -> dict[str, np.ndarray]:
         """Map unit-cube points ``u: [P, D]`` to ``{name: [P] array}`` of native values."""

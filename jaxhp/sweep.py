@@ -43,6 +43,9 @@ class RoundRecord:
     compile_time: float
     model: Model | None  # the new best trial's model, when it improved
     model_value: float  # the best oriented value so far
+    # A recycled stream's trials in flight (ids [k], points [k, D]): a resumed stream
+    # restarts them from scratch. None for a plain round (nothing is in flight).
+    pending: tuple[np.ndarray, np.ndarray] | None = None
 
 
 class Observer:
@@ -73,6 +76,7 @@ class Prior:
     model: Model | None = None
     model_value: float = -math.inf
     strategy_state: Any = None
+    pending: tuple[np.ndarray, np.ndarray] | None = None  # a stream's trials in flight
 
 
 def check_positive_int(name: str, v: Any, *, allow_none: bool = False) -> None:
@@ -183,8 +187,14 @@ class Sweep:
             raise ValueError(
                 f"bucketing must be 'auto', 'pow2' or 'none', got {bucketing!r}"
             )
-        if not isinstance(seed, numbers.Integral) or isinstance(seed, bool):
-            raise ValueError(f"seed must be an integer, got {seed!r}")
+        if (
+            not isinstance(seed, numbers.Integral)
+            or isinstance(seed, bool)
+            or not -(2**63) <= seed < 2**63
+        ):
+            raise ValueError(
+                f"seed must be an integer in [-2**63, 2**63), got {seed!r}"
+            )
         if early_stopping is not None and not (
             hasattr(early_stopping, "init") and hasattr(early_stopping, "update")
         ):
@@ -261,6 +271,7 @@ class _Loop:
         )
         self.buckets: list[BucketReport] = []
         self.clock = Deadline(sweep.timeout, time.perf_counter())
+        self.pending = prior.pending
 
     def _notify(self, event: str, *args) -> None:
         for o in self.observers:
@@ -269,7 +280,15 @@ class _Loop:
     def _segment(self, report: BucketReport, epochs: int) -> None:
         self._notify("segment", report, epochs)
 
-    def _told(self, u, new: list[Trial], t_round: float, compile_time: float, model):
+    def _told(
+        self,
+        u,
+        new: list[Trial],
+        t_round: float,
+        compile_time: float,
+        model,
+        pending=None,
+    ):
         """Tell the strategy ``new`` (asked as points ``u``) and the observers."""
         sign = self.sweep.sign
         y = np.asarray([-sign * t.value if t.ok else np.nan for t in new])
@@ -283,6 +302,7 @@ class _Loop:
             compile_time=compile_time,
             model=model,
             model_value=self.model_value,
+            pending=pending,
         )
         self._notify("trials_finished", new, record)
 
@@ -329,37 +349,65 @@ class _Loop:
 
     def recycled(self) -> None:
         """The recycled stream: a slot refilled with the strategy's next candidate as
-        soon as its trial finishes (see :func:`jaxhp.engine.run_recycled`)."""
+        soon as its trial finishes (see :func:`jaxhp.engine.run_recycled`). Each batch
+        of finished trials is one record, with the trials then in flight; a stream
+        resumed from a study restarts those first, from scratch, with their own ids
+        and points."""
         from jaxhp.engine import run_recycled
 
         sw = self.sweep
-        pending: dict[int, tuple[np.ndarray, dict[str, Any]]] = {}
-        t_last = [time.perf_counter()]
+        in_flight: dict[int, tuple[np.ndarray, dict[str, Any]]] = {}
+        ids0, u0 = self.pending or (np.zeros(0, np.int64), None)
+        queue = [np.asarray(ids0, np.int64), np.zeros((0, sw.space.dim))]
+        if u0 is not None:
+            queue[1] = np.asarray(u0, np.float64).reshape(len(ids0), sw.space.dim)
+        first, since = [True], [time.perf_counter()]
 
         def source(n: int):
-            n = min(n, sw.n_trials - self.started)
-            if self.started > 0 and n > 0 and self.clock.passed():  # no refills now
-                n = 0
-            if n <= 0:
+            ids_q, u_q = queue
+            k = min(n, len(ids_q))
+            n_new = min(n - k, sw.n_trials - self.started)
+            if not first[0] and n > 0 and self.clock.passed():  # no refills now
+                k = n_new = 0
+            first[0] = False
+            parts_u, parts_ids = [u_q[:k]], [ids_q[:k]]
+            queue[:] = [ids_q[k:], u_q[k:]]
+            if n_new > 0:
+                u_new, self.state = sw.strategy.ask(self.state, n_new)
+                parts_u.append(np.asarray(u_new, np.float64))
+                parts_ids.append(np.arange(self.started, self.started + n_new))
+                self.started += n_new
+            ids = np.concatenate(parts_ids).astype(np.int64)
+            if not len(ids):
                 return np.zeros(0, np.int64), {}
-            u, self.state = sw.strategy.ask(self.state, n)
+            u = np.concatenate(parts_u)
             values = sw.space.decode(sw.space.canonical(u))
-            ids = np.arange(self.started, self.started + n)
-            for j, tid in enumerate(ids):
-                pending[int(tid)] = (u[j], sw.space.to_python(values, j))
-            self.started += n
-            self._notify("round_started", self.rnd, len(pending))
+            params = sw.space.to_python_all(values)
+            for j, tid in enumerate(ids.tolist()):
+                in_flight[tid] = (u[j], params[j])
+            self._notify("round_started", self.rnd, len(in_flight))
             return ids, sw.task.hparams(sw.space, values)
 
-        def on_finish(outcomes, boundary):
-            self.rnd = boundary
-            params = [pending[o.trial_id][1] for o in outcomes]
+        def on_finish(outcomes, boundary, best):
+            params = [in_flight[o.trial_id][1] for o in outcomes]
             new = trials_of_records(outcomes, params, boundary)
-            u = np.stack([pending.pop(t.trial_id)[0] for t in new])
-            self._told(u, new, t_last[0], 0.0, None)
-            t_last[0] = time.perf_counter()
+            u = np.stack([in_flight.pop(t.trial_id)[0] for t in new])
+            model = None
+            if best is not None:
+                self.model = model = Model(sw.task, best)
+                self.model_value = best.value
+            # Not yet started from the stored queue, then those in slots: all restart.
+            ids = [*queue[0].tolist(), *in_flight]
+            points = [*queue[1], *(in_flight[t][0] for t in in_flight)]
+            pending = (
+                np.asarray(ids, np.int64),
+                np.asarray(points, np.float64).reshape(len(ids), sw.space.dim),
+            )
+            self._told(u, new, since[0], 0.0, model, pending)
+            self.rnd += 1  # one record per batch: a study's rounds stay distinct
+            since[0] = time.perf_counter()
 
-        report, best = run_recycled(
+        report, _ = run_recycled(
             sw.task,
             sw.task.hparams(sw.space, extremes(sw.space)),
             source,
@@ -370,11 +418,10 @@ class _Loop:
             segment_epochs=sw.segment_epochs,
             on_segment=self._segment,
             eval_every=sw.eval_every,
+            best_so_far=self.model_value,
             options=sw.options,
         )
         self.buckets.append(report)
-        if best is not None:
-            self.model, self.model_value = Model(sw.task, best), best.value
 
 
 def trials_of(outcomes, params: list[dict], rnd: int) -> list[Trial]:

@@ -18,7 +18,7 @@ def run_recycled(
     task: Any,
     shape_hp: Mapping[str, np.ndarray],
     source: Callable[[int], tuple[np.ndarray, dict[str, np.ndarray]]],
-    on_finish: Callable[[list[TrialOutcome], int], None],
+    on_finish: Callable[[list[TrialOutcome], int, BestState | None], None],
     *,
     slots: int,
     seed: int,
@@ -36,8 +36,9 @@ def run_recycled(
     smallest batch size). ``source(n)`` gives up to ``n`` new trials (their ids and
     hyperparameters, ``{name: [m]}``; ``m == 0`` when there are no more); between
     segments of ``segment_epochs`` epochs, every trial that finished (its epochs done,
-    stopped, pruned or diverged) is reported to ``on_finish(outcomes, boundary)`` and
-    its slot is refilled from ``source`` without recompiling. A trial's result is the
+    stopped, pruned or diverged) is reported to ``on_finish(outcomes, boundary, best)``
+    (``best``: the best-epoch state of the best trial so far when one of these beat
+    it, else None) and its slot is refilled from ``source`` without recompiling. A trial's result is the
     one it has trained alone (its keys derive from ``(seed, trial id)``).
     """
     pop = Population(
@@ -67,8 +68,9 @@ def run_recycled(
         if len(finished):
             cand = pop.best(finished)
             top = best.value if best is not None else best_so_far
+            improved = None
             if cand is not None and cand[0] > top:
-                best = BestState(
+                best = improved = BestState(
                     trial_id=int(pop.slots[cand[1]]),
                     value=cand[0],
                     trainable=pop.spec.trainable,
@@ -77,7 +79,7 @@ def run_recycled(
                 )
             outcomes = list(pop.outcomes(finished))
             pop.release(finished)
-            on_finish(outcomes, boundary)
+            on_finish(outcomes, boundary, improved)
         boundary += 1
         free = np.flatnonzero(pop.slots < 0)
         new_ids, new_hp = source(len(free)) if len(free) else ([], {})

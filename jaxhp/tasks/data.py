@@ -159,14 +159,16 @@ def stack_folds(
     xs_tr, xs_va, means, stds = [], [], [], []
     for x_tr, _, x_va, _ in splits:
         if standardize:
-            mean = x_tr.mean(0)
-            std = x_tr.std(0)
-            std = np.where(std > 1e-8, std, 1.0).astype(np.float32)
+            # In float64: the squares of large float32 inputs overflow float32.
+            x64 = np.asarray(x_tr, np.float64)
+            mean = x64.mean(0)
+            std = x64.std(0)
+            std = np.where(std > 1e-8 * np.maximum(np.abs(mean), 1.0), std, 1.0)
         else:
-            mean = np.zeros(x_tr.shape[1:], np.float32)
-            std = np.ones(x_tr.shape[1:], np.float32)
-        xs_tr.append((x_tr - mean) / std)
-        xs_va.append((x_va - mean) / std)
+            mean = np.zeros(x_tr.shape[1:], np.float64)
+            std = np.ones(x_tr.shape[1:], np.float64)
+        xs_tr.append(((x_tr - mean) / std).astype(np.float32))
+        xs_va.append(((x_va - mean) / std).astype(np.float32))
         means.append(mean)
         stds.append(std)
     x_train, train_mask = _pad(xs_tr)

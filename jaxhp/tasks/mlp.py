@@ -654,9 +654,17 @@ class MLPRegressor(_MLPTask):
     def _scale(self, splits):
         out, means, stds = [], [], []
         for x_tr, y_tr, x_va, y_va in splits:
-            m = y_tr.mean(0)
-            s = np.where(y_tr.std(0) > 1e-8, y_tr.std(0), 1.0)
-            out.append((x_tr, (y_tr - m) / s, x_va, (y_va - m) / s))
+            # In float64: the squares of large float32 targets overflow float32.
+            y_tr, y_va = np.asarray(y_tr, np.float64), np.asarray(y_va, np.float64)
+            m, sd = y_tr.mean(0), y_tr.std(0)
+            s = np.where(sd > 1e-8 * np.maximum(np.abs(m), 1.0), sd, 1.0)
+            if self.metric == "mse" and np.max(s) ** 2 > 1e36:
+                raise DataError(
+                    f"y's standard deviation is {np.max(s):.3g}: its mse would overflow "
+                    "float32; rescale y, or tune metric='r2' or 'loss'"
+                )
+            y_tr, y_va = (((y - m) / s).astype(np.float32) for y in (y_tr, y_va))
+            out.append((x_tr, y_tr, x_va, y_va))
             means.append(m)
             stds.append(s)
         aux = {
