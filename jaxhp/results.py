@@ -11,6 +11,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxhp.trainable import capabilities
+
 __all__ = ["Model", "Results", "Trial", "STATUSES"]
 
 #: complete: trained its full epoch budget; stopped: stopped early by the stopper (its
@@ -105,14 +107,14 @@ class Model:
 
     def _get_forward(self):
         if self._forward is None:
-            trainable = self.trainable
-            if not hasattr(trainable, "predict"):
+            predict = capabilities(self.trainable).predict
+            if predict is None:
                 raise TypeError(
                     "this task's Trainable has no predict(state, x, hp) method"
                 )
             hp = {k: jnp.asarray(v) for k, v in self.hp.items()}
             self._forward = jax.jit(
-                jax.vmap(lambda s, x: trainable.predict(s, x, hp), in_axes=(0, 0))
+                jax.vmap(lambda s, x: predict(s, x, hp), in_axes=(0, 0))
             )
         return self._forward
 
@@ -539,7 +541,8 @@ def _restore_state(
 
     def one(key):
         s = trainable.init(key, {k: jnp.asarray(v) for k, v in hp.items()})
-        return trainable.keep(s) if hasattr(trainable, "keep") else s
+        keep = capabilities(trainable).keep
+        return s if keep is None else keep(s)
 
     try:
         shapes = jax.eval_shape(one, jax.random.key(0))
