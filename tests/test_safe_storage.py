@@ -568,7 +568,9 @@ def test_relative_data_paths_resolve_against_the_config_file(
 def test_ctrl_c_exits_130_with_one_line(tmp_path):
     cfg = json.loads(json.dumps(TINY))
     cfg["study"]["storage"] = str(tmp_path / "c.db")
-    cfg["search"].update(n_trials=400, population=2, strategy="random")
+    # Far more than it can train before the signal (rounds of two iris trials are
+    # milliseconds): the loop below sends SIGINT once a round is stored.
+    cfg["search"].update(n_trials=100_000, population=2, strategy="random")
     p = tmp_path / "c.toml"
     p.write_text(C.dumps(cfg))
     proc = subprocess.Popen(
