@@ -23,13 +23,14 @@ from jaxhp.engine.transfer import host_rows
 __all__ = ["chunk_size", "cpu_chunk"]
 
 
-def init_shapes(comp: Programs, gsub: Mapping[str, np.ndarray], seed: int, p: int):
+def init_shapes(
+    comp: Programs, gsub: Mapping[str, np.ndarray], seed: int, p: int, pack: bool = True
+):
     """A population of ``p`` of the bucket's hyperparameters as shapes, and the shapes
     of the initial-state program's (keys, run state) for it: traced, not run."""
     hp_p = {k: jax.ShapeDtypeStruct((p,), v.dtype) for k, v in gsub.items()}
     ids = jax.ShapeDtypeStruct((p,), np.uint32)
     live = jax.ShapeDtypeStruct((p,), np.bool_)
-    pack = comp.spec.options.pack_host_rows
     rows = host_rows((ids, hp_p, live), pack)
     keys, run = jax.eval_shape(comp.init, np.uint32(seed % 2**32), rows)
     return hp_p, keys, run
@@ -40,16 +41,19 @@ def pow2_floor(x: float) -> int:
     return 2 ** int(math.log2(max(x, 1.0)))
 
 
-def memory_model(cache: ProgramCache, comp: Programs, gsub, data, seed) -> tuple:
+def memory_model(
+    cache: ProgramCache, comp: Programs, gsub, data, seed, pack: bool = True
+) -> tuple:
     """(fixed bytes, bytes per trial) of a bucket's segment, from the compiled program's
     memory analysis at two small populations (arguments + outputs + temporaries)."""
     spec = comp.spec
-    key = (spec, tuple((k, v.dtype.str) for k, v in gsub.items()), data.x_train.shape)
+    dtypes = tuple((k, v.dtype.str) for k, v in gsub.items())
+    key = (spec, dtypes, data.x_train.shape, pack)
     if key not in cache.memory:
         sizes = []
         for p in (8, 16):
-            hp_p, keys, run = init_shapes(comp, gsub, seed, p)
-            rows = host_rows(hp_p, spec.options.pack_host_rows)
+            hp_p, keys, run = init_shapes(comp, gsub, seed, p, pack)
+            rows = host_rows(hp_p, pack)
             m = (
                 comp.segment.lower(run, rows, keys, data, np.int32(1))
                 .compile()
@@ -92,9 +96,11 @@ def cpu_chunk(per_trial_bytes: float, options, n_dev: int, n_folds: int) -> int:
     return n_dev * max(least, pow2_floor(budget / per_trial_bytes / n_dev))
 
 
-def chunk_size(cache, comp: Programs, gsub, data, seed, budget: int, n_dev: int) -> int:
+def chunk_size(
+    cache, comp: Programs, gsub, data, seed, budget: int, n_dev: int, pack: bool = True
+) -> int:
     """The most trials (a power of two) whose segment fits ``budget`` bytes per device."""
-    fixed, per_trial = memory_model(cache, comp, gsub, data, seed)
+    fixed, per_trial = memory_model(cache, comp, gsub, data, seed, pack)
     fit = int((budget - fixed) // per_trial) * n_dev
     if fit < 1:
         raise MemoryError(
@@ -107,7 +113,16 @@ def chunk_size(cache, comp: Programs, gsub, data, seed, budget: int, n_dev: int)
 
 
 def chunk_for(
-    cache, comp: Programs, gsub, data, *, seed, memory_budget, n_dev, per_trial_stopper
+    cache,
+    comp: Programs,
+    gsub,
+    data,
+    *,
+    seed,
+    memory_budget,
+    n_dev,
+    per_trial_stopper,
+    options,
 ) -> int:
     """Trials per chunk of a bucket: all of them, unless a memory budget or (on one
     CPU process, under a per-trial stopper) the caches call for fewer. Not across
@@ -118,9 +133,10 @@ def chunk_for(
     chunk = (
         n
         if memory_budget is None
-        else chunk_size(cache, comp, gsub, data, seed, memory_budget, n_dev)
+        else chunk_size(
+            cache, comp, gsub, data, seed, memory_budget, n_dev, options.pack_host_rows
+        )
     )
-    options = comp.spec.options
     if (
         options.cpu_chunk_bytes_per_core is not None
         and chunk > n_dev

@@ -12,9 +12,19 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
-__all__ = ["CostModel", "EngineOptions"]
+__all__ = ["CostModel", "EngineOptions", "ProgramOptions"]
+
+
+class ProgramOptions(NamedTuple):
+    """The options a compiled segment depends on: part of its compile-cache key, so
+    that changing another option (chunking, transfers, storage) recompiles nothing."""
+
+    platform: str = "cpu"
+    preshuffle_bytes: int = 0
+    freeze_in_step: bool = False
+    compiler_options: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -104,6 +114,16 @@ class EngineOptions:
         if "compiler_options" in overrides:
             overrides["compiler_options"] = _sorted_pairs(overrides["compiler_options"])
         return dataclasses.replace(base, **overrides)
+
+    @property
+    def program(self) -> ProgramOptions:
+        """What of these options the compiled segment depends on."""
+        return ProgramOptions(
+            self.platform,
+            self.preshuffle_bytes,
+            self.freeze_in_step,
+            self.compiler_options,
+        )
 
     def replace(self, **changes: Any) -> EngineOptions:
         return dataclasses.replace(self, **changes)

@@ -63,7 +63,7 @@ def bucket_spec(
         uniform_steps=bool(np.all(steps == shape.steps)),
         uniform_batch=bool(np.all(hp["batch_size"] == shape.batch)),
         eval_every=eval_every,
-        options=options,
+        program=options.program,
         static_epochs=stopper is None and options.static_epoch_loop,
     )
     return shape, spec

@@ -122,7 +122,7 @@ class ProgramCache:
         if hit is None:
             # Donating the run state lets XLA update it in place (not on the CPU).
             donate = () if spec.platform == "cpu" else (0,)
-            options = dict(spec.options.compiler_options)
+            options = dict(spec.program.compiler_options)
             extra = {"compiler_options": options} if options else {}
             layouts: dict = {}
             hit = Programs(

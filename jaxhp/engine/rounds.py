@@ -94,6 +94,7 @@ def run_population(
             memory_budget=memory_budget,
             n_dev=pop.n_dev,
             per_trial_stopper=per_trial,
+            options=options,
         )
         for part, i in enumerate(range(0, len(group), chunk)):
             idx = group[i : i + chunk]

@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxhp.engine.data import FoldArrays, fold_data
-from jaxhp.engine.options import EngineOptions
+from jaxhp.engine.options import ProgramOptions
 from jaxhp.engine.shuffle import perm_from_bits, shuffle_bits
 from jaxhp.engine.transfer import pack, unrows
 from jaxhp.stopping import Report
@@ -78,7 +78,7 @@ class SegmentSpec:
     uniform_steps: bool = False  # every trial and fold takes exactly `steps` steps
     uniform_batch: bool = False  # every trial's batch size is `batch`
     eval_every: int = 1  # validate every this many epochs (and at each trial's last)
-    options: EngineOptions = EngineOptions()  # the platform's choices
+    program: ProgramOptions = ProgramOptions()  # the platform's choices it depends on
     static_epochs: bool = False  # a fixed-count epoch loop (options.static_epoch_loop)
     # Several devices, and a Trainable with a population_step: the population's mesh
     # (axis "pop"), over which that step runs under shard_map.
@@ -86,7 +86,7 @@ class SegmentSpec:
 
     @property
     def platform(self) -> str:
-        return self.options.platform
+        return self.program.platform
 
 
 class SegmentOut(NamedTuple):
@@ -199,7 +199,7 @@ def _epoch_rows(spec: SegmentSpec, data: FoldArrays, perms, n_pop: int) -> _Epoc
     row_bytes = sum(
         math.prod(a.shape[2:]) * a.dtype.itemsize for a in (data.x_train, data.y_train)
     )
-    shuffled = n_pop * n_folds * span * row_bytes <= spec.options.preshuffle_bytes
+    shuffled = n_pop * n_folds * span * row_bytes <= spec.program.preshuffle_bytes
     if shuffled:
         ext = jnp.minimum(jnp.arange(span), n_rows - 1)
         rows_of = jax.vmap(
@@ -270,7 +270,7 @@ def _train(spec, hp, data, perms, ekeys, ran, steps_per_epoch, run: RunState):
         # Which members' state this step may change: the ones that train this epoch
         # (options.freeze_in_step), and which take this step (some trials take fewer
         # steps per epoch than the bucket: they idle).
-        keep = live if spec.options.freeze_in_step else None
+        keep = live if spec.program.freeze_in_step else None
         if not spec.uniform_steps:
             keep = t < spe if keep is None else keep & (t < spe)
             loss = jnp.where(t < spe, loss, 0.0)
@@ -392,7 +392,7 @@ def _close_epoch(spec, hp, run: RunState, ts, loss_sum, steps_per_epoch, metrics
     # than the select, and on a GPU each branch reads its predicate back to the host.
     # A trial that blew up this epoch keeps the state it reached (it trains no more,
     # and its best-epoch weights come from finite epochs only).
-    if not spec.options.freeze_in_step:
+    if not spec.program.freeze_in_step:
         ts = tree_where(ran, ts, run.tstate)
     improved = ok & due & (oriented > run.best_value)
     if spec.stopper is not None:
