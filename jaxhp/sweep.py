@@ -22,6 +22,7 @@ import jax
 import numpy as np
 
 from jaxhp.engine import BucketReport, EngineOptions, run_population
+from jaxhp.engine import work
 from jaxhp.engine.population import resolve_devices
 from jaxhp.results import Model, Results, Trial
 from jaxhp.space import Space, SpaceError
@@ -227,6 +228,11 @@ class Sweep:
             "devices": max((r.devices for r in buckets), default=1),
             "chunks": sorted({r.chunk for r in buckets if r.chunk}),
             "timed_out": loop.clock.fired,
+            # Executed against useful training work (engine.work): padding, frozen
+            # slots and compile seconds, this run's (a resumed sweep's earlier runs
+            # are not counted).
+            "work": work.total(buckets),
+            "plan": loop.plan,
         }
         return Results(
             loop.trials,
@@ -252,6 +258,7 @@ class _Loop:
             else sweep.strategy.init(jax.random.key(sweep.seed))
         )
         self.buckets: list[BucketReport] = []
+        self.plan: dict[str, Any] = {"platform": sweep.options.platform}
         self.clock = Deadline(sweep.timeout, time.perf_counter())
 
     def _notify(self, event: str, *args) -> None:

@@ -35,6 +35,7 @@ from jaxhp.engine.planning import bucket_spec, pop_size
 from jaxhp.engine.programs import DEFAULT_CACHE, CompileClock, ProgramCache
 from jaxhp.engine.segment import flags_of
 from jaxhp.engine.transfer import fetch, host_rows, unpack
+from jaxhp.engine.work import SlotCost, add_segment
 
 __all__ = ["Population", "resolve_devices"]
 
@@ -112,6 +113,7 @@ class Population:
             self.label, 0, self.size, spec.batch, spec.steps, 0, 0.0, 0.0
         )
         self.report.devices = self.n_dev
+        self.cost = SlotCost(task, spec, self.size)
         self._seed32 = np.uint32(seed % 2**32)
         self.slots = np.full(self.size, -1, np.int64)  # trial id per slot, -1: empty
         self._hp: dict[str, np.ndarray] = {}
@@ -145,6 +147,7 @@ class Population:
         self.keys, self.run = self._call(
             self.programs.init, self._seed32, self._rows(live)
         )
+        self.cost.set(np.arange(m), {k: np.asarray(v)[:m] for k, v in hp.items()})
         self._occupy(np.arange(m), ids)
 
     def refill(
@@ -168,6 +171,7 @@ class Population:
         self.keys, self.run = self._call(
             self.programs.refill, self._seed32, self._rows(fill), self.keys, self.run
         )
+        self.cost.set(slots, {k: np.asarray(v) for k, v in hp.items()})
         self._occupy(slots, np.asarray(trial_ids, np.int64))
 
     def _occupy(self, slots: np.ndarray, ids: np.ndarray) -> None:
@@ -196,9 +200,12 @@ class Population:
         # A fixed-count loop would run a short segment's missing epochs masked, for
         # nothing: a short segment takes the while loop's program.
         progs = self.programs
+        ran = n  # epochs the program computes, trained or not
         if spec.static_epochs and n < spec.seg_epochs:
             short = dataclasses.replace(spec, static_epochs=False)
             progs = self.cache.get(short, self.n_folds)
+        if not progs.spec.static_epochs:
+            ran = None  # the while loop ends once no slot trains: `done`
         self.run, packed = self._call(
             progs.segment,
             self.run,
@@ -212,6 +219,8 @@ class Population:
         self.report.run_time += time.perf_counter() - t0
         done = int(out.done)
         self._segs.append({k: v[:done] for k, v in out.bufs.items()})
+        trained = ~np.isnan(self._segs[-1]["train_loss"])
+        add_segment(self.report, self.cost, trained, done if ran is None else ran)
         self._flags, self._active = out.flags, np.asarray(out.active).copy()
         self._best1 = out.best1
         self.report.segments += 1
