@@ -6,7 +6,11 @@ import numpy as np
 import pytest
 
 import jaxhp
-from jaxhp.engine import work
+from jaxhp import engine
+from jaxhp.engine import run_population, work
+from jaxhp.stopping import Patience
+
+from .conftest import tiny_space
 
 
 @pytest.fixture
@@ -66,3 +70,56 @@ def test_trial_flops_of_a_full_trial_are_the_buckets(own_task):
     hp = own_task.hparams(space, space.from_python([B]))
     tr = own_task.trainable(hp)
     assert own_task.trial_flops_per_row(tr, hp)[0] == own_task.flops_per_row(tr)
+
+
+def eager_options(**over):
+    """CPU options whose cost model always finds compaction worth a compile."""
+    cost = engine.CostModel(compile_s=0.0, step_s=0.0, flops=1.0)
+    return engine.EngineOptions.for_platform("cpu", cost=cost, **over)
+
+
+def assert_same_trials(got, want):
+    """Statuses and epochs exactly; values within the float rounding that a different
+    population size brings on a CPU (a metric's mean may differ by an ulp, which can
+    move the best epoch between two tied epochs only)."""
+    assert [o.trial_id for o in got] == [o.trial_id for o in want]
+    for g, w in zip(got, want, strict=True):
+        assert (g.status, g.epochs_run) == (w.status, w.epochs_run)
+        if g.best_epoch != w.best_epoch:
+            v = w.curves["value"]
+            assert v[g.best_epoch] == pytest.approx(v[w.best_epoch], rel=1e-5)
+        np.testing.assert_allclose(g.value, w.value, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(
+            g.curves["train_loss"], w.curves["train_loss"], rtol=1e-4, atol=1e-6
+        )
+
+
+def test_compaction_leaves_every_trial_as_trained_alone(clf_task):
+    space = tiny_space(epochs=jaxhp.Int(1, 9), width=jaxhp.Fixed(8))
+    clf_task.check_space(space)
+    u = np.random.default_rng(1).random((8, space.dim))
+    hp = clf_task.hparams(space, space.decode(u))
+    ids = np.arange(8)
+    common = dict(seed=4, stopper=Patience(2), segment_epochs=2, bucketing="none")
+    opts = eager_options()
+    plain, _, best0 = run_population(
+        clf_task, hp, ids, compact=False, options=opts, **common
+    )
+    packed, (rep,), best1 = run_population(
+        clf_task, hp, ids, compact=True, options=opts, **common
+    )
+    assert len(rep.sizes) >= 2 and rep.sizes[0] == 8 and rep.sizes[-1] < 8
+    assert_same_trials(list(packed), list(plain))
+    assert best1.trial_id == best0.trial_id
+    for o in list(packed)[:3]:  # and each equals the trial alone
+        one = {k: v[o.trial_id : o.trial_id + 1] for k, v in hp.items()}
+        (alone,), _, _ = run_population(
+            clf_task, one, np.asarray([o.trial_id]), **common
+        )
+        assert_same_trials([o], [alone])
+    # Compaction executed less for the same useful work.
+    _, (rep0,), _ = run_population(
+        clf_task, hp, ids, compact=False, options=opts, **common
+    )
+    assert rep.useful == pytest.approx(rep0.useful)
+    assert rep.executed < rep0.executed

@@ -84,7 +84,9 @@ def total(reports: Iterable[BucketReport]) -> dict[str, Any]:
     """The sweep's work: each field summed, compile seconds, and ``ratio``, executed
     per useful (1.0: nothing wasted)."""
     reports = list(reports)
-    out: dict[str, Any] = {f: float(sum(getattr(r, f) for r in reports)) for f in FIELDS}
+    out: dict[str, Any] = {
+        f: float(sum(getattr(r, f) for r in reports)) for f in FIELDS
+    }
     units = {r.unit for r in reports if r.executed > 0}
     out["unit"] = units.pop() if len(units) == 1 else "mixed" if units else "flop"
     out["compile_s"] = float(sum(r.compile_time for r in reports))
