@@ -21,8 +21,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from jaxhp.engine import BucketReport, EngineOptions, run_population
-from jaxhp.engine import work
+from jaxhp.engine import BucketReport, EngineOptions, run_population, work
 from jaxhp.engine.population import resolve_devices
 from jaxhp.results import Model, Results, Trial
 from jaxhp.space import Space, SpaceError
