@@ -11,6 +11,7 @@ command line and ``jaxhp resume`` all build a :class:`Sweep`, as Optuna's
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
 import time
@@ -118,7 +119,7 @@ class Sweep:
         strategy_options: Mapping[str, Any] | None = None,
         devices: Any = None,
         memory_budget: int | None = None,
-        recycle: bool = False,
+        recycle: bool | str = False,
         eval_every: int = 1,
         timeout: float | None = None,
         enqueue: Sequence[Mapping[str, Any]] | None = None,
@@ -142,7 +143,14 @@ class Sweep:
         self.population, self.seed = population, int(seed)
         self.early_stopping, self.bucketing = early_stopping, bucketing
         self.segment_epochs = segment_epochs or (1 if recycle else 10)
+        if recycle not in (False, True, "auto", "whole", "shape"):
+            raise ValueError(
+                f"recycle must be True, False, 'whole' or 'shape', got {recycle!r}"
+            )
         self.memory_budget, self.recycle = memory_budget, bool(recycle)
+        # Recycled streams: one whole-space program, one per shape bucket, or the cost
+        # model's choice (engine.run_recycled).
+        self.streams = recycle if isinstance(recycle, str) else "auto"
         self.eval_every, self.timeout = eval_every, timeout
         self.devices = None if devices is None else list(devices)
         self.engine_options = engine_options
@@ -231,7 +239,10 @@ class Sweep:
             # slots and compile seconds, this run's (a resumed sweep's earlier runs
             # are not counted).
             "work": work.total(buckets),
-            "plan": loop.plan,
+            "plan": {
+                **loop.plan,
+                "compactions": sum(max(len(r.sizes) - 1, 0) for r in buckets),
+            },
         }
         return Results(
             loop.trials,
@@ -257,7 +268,11 @@ class _Loop:
             else sweep.strategy.init(jax.random.key(sweep.seed))
         )
         self.buckets: list[BucketReport] = []
-        self.plan: dict[str, Any] = {"platform": sweep.options.platform}
+        self.plan: dict[str, Any] = {
+            "platform": sweep.options.platform,
+            "cost_model": dataclasses.asdict(sweep.options.cost),
+            "mode": "recycle" if sweep.recycle else "rounds",
+        }
         self.clock = Deadline(sweep.timeout, time.perf_counter())
 
     def _notify(self, event: str, *args) -> None:
@@ -287,6 +302,7 @@ class _Loop:
     def rounds(self) -> None:
         """The plain round loop: a population at a time, each trained to the end."""
         sw = self.sweep
+        self.plan.update(mode="rounds", bucketing=sw.bucketing)
         first = True  # this call's first round runs whatever the timeout
         while self.started < sw.n_trials and (first or not self.clock.passed()):
             first = False
@@ -357,7 +373,7 @@ class _Loop:
             self._told(u, new, t_last[0], 0.0, None)
             t_last[0] = time.perf_counter()
 
-        report, best = run_recycled(
+        reports, best = run_recycled(
             sw.task,
             sw.task.hparams(sw.space, extremes(sw.space)),
             source,
@@ -369,8 +385,11 @@ class _Loop:
             on_segment=self._segment,
             eval_every=sw.eval_every,
             options=sw.options,
+            streams=sw.streams,
+            expected_trials=sw.n_trials,
+            plan=self.plan,
         )
-        self.buckets.append(report)
+        self.buckets.extend(reports)
         if best is not None:
             self.model, self.model_value = Model(sw.task, best), best.value
 

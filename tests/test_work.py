@@ -123,3 +123,54 @@ def test_compaction_leaves_every_trial_as_trained_alone(clf_task):
     )
     assert rep.useful == pytest.approx(rep0.useful)
     assert rep.executed < rep0.executed
+
+
+def test_shape_aware_recycling_routes_trials_and_leaves_them_as_alone(clf_task):
+    space = tiny_space(
+        epochs=jaxhp.Int(1, 4),
+        width=jaxhp.Choice([8, 64]),
+        n_layers=jaxhp.Fixed(1),
+        optimizer=jaxhp.Fixed("adam"),
+    )
+    opts = eager_options()
+    res = jaxhp.tune(
+        clf_task,
+        space,
+        "sobol",
+        n_trials=10,
+        population=4,
+        seed=5,
+        recycle="shape",
+        early_stopping=Patience(2),
+        engine_options=opts,
+    )
+    assert sorted(t.trial_id for t in res.trials) == list(range(10))
+    assert res.stats["plan"]["recycle"] == "shape"
+    assert res.stats["buckets"] >= 2  # a stream per shape bucket (at least two)
+    for t in res.trials:
+        hp = clf_task.hparams(space, space.from_python([t.params]))
+        (alone,), _, _ = run_population(
+            clf_task, hp, np.asarray([t.trial_id]), seed=5, stopper=Patience(2)
+        )
+        assert (alone.status, alone.epochs_run) == (t.status, t.epochs_run)
+        np.testing.assert_allclose(alone.value, t.value, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(
+            alone.curves["train_loss"], t.curves["train_loss"], rtol=1e-4, atol=1e-6
+        )
+    w = res.stats["work"]
+    parts = w["useful"] + w["pad_shape"] + w["pad_rows"] + w["frozen"]
+    assert parts == pytest.approx(w["executed"])
+
+
+def test_shape_streams_execute_less_than_a_whole_space_program(clf_task):
+    space = tiny_space(
+        epochs=jaxhp.Int(2, 4), width=jaxhp.Choice([8, 128]), n_layers=jaxhp.Fixed(1)
+    )
+    work_of = {}
+    for mode in ("whole", "shape"):
+        res = jaxhp.tune(
+            clf_task, space, "sobol", n_trials=8, population=4, seed=1, recycle=mode
+        )
+        work_of[mode] = res.stats["work"]
+    assert work_of["shape"]["useful"] == pytest.approx(work_of["whole"]["useful"])
+    assert work_of["shape"]["ratio"] < work_of["whole"]["ratio"]
