@@ -69,7 +69,7 @@ def space(max_epochs: int):
         n_layers=jaxhp.Int(1, 3),
         width=jaxhp.Int(32, 512, log=True),
         batch_size=jaxhp.Choice([32, 64, 128]),
-        epochs=jaxhp.Int(min(10, max_epochs), max_epochs),
+        epochs=jaxhp.Int(min(10, max_epochs // 2), max_epochs),
         learning_rate=jaxhp.Float(1e-4, 1e-2, log=True),
         weight_decay=jaxhp.Float(1e-6, 1e-2, log=True),
         dropout=jaxhp.Float(0.0, 0.5),
@@ -152,7 +152,8 @@ def run_optuna(seed: int, args) -> dict:
         n_layers = trial.suggest_int("n_layers", 1, 3)
         width = trial.suggest_int("width", 32, 512, log=True)
         batch = trial.suggest_categorical("batch_size", [32, 64, 128])
-        epochs = trial.suggest_int("epochs", min(10, args.max_epochs), args.max_epochs)
+        low = min(10, args.max_epochs // 2)
+        epochs = trial.suggest_int("epochs", low, args.max_epochs)
         lr = trial.suggest_float("learning_rate", 1e-4, 1e-2, log=True)
         wd = trial.suggest_float("weight_decay", 1e-6, 1e-2, log=True)
         dropout = trial.suggest_float("dropout", 0.0, 0.5)
