@@ -58,12 +58,19 @@ def _demo(args: argparse.Namespace) -> int:
         f"\n{counts}; {elapsed:.1f}s in all ({st['compile_time']:.1f}s compiling "
         f"{st['programs_compiled']} programs for {st['buckets']} buckets)"
     )
+    print(_describe_work(st))
     print(f"\nBest configuration (trial {result.best_trial.trial_id}):")
     print(json.dumps(result.best_params, indent=2))
     print(f"best validation accuracy: {result.best_value:.4f}")
     acc = float((result.predict(X) == y).mean())
     print(f"accuracy of its trained weights on all {len(X)} digits: {acc:.4f}")
     return 0
+
+
+def _describe_work(stats) -> str:
+    from jaxhp.engine.work import describe  # jax loads only once a sweep runs
+
+    return describe(stats.get("work"))
 
 
 def _error(msg: str) -> int:
@@ -97,6 +104,7 @@ def _tune_config(cfg: dict, quiet: bool) -> int:
             else f"no trial finished with a finite {result.metric}"
         )
         print(f"\n{len(result)} trials ({counts}); {best}; stored in {storage}")
+        print(_describe_work(result.stats))
         if result.stats["timed_out"]:
             print(
                 f"stopped at search.timeout with {s['n_trials'] - len(result)} trials "

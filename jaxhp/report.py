@@ -395,6 +395,7 @@ tr.diverged td, tr.failed td {{ color: #b22; }} tr.stopped td {{ color: #a60; }}
 <p>{len(res)} trials ({html.escape(counts)}); metric: {html.escape(res.metric)}
 ({res.direction}); strategy: {html.escape(str(res.stats.get("strategy")))};
 generated {datetime.datetime.now().isoformat(timespec="seconds")}.</p>
+<p>{html.escape(_work_line(res.stats))}</p>
 {best_html}
 {"".join(f'<h2>{html.escape(n)}</h2><img alt="{html.escape(n)}" src="data:image/png;base64,{b}">' for n, b in imgs)}
 <h2>All trials</h2>
@@ -411,3 +412,12 @@ generated {datetime.datetime.now().isoformat(timespec="seconds")}.</p>
 
 def _ok(v: Any) -> bool:
     return isinstance(v, float) and math.isfinite(v)
+
+
+def _work_line(stats) -> str:
+    """The sweep's executed against useful work (``engine.work``), if recorded."""
+    if not stats.get("work"):
+        return ""
+    from jaxhp.engine.work import describe
+
+    return describe(stats["work"])

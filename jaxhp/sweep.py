@@ -11,6 +11,7 @@ command line and ``jaxhp resume`` all build a :class:`Sweep`, as Optuna's
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
 import time
@@ -21,7 +22,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from jaxhp.engine import BucketReport, EngineOptions, run_population
+from jaxhp.engine import BucketReport, EngineOptions, run_population, work
 from jaxhp.engine.population import resolve_devices
 from jaxhp.results import Model, Results, Trial
 from jaxhp.space import Space, SpaceError
@@ -122,7 +123,7 @@ class Sweep:
         strategy_options: Mapping[str, Any] | None = None,
         devices: Any = None,
         memory_budget: int | None = None,
-        recycle: bool = False,
+        recycle: bool | str = False,
         eval_every: int = 1,
         timeout: float | None = None,
         enqueue: Sequence[Mapping[str, Any]] | None = None,
@@ -146,7 +147,14 @@ class Sweep:
         self.population, self.seed = population, int(seed)
         self.early_stopping, self.bucketing = early_stopping, bucketing
         self.segment_epochs = segment_epochs or (1 if recycle else 10)
+        if recycle not in (False, True, "auto", "whole", "shape"):
+            raise ValueError(
+                f"recycle must be True, False, 'whole' or 'shape', got {recycle!r}"
+            )
         self.memory_budget, self.recycle = memory_budget, bool(recycle)
+        # Recycled streams: one whole-space program, one per shape bucket, or the cost
+        # model's choice (engine.run_recycled).
+        self.streams = recycle if isinstance(recycle, str) else "auto"
         self.eval_every, self.timeout = eval_every, timeout
         self.devices = None if devices is None else list(devices)
         self.engine_options = engine_options
@@ -156,14 +164,19 @@ class Sweep:
             strat, self.space, enqueue, n_trials
         )
         self.sign = 1.0 if task.direction == "maximize" else -1.0
-        if self.recycle and not task.can_share(
-            task.hparams(self.space, extremes(self.space))
-        ):
-            raise ValueError(
-                "recycle=True trains every trial in one program, but trials with "
-                "different static hyperparameters cannot share one unless the task "
-                "says how to pad them (TrainableTask(..., pad=...))"
-            )
+        # Trials of different static configurations (a user's Trainable without
+        # pad=) cannot share a program: refused where one program would hold them
+        # all, and recycled per shape.
+        if not task.can_share(task.hparams(self.space, extremes(self.space))):
+            one = "bucketing='none'" if bucketing == "none" else None
+            one = "recycle='whole'" if self.recycle and self.streams == "whole" else one
+            if one is not None:
+                raise ValueError(
+                    f"{one} trains every trial in one program, but trials with "
+                    "different static hyperparameters cannot share one unless the "
+                    "task says how to pad them (TrainableTask(..., pad=...))"
+                )
+            self.streams = "shape" if self.recycle else self.streams
 
     @staticmethod
     def _check_settings(
@@ -245,6 +258,14 @@ class Sweep:
             "devices": max((r.devices for r in buckets), default=1),
             "chunks": sorted({r.chunk for r in buckets if r.chunk}),
             "timed_out": loop.clock.fired,
+            # Executed against useful training work (engine.work): padding, frozen
+            # slots and compile seconds, this run's (a resumed sweep's earlier runs
+            # are not counted).
+            "work": work.total(buckets),
+            "plan": {
+                **loop.plan,
+                "compactions": sum(max(len(r.sizes) - 1, 0) for r in buckets),
+            },
         }
         return Results(
             loop.trials,
@@ -270,6 +291,11 @@ class _Loop:
             else sweep.strategy.init(jax.random.key(sweep.seed))
         )
         self.buckets: list[BucketReport] = []
+        self.plan: dict[str, Any] = {
+            "platform": sweep.options.platform,
+            "cost_model": dataclasses.asdict(sweep.options.cost),
+            "mode": "recycle" if sweep.recycle else "rounds",
+        }
         self.clock = Deadline(sweep.timeout, time.perf_counter())
         self.pending = prior.pending
 
@@ -309,6 +335,7 @@ class _Loop:
     def rounds(self) -> None:
         """The plain round loop: a population at a time, each trained to the end."""
         sw = self.sweep
+        self.plan.update(mode="rounds", bucketing=sw.bucketing)
         first = True  # this call's first round runs whatever the timeout
         while self.started < sw.n_trials and (first or not self.clock.passed()):
             first = False
@@ -407,7 +434,7 @@ class _Loop:
             self.rnd += 1  # one record per batch: a study's rounds stay distinct
             since[0] = time.perf_counter()
 
-        report, _ = run_recycled(
+        reports, _ = run_recycled(
             sw.task,
             sw.task.hparams(sw.space, extremes(sw.space)),
             source,
@@ -420,8 +447,11 @@ class _Loop:
             eval_every=sw.eval_every,
             best_so_far=self.model_value,
             options=sw.options,
+            streams=sw.streams,
+            expected_trials=sw.n_trials,
+            plan=self.plan,
         )
-        self.buckets.append(report)
+        self.buckets.extend(reports)
 
 
 def trials_of(outcomes, params: list[dict], rnd: int) -> list[Trial]:

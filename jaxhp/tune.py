@@ -39,7 +39,7 @@ def tune(
     metadata: Mapping[str, Any] | None = None,
     devices: Any = None,
     memory_budget: int | None = None,
-    recycle: bool = False,
+    recycle: bool | str = False,
     eval_every: int = 1,
     timeout: float | None = None,
     enqueue: Sequence[Mapping[str, Any]] | None = None,
@@ -86,8 +86,11 @@ def tune(
         recycle: keep the population full: when a trial ends (its epochs done, stopped,
             pruned, diverged), its slot is refilled at the next segment boundary with
             the strategy's next candidate, which has been told every trial finished so
-            far. One compiled program sized for the whole space serves every trial
-            (``segment_epochs`` defaults to 1 here: a freed slot waits at most that).
+            far (``segment_epochs`` defaults to 1 here: a freed slot waits at most
+            that). A freed slot takes only a candidate that fits its program: either
+            one program sized for the whole space, or streams per shape bucket
+            (candidates routed by shape), as the cost model expects to be faster
+            (``"whole"`` or ``"shape"`` force one; ``stats["plan"]`` says which).
         memory_budget: bytes of device memory a bucket may use (per device); a bucket
             that needs more is trained in chunks sized from the compiled program's
             memory analysis (same results, reported in ``stats["chunks"]``; on a CPU

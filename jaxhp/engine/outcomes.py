@@ -166,6 +166,16 @@ class BucketReport:
     chunk: int | None = None  # trials per chunk when the bucket was split (memory, CPU)
     devices: int = 1  # devices the population axis was sharded over
     part: int = 0  # which chunk of its bucket this is (0: the first, or the whole)
+    # Training work (FLOPs, or example-steps where the task has no cost model; see
+    # ``engine.work``): what the program computed, the part of it the trials would
+    # compute trained alone, and the rest by cause.
+    executed: float = 0.0
+    useful: float = 0.0
+    pad_shape: float = 0.0  # padded width and depth of training slots
+    pad_rows: float = 0.0  # padded and idle batch rows of training slots
+    frozen: float = 0.0  # slots that did not train (done, stopped, diverged, empty)
+    unit: str = "flop"
+    sizes: tuple = ()  # the population sizes it ran at, when compaction shrank it
 
 
 @dataclass

@@ -17,6 +17,7 @@ import numpy as np
 from jaxhp.engine.options import EngineOptions
 from jaxhp.engine.segment import SegmentSpec
 from jaxhp.tasks.base import Task, next_pow2, next_pow2_array
+from jaxhp.tasks.check import TrainableError
 
 __all__ = ["BucketShape", "bucket_spec", "group_by", "plan_buckets", "pop_size"]
 
@@ -157,7 +158,7 @@ def plan_buckets(
     n = len(hp["batch_size"])
     if bucketing == "none":
         if not task.can_share(hp):
-            raise ValueError(_UNSHARED)
+            raise TrainableError(_UNSHARED)
         return [np.arange(n)]
     groups = group_by(task.shape_keys(hp), next_pow2_array(hp["batch_size"]))
     out = [groups[k] for k in sorted(groups, key=repr)]

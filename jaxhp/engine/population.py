@@ -19,6 +19,7 @@ its hyperparameters and the seed, not on its slot, its slot-mates or when it sta
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -35,6 +36,7 @@ from jaxhp.engine.planning import bucket_spec, pop_size
 from jaxhp.engine.programs import DEFAULT_CACHE, CompileClock, ProgramCache
 from jaxhp.engine.segment import flags_of
 from jaxhp.engine.transfer import fetch, host_rows, unpack
+from jaxhp.engine.work import SlotCost, add_segment
 from jaxhp.trainable import capabilities
 
 __all__ = ["Population", "resolve_devices"]
@@ -113,6 +115,7 @@ class Population:
             self.label, 0, self.size, spec.batch, spec.steps, 0, 0.0, 0.0
         )
         self.report.devices = self.n_dev
+        self.cost = SlotCost(task, spec, self.size)
         self._seed32 = np.uint32(seed % 2**32)
         self.slots = np.full(self.size, -1, np.int64)  # trial id per slot, -1: empty
         self._hp: dict[str, np.ndarray] = {}
@@ -146,6 +149,7 @@ class Population:
         self.keys, self.run = self._call(
             self.programs.init, self._seed32, self._rows(live)
         )
+        self.cost.set(np.arange(m), {k: np.asarray(v)[:m] for k, v in hp.items()})
         self._occupy(np.arange(m), ids)
 
     def refill(
@@ -169,6 +173,7 @@ class Population:
         self.keys, self.run = self._call(
             self.programs.refill, self._seed32, self._rows(fill), self.keys, self.run
         )
+        self.cost.set(slots, {k: np.asarray(v) for k, v in hp.items()})
         self._occupy(slots, np.asarray(trial_ids, np.int64))
 
     def _occupy(self, slots: np.ndarray, ids: np.ndarray) -> None:
@@ -197,9 +202,12 @@ class Population:
         # A fixed-count loop would run a short segment's missing epochs masked, for
         # nothing: a short segment takes the while loop's program.
         progs = self.programs
+        ran = n  # epochs the program computes, trained or not
         if spec.static_epochs and n < spec.seg_epochs:
             short = dataclasses.replace(spec, static_epochs=False)
             progs = self.cache.get(short, self.n_folds)
+        if not progs.spec.static_epochs:
+            ran = None  # the while loop ends once no slot trains: `done`
         self.run, packed = self._call(
             progs.segment,
             self.run,
@@ -213,6 +221,8 @@ class Population:
         self.report.run_time += time.perf_counter() - t0
         done = int(out.done)
         self._segs.append({k: v[:done] for k, v in out.bufs.items()})
+        trained = ~np.isnan(self._segs[-1]["train_loss"])
+        add_segment(self.report, self.cost, trained, done if ran is None else ran)
         self._flags, self._active = out.flags, np.asarray(out.active).copy()
         self._best1 = out.best1
         self.report.segments += 1
@@ -252,6 +262,58 @@ class Population:
         self.run = self._call(_stop_program, self.run, mask)
         self._flags = None
         self._active &= ~mask
+
+    # -- compaction --------------------------------------------------------------------
+    def compaction_gain(self) -> float:
+        """Seconds the cost model expects :meth:`compacted` to save over the rest of the
+        training slots' budgets (negative: not worth a compile). Only under a per-trial
+        stopper: a stopper comparing slot-mates would compare fewer after it."""
+        keep = np.flatnonzero(self.active)
+        if not len(keep) or not stopping.is_per_trial(self.spec.stopper):
+            return -math.inf
+        size = pop_size(len(keep), self.n_dev)
+        if size >= self.size:
+            return -math.inf
+        c = self.options.cost
+        flags = self.flags()
+        left = int((self._hp["epochs"][keep] - flags[2][keep]).max())
+        slot_epoch = self.cost.member_rows * self.cost.padded  # F * S * B * Fp
+        if self.cost.unit != "flop":
+            return -math.inf  # no FLOP model: nothing to weigh a compile against
+        saved = left * (self.size - size) * slot_epoch / c.flops
+        compiled = self.shape.key + (size,) in self.cache.seen
+        return saved - (0.0 if compiled else c.compile_s)
+
+    def compacted(self) -> Population:
+        """A population of the next power of two of slots at least the training trials
+        (its own program size: programs are reused across buckets), holding those trials
+        with their whole state, keys, hyperparameters and curves so far: each trains on
+        as it would have here. Finished trials stay in this population (read their
+        outcomes first); frozen slots stop costing. Per-trial stoppers only."""
+        if not stopping.is_per_trial(self.spec.stopper):
+            raise ValueError("compacted: the stopper compares slot-mates")
+        keep = np.flatnonzero(self.active)
+        size = pop_size(len(keep), self.n_dev)
+        src = np.concatenate([keep, np.full(size - len(keep), keep[0])])
+        live = np.arange(size) < len(keep)
+        new = object.__new__(Population)
+        new.__dict__.update(self.__dict__)  # spec, programs, data, report, ...
+        new.size = size
+        new.keys, new.run = self._call(_compact_program, self.keys, self.run, src, live)
+        if self.sharding is not None:
+            new.keys, new.run = jax.device_put((new.keys, new.run), self.sharding)
+        new.slots = np.where(live, self.slots[src], -1)
+        new._hp = {k: v[src] for k, v in self._hp.items()}
+        new._hp_rows = None
+        new._ids = self._ids[src]
+        new._since, new._started = self._since[src], self._started[src]
+        new._segs = [{k: v[:, src] for k, v in seg.items()} for seg in self._segs]
+        new._active = self._active[src] & live
+        new._flags = new._best1 = None
+        new.cost = self.cost.take(src)
+        new.cache.seen.add(self.shape.key + (size,))
+        self.report.sizes = (*(self.report.sizes or (self.size,)), size)
+        return new
 
     # -- PBT ---------------------------------------------------------------------------
     def copy_slots(self, src: Sequence[int]) -> None:
@@ -366,6 +428,12 @@ class Population:
         if drop > 0:
             del self._segs[:drop]
             self._seg0 = first
+
+
+@jax.jit
+def _compact_program(keys, run, src, live):
+    keys, run = jax.tree.map(lambda a: a[src], (keys, run))
+    return keys, run._replace(active=run.active & live)
 
 
 @jax.jit

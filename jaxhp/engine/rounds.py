@@ -39,6 +39,7 @@ def run_population(
     eval_every: int = 1,
     options: EngineOptions | None = None,
     cache: ProgramCache | None = None,
+    compact: bool = True,
 ) -> tuple[Outcomes, list[BucketReport], BestState | None]:
     """Train the trials ``trial_ids`` with hyperparameters ``hp`` (``{name: [P]}``).
 
@@ -52,7 +53,9 @@ def run_population(
     into chunks that fit, sized from the compiled program's memory analysis.
     ``eval_every`` validates every that many epochs and at each trial's last epoch.
     ``options`` (default: the devices' platform's) and ``cache`` (default: the
-    process's) say how programs are built and where they are kept.
+    process's) say how programs are built and where they are kept. ``compact``
+    lets a bucket's training trials move into a smaller program between segments when
+    the cost model says it pays (per-trial stoppers only; trials are unchanged).
     """
     trial_ids = np.asarray(trial_ids)
     devices = resolve_devices(devices)
@@ -101,20 +104,14 @@ def run_population(
             if chunk < len(group):  # a short last chunk reuses the chunk's program
                 pop = Population(task, gsub, size=chunk, **settings)
                 pop.report.chunk = chunk
-            _train_to_end(pop, idx, hp, trial_ids, on_segment)
             pop.report.part = part
-            parts.append(pop.outcomes(np.arange(len(idx))))
-            reports.append(pop.report)
-            cand = pop.best(np.arange(len(idx)))
             top = best.value if best is not None else best_so_far
-            if cand is not None and cand[0] > top:
-                best = BestState(
-                    trial_id=int(pop.slots[cand[1]]),
-                    value=cand[0],
-                    trainable=pop.spec.trainable,
-                    state=pop.best_state(cand[1]),
-                    hp=pop.hp(cand[1]),
-                )
+            out, pop, cand = _train_to_end(
+                pop, idx, hp, trial_ids, on_segment, top, compact and inspect is None
+            )
+            parts.append(out)
+            reports.append(pop.report)
+            best = cand or best
             if inspect is not None:
                 inspect(idx, pop.run)
     outcomes = Outcomes.concat(parts)
@@ -123,13 +120,21 @@ def run_population(
     return outcomes, reports, best
 
 
-def _train_to_end(pop: Population, idx, hp, trial_ids, on_segment) -> None:
+def _train_to_end(
+    pop: Population, idx, hp, trial_ids, on_segment, top: float, compact: bool
+) -> tuple[Outcomes, Population, BestState | None]:
     """Start the trials ``idx`` (rows of ``hp``) and train segments until they are all
-    done."""
+    done. Between segments, when the cost model says the saved compute pays for a
+    compile (:meth:`Population.compaction_gain`), the training trials move into a
+    smaller population and the finished ones' outcomes are read. Returns the trials'
+    outcomes (in ``idx``'s order), the last population, and the best trial's state if
+    it beats ``top``."""
     with _phase("jaxhp.init"):
         pop.start(trial_ids[idx], {k: np.asarray(v)[idx] for k, v in hp.items()})
     max_epochs = int(np.asarray(hp["epochs"])[idx].max())
     epochs = 0
+    parts: list[Outcomes] = []
+    best: BestState | None = None
     while epochs < max_epochs:
         n = min(pop.spec.seg_epochs, max_epochs - epochs)
         with _phase("jaxhp.segment"):
@@ -139,3 +144,31 @@ def _train_to_end(pop: Population, idx, hp, trial_ids, on_segment) -> None:
             on_segment(pop.report, epochs)
         if done < n:  # the segment ended early: every trial is inactive
             break
+        if compact and epochs < max_epochs and pop.compaction_gain() > 0:
+            finished = pop.finished()
+            parts.append(pop.outcomes(finished))
+            best = _better(pop, finished, top, best)
+            pop = pop.compacted()
+    slots = np.flatnonzero(pop.slots >= 0)
+    parts.append(pop.outcomes(slots))
+    best = _better(pop, slots, top, best)
+    out = Outcomes.concat(parts)
+    if len(parts) > 1:  # back in the order of idx
+        pos = {int(t): i for i, t in enumerate(out.trial_id)}
+        out = out.take(np.asarray([pos[int(t)] for t in trial_ids[idx]]))
+    return out, pop, best
+
+
+def _better(pop: Population, slots, top: float, best: BestState | None):
+    """``best``, or the best trial among ``slots`` if it beats both it and ``top``."""
+    cand = pop.best(slots)
+    top = max(top, best.value) if best is not None else top
+    if cand is None or not cand[0] > top:
+        return best
+    return BestState(
+        trial_id=int(pop.slots[cand[1]]),
+        value=cand[0],
+        trainable=pop.spec.trainable,
+        state=pop.best_state(cand[1]),
+        hp=pop.hp(cand[1]),
+    )

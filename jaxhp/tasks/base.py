@@ -243,6 +243,11 @@ def _defaults_of(make: Any) -> dict[str, Any]:
         if v.default is not inspect.Parameter.empty
     }
 
+    def trial_flops_per_row(self, trainable: Trainable, hp: Mapping) -> np.ndarray:
+        """``[n]``: each trial's training FLOPs per example at its own shape (useful
+        work); by default the bucket's, so that padding counts as none."""
+        return np.full(len(hp["batch_size"]), self.flops_per_row(trainable), float)
+
 
 class TrainableTask(Task):
     """A user's own :class:`~jaxhp.Trainable` on user arrays.

@@ -558,6 +558,26 @@ class _MLPTask(Task):
             tr.n_in * tr.width + (tr.depth - 1) * tr.width**2 + tr.width * tr.n_out
         )
 
+    def trial_flops_per_row(
+        self, tr: MLPTrainable, hp: Mapping[str, np.ndarray]
+    ) -> np.ndarray:
+        """``[n]``: training FLOPs per example of each trial's own network (its layers,
+        its widths), the work a trial trained alone would do; the bucket's padded
+        network costs :meth:`flops_per_row`."""
+        n_layers = np.asarray(hp["n_layers"]).astype(np.int64)
+        depth = int(n_layers.max())
+        widths = [
+            np.broadcast_to(np.asarray(w, float), n_layers.shape)
+            for w in layer_widths(hp, depth)
+        ]
+        macs = tr.n_in * widths[0]
+        for i in range(1, depth):  # layer i exists where the trial has > i layers
+            macs = macs + np.where(n_layers > i, widths[i - 1] * widths[i], 0.0)
+        last = np.take_along_axis(
+            np.stack(widths, axis=1), (n_layers - 1)[:, None], axis=1
+        )[:, 0]
+        return 6.0 * (macs + last * tr.n_out)
+
 
 class MLPClassifier(_MLPTask):
     """Tune a Flax MLP classifier on arrays.
