@@ -205,32 +205,30 @@ def gp_bo(
         >>> strategy = gp_bo(space)
         >>> jaxhp.tune(task, space, strategy, n_trials=64, population=8)
     """
-    if acquisition_function not in ("log_ei", "ucb"):
-        raise ValueError(
-            f"acquisition_function must be 'log_ei' or 'ucb', "
-            f"got {acquisition_function!r}"
-        )
-    if initial_design not in ("auto", "random", "sobol"):
-        raise ValueError(
-            "initial_design must be 'auto', 'random' or 'sobol', "
-            f"got {initial_design!r}"
-        )
-    for name, value, allowed in (
-        ("fit_method", fit_method, gpfit.FIT_METHODS),
-        ("refine", refine, acquisition.REFINES),
-        ("prior", prior, tuple(gpfit.PRIORS)),
-        ("output_warp", output_warp, WARPS),
-    ):
-        if value not in allowed:
-            raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
-    if space.dim == 0:
-        raise SpaceError(
-            "the bayes strategy needs a parameter to search, and this space has only "
-            "Fixed values (the random strategy repeats a configuration with new seeds)"
-        )
+    _check_options(
+        space,
+        acquisition_function,
+        initial_design,
+        fit_method,
+        refine,
+        prior,
+        output_warp,
+    )
     dims = dims_of(space)
     d = space.dim
     n_init = default_n_initial(d) if n_initial is None else int(n_initial)
+    model = _Model(
+        dims,
+        acquisition_function,
+        restarts,
+        fit_steps,
+        fit_subset,
+        fit_method,
+        refine,
+        refine_steps,
+        prior,
+        output_warp,
+    )
 
     def design(kind: str, seed: int, start: int, n: int) -> np.ndarray:
         if kind == "sobol":
@@ -264,7 +262,7 @@ def gp_bo(
             state = state._replace(design=kind)
             params = state.params
         else:
-            u, params = _gp_ask(state, sub, n)
+            u, params = _gp_ask(model, space, state, sub, n)
         state = state._replace(
             key=key,
             count=state.count + n,
@@ -272,64 +270,6 @@ def gp_bo(
             params=params,
         )
         return u, state
-
-    def _gp_ask(state: BayesState, key: jax.Array, q: int):
-        fit_prog, condition, believe, propose = _programs(
-            dims,
-            acquisition_function,
-            restarts,
-            fit_steps,
-            fit_method,
-            refine,
-            refine_steps,
-            prior,
-        )
-        f = -state.y  # the GP maximises
-        worst = np.nanmin(f)
-        f_raw = np.where(np.isfinite(f), f, worst)  # failures: the worst value seen
-        f = warp(f_raw, output_warp.removesuffix("_first"))
-        # "*_first": the warp shapes the first point's model only; the batch's
-        # Thompson samples come from the unwarped values under the same kernel.
-        split = output_warp.endswith("_first") and q > 1
-        n = len(f)
-        cap = _capacity(n + len(state.pending))
-        x, mask = _padded(state.x, cap)
-        y, _ = _padded(f, cap)
-        rng = np.random.default_rng(state.count)
-        sub = np.sort(rng.choice(n, min(n, fit_subset), replace=False))
-        fx, fmask = _padded(state.x[sub], _capacity(len(sub)))
-        fy, _ = _padded(f[sub], _capacity(len(sub)))
-        init = state.params if state.params is not None else gpfit.prior_mean(d)
-        # float64 always: the prior mean is built as float32 outside the x64 context,
-        # and a first round fed float32 would compile the fit a second time.
-        init = jax.tree.map(lambda a: np.asarray(a, np.float64), init)
-        k_fit, k_prop = jax.random.split(key)
-        with gpfit.x64():
-            params, gp = fit_prog(k_fit, x, y, mask, fx, fy, fmask, init)
-            gp_batch = gp
-            if split:
-                gp_batch = condition(params, x, _padded(f_raw, cap)[0], mask)
-            if len(state.pending):
-                px, pmask = _padded(state.pending, _capacity(len(state.pending), 1))
-                gp = believe(gp, x, gp.y, mask, px, pmask)
-                gp_batch = (
-                    believe(gp_batch, x, gp_batch.y, mask, px, pmask) if split else gp
-                )
-            # Batches are proposed in power-of-two sizes (the first q kept: the best
-            # log-EI point, then Thompson samples in order), so a stream of varying
-            # batch sizes (slot recycling) compiles a handful of programs.
-            starts, refined = propose(gp, gp_batch, k_prop, next_pow2(q))
-            starts, refined = np.asarray(starts)[:q], np.asarray(refined)[:q]
-            params = jax.tree.map(np.asarray, params)
-        u = _distinct(
-            snap(refined),
-            snap(starts),
-            np.concatenate([state.x, state.pending]),
-            key,
-            d,
-            space.canonical,
-        )
-        return u, KernelParams(*params)
 
     def tell(state: BayesState, u: np.ndarray, y: np.ndarray) -> BayesState:
         u = np.asarray(u, np.float64).reshape(-1, d)
@@ -345,6 +285,117 @@ def gp_bo(
         )
 
     return Strategy(init=init, ask=ask, tell=tell, name="bayes")
+
+
+class _Model(NamedTuple):
+    """The surrogate's settings (see :func:`gp_bo`'s arguments)."""
+
+    dims: Any
+    acquisition_function: str
+    restarts: int
+    fit_steps: int
+    fit_subset: int
+    fit_method: str
+    refine: str
+    refine_steps: int
+    prior: str
+    output_warp: str
+
+
+def _check_options(
+    space, acquisition_function, initial_design, fit_method, refine, prior, output_warp
+) -> None:
+    """Raise naming the option that :func:`gp_bo` cannot take."""
+    if acquisition_function not in ("log_ei", "ucb"):
+        raise ValueError(
+            f"acquisition_function must be 'log_ei' or 'ucb', "
+            f"got {acquisition_function!r}"
+        )
+    if initial_design not in ("auto", "random", "sobol"):
+        raise ValueError(
+            "initial_design must be 'auto', 'random' or 'sobol', "
+            f"got {initial_design!r}"
+        )
+    for name, value, allowed in (
+        ("fit_method", fit_method, gpfit.FIT_METHODS),
+        ("refine", refine, acquisition.REFINES),
+        ("prior", prior, tuple(gpfit.PRIORS)),
+        ("output_warp", output_warp, WARPS),
+    ):
+        if value not in allowed:
+            raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+    if space.dim == 0:
+        raise SpaceError(
+            "the bayes strategy needs a parameter to search, and this space has only "
+            "Fixed values (the random strategy repeats a configuration with new seeds)"
+        )
+
+
+def _gp_ask(m: _Model, space: Space, state: BayesState, key: jax.Array, q: int):
+    """The GP's batch of ``q`` points: fit the kernel, condition, believe the
+    pending points, propose (first point by the acquisition, the rest Thompson
+    samples), snap each to its configuration and keep them distinct."""
+    d = space.dim
+    fit_prog, condition, believe, propose = _programs(
+        m.dims,
+        m.acquisition_function,
+        m.restarts,
+        m.fit_steps,
+        m.fit_method,
+        m.refine,
+        m.refine_steps,
+        m.prior,
+    )
+    f = -state.y  # the GP maximises
+    worst = np.nanmin(f)
+    f_raw = np.where(np.isfinite(f), f, worst)  # failures: the worst value seen
+    f = warp(f_raw, m.output_warp.removesuffix("_first"))
+    # "*_first": the warp shapes the first point's model only; the batch's
+    # Thompson samples come from the unwarped values under the same kernel.
+    split = m.output_warp.endswith("_first") and q > 1
+    n = len(f)
+    cap = _capacity(n + len(state.pending))
+    x, mask = _padded(state.x, cap)
+    y, _ = _padded(f, cap)
+    rng = np.random.default_rng(state.count)
+    sub = np.sort(rng.choice(n, min(n, m.fit_subset), replace=False))
+    fx, fmask = _padded(state.x[sub], _capacity(len(sub)))
+    fy, _ = _padded(f[sub], _capacity(len(sub)))
+    init = state.params if state.params is not None else gpfit.prior_mean(d)
+    # float64 always: the prior mean is built as float32 outside the x64 context,
+    # and a first round fed float32 would compile the fit a second time.
+    init = jax.tree.map(lambda a: np.asarray(a, np.float64), init)
+    k_fit, k_prop = jax.random.split(key)
+    with gpfit.x64():
+        params, gp = fit_prog(k_fit, x, y, mask, fx, fy, fmask, init)
+        gp_batch = gp
+        if split:
+            gp_batch = condition(params, x, _padded(f_raw, cap)[0], mask)
+        if len(state.pending):
+            px, pmask = _padded(state.pending, _capacity(len(state.pending), 1))
+            gp = believe(gp, x, gp.y, mask, px, pmask)
+            gp_batch = (
+                believe(gp_batch, x, gp_batch.y, mask, px, pmask) if split else gp
+            )
+        # Batches are proposed in power-of-two sizes (the first q kept: the best
+        # log-EI point, then Thompson samples in order), so a stream of varying
+        # batch sizes (slot recycling) compiles a handful of programs.
+        starts, refined = propose(gp, gp_batch, k_prop, next_pow2(q))
+        starts, refined = np.asarray(starts)[:q], np.asarray(refined)[:q]
+        params = jax.tree.map(np.asarray, params)
+
+    def snap(u: np.ndarray) -> np.ndarray:
+        return space.canonical(space.encode(space.decode(u)))
+
+    u = _distinct(
+        snap(refined),
+        snap(starts),
+        np.concatenate([state.x, state.pending]),
+        key,
+        d,
+        space.canonical,
+    )
+    return u, KernelParams(*params)
 
 
 WARPS = ("none", "log", "log_first")
