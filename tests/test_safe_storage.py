@@ -578,6 +578,10 @@ def test_ctrl_c_exits_130_with_one_line(tmp_path):
         stderr=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         env=ENV,
+        # A shell without job control starts background commands with SIGINT
+        # ignored, and a child inherits that: give it the default disposition, as a
+        # terminal would, so Python installs its own handler.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:
@@ -591,7 +595,10 @@ def test_ctrl_c_exits_130_with_one_line(tmp_path):
                 pass
         time.sleep(0.1)
     proc.send_signal(signal.SIGINT)
-    err = proc.communicate(timeout=120)[1].decode()
+    try:
+        err = proc.communicate(timeout=120)[1].decode()
+    finally:
+        proc.kill()  # never left running, whatever happened
     assert proc.returncode == 130, err
     assert err.strip().splitlines()[-1].startswith("jaxhp: interrupted"), err
     assert len(load(cfg["study"]["storage"])) >= 2
