@@ -267,9 +267,10 @@ def _predict(args: argparse.Namespace) -> int:
     import numpy as np
 
     from jaxhp import config as C
+    from jaxhp import tables
     from jaxhp.storage import StorageError, load
 
-    C.check_file(args.rows, "rows")  # before the study is read
+    tables.check_file(args.rows, "rows")  # before the study is read
     _check_out(args.out)
     trainable = _trainable_arg(args.trainable) if args.trainable else None
     res = load(args.db, args.study, trainable=trainable)
@@ -281,7 +282,7 @@ def _predict(args: argparse.Namespace) -> int:
         raise StorageError(f"{args.db}: the stored CSV features are unreadable")
     row_name = "row {}"  # how an error names a row of X
     if args.rows.lower().endswith(".npz"):
-        arrays, _ = C.read_npz(args.rows, "rows", ("X",))
+        arrays, _ = tables.read_npz(args.rows, "rows", ("X",))
         if "X" not in arrays:
             raise C.ConfigError(f"rows: {args.rows!r} has no array 'X'")
         X = arrays["X"]
@@ -289,9 +290,9 @@ def _predict(args: argparse.Namespace) -> int:
         # Encoded as the training CSV was; a study of a built-in dataset or an NPZ
         # file (or one started from Python) takes a CSV of numbers, all features.
         if features is None:
-            names = C.csv_header(args.rows, "rows")
+            names = tables.csv_header(args.rows, "rows")
             features = {"target": None, "columns": [[n, None] for n in names]}
-        X, y, _ = C.read_csv(args.rows, features=features, key="rows")
+        X, y, _ = tables.read_csv(args.rows, features=features, key="rows")
         row_name = "line {}"
     else:
         raise C.ConfigError(f"rows: expected a .csv or .npz file, got {args.rows!r}")
@@ -373,7 +374,7 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _migrate(args: argparse.Namespace) -> int:
-    from jaxhp.storage import migrate
+    from jaxhp.migrate import migrate
 
     names = migrate(args.old, args.new, trust=args.trust)
     print(f"wrote {args.new}: {len(names)} stud{'y' if len(names) == 1 else 'ies'}")
@@ -431,7 +432,8 @@ def _trainable_arg(spec: str):
     return obj
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
+    """The ``jaxhp`` argument parser: one sub-command per verb."""
     parser = argparse.ArgumentParser(
         prog="jaxhp",
         description="Tune neural-network hyperparameters by training populations of trials "
@@ -441,6 +443,21 @@ def main(argv: list[str] | None = None) -> int:
         "--version", action="store_true", help="print the version and exit"
     )
     verbs = parser.add_subparsers(dest="verb", metavar="VERB")
+    for add in (
+        _add_demo,
+        _add_tune,
+        _add_resume,
+        _add_show,
+        _add_report,
+        _add_predict,
+        _add_export,
+        _add_migrate,
+    ):
+        add(verbs)
+    return parser
+
+
+def _add_demo(verbs) -> None:
     demo = verbs.add_parser(
         "demo",
         help="tune an MLP on scikit-learn's digits (a real sweep, ~1 minute on 2 CPU cores)",
@@ -466,6 +483,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     demo.set_defaults(func=_demo)
 
+
+def _add_tune(verbs) -> None:
     tune = verbs.add_parser(
         "tune",
         help="run a sweep described by a TOML config file (stored in SQLite)",
@@ -495,6 +514,8 @@ def main(argv: list[str] | None = None) -> int:
     tune.add_argument("--quiet", action="store_true", help="no progress display")
     tune.set_defaults(func=_tune)
 
+
+def _add_resume(verbs) -> None:
     resume = verbs.add_parser(
         "resume", help="continue an interrupted study from its database"
     )
@@ -510,12 +531,16 @@ def main(argv: list[str] | None = None) -> int:
     resume.add_argument("--quiet", action="store_true", help="no progress display")
     resume.set_defaults(func=_resume)
 
+
+def _add_show(verbs) -> None:
     show = verbs.add_parser("show", help="print a study's best trials as a table")
     show.add_argument("db")
     show.add_argument("--study")
     show.add_argument("--top", type=int, default=20, help="rows (default 20)")
     show.set_defaults(func=_show)
 
+
+def _add_report(verbs) -> None:
     report = verbs.add_parser(
         "report",
         help="write a self-contained HTML report with plots (needs matplotlib)",
@@ -525,6 +550,8 @@ def main(argv: list[str] | None = None) -> int:
     report.add_argument("--out", help="HTML path (default: DB's name + _report.html)")
     report.set_defaults(func=_report)
 
+
+def _add_predict(verbs) -> None:
     predict = verbs.add_parser(
         "predict",
         help="predict rows of a CSV or NPZ file with a study's best model",
@@ -548,6 +575,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     predict.set_defaults(func=_predict)
 
+
+def _add_export(verbs) -> None:
     export = verbs.add_parser("export", help="write a study's trials as CSV or JSON")
     export.add_argument("db")
     export.add_argument("--study")
@@ -555,6 +584,8 @@ def main(argv: list[str] | None = None) -> int:
     export.add_argument("--out", help="file to write (default: standard output)")
     export.set_defaults(func=_export)
 
+
+def _add_migrate(verbs) -> None:
     migrate = verbs.add_parser(
         "migrate",
         help="convert a database of an older jaxhp (pickles) into the current format",
@@ -571,6 +602,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     migrate.set_defaults(func=_migrate)
 
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
     args = parser.parse_args(argv)
     if args.version:
         from jaxhp import __version__

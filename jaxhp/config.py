@@ -43,20 +43,19 @@ stopper and the study database::
     eval_every = 1            # validate every this many epochs (1 with early stopping)
 
 Every error names the offending key (``search.population: expected a positive integer,
-got 0``) and is raised before any data is loaded or anything compiles.
+got 0``) and is raised before any data is loaded or anything compiles. Reading the data
+a config names is :mod:`jaxhp.tables`; :func:`build` turns a config into ``tune``'s
+arguments.
 """
 
 from __future__ import annotations
 
 import copy
-import csv
 import math
 import os
 import re
 import sys
 from typing import Any
-
-import numpy as np
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -117,6 +116,27 @@ class ConfigError(ValueError):
     """A config key with a value jaxhp cannot use; the message names the key."""
 
 
+# The data readers moved to jaxhp.tables, still readable here (``C.read_csv``); looked
+# up on first use, as jaxhp.tables imports ConfigError from this module.
+_TABLE_NAMES = (
+    "MAX_CATEGORIES",
+    "check_file",
+    "csv_header",
+    "load_data",
+    "load_table",
+    "read_csv",
+    "read_npz",
+)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _TABLE_NAMES:
+        from jaxhp import tables
+
+        return getattr(tables, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def read_config(path: str | os.PathLike) -> dict[str, Any]:
     """Read a TOML config file, unvalidated (``parse`` validates it)."""
     try:
@@ -136,6 +156,33 @@ def load_config(path: str | os.PathLike) -> dict[str, Any]:
 def parse(raw: dict[str, Any]) -> dict[str, Any]:
     """Validate a config dict and fill in defaults; returns a new dict."""
     cfg = copy.deepcopy(raw)
+    _check_sections(cfg)
+    cfg.setdefault("task", {})
+    for section, defaults in DEFAULTS.items():
+        cfg.setdefault(section, {})
+        for k, v in defaults.items():
+            cfg[section].setdefault(k, v)
+    _check_data(cfg.get("data"))
+    _check_task(cfg["task"], cfg["data"])
+    _check_search(cfg["search"])
+    if "early_stopping" in cfg:
+        stopper_of(cfg)  # validates
+    study = cfg["study"]
+    if "storage" not in study:
+        raise ConfigError("study.storage: missing (the path of the study's database)")
+    _expect(study["storage"], str, "study.storage", "a file path")
+    _expect(study["name"], str, "study.name", "a string")
+    _check_run(cfg.get("run", {}), "early_stopping" in cfg)
+    if not cfg.get("space"):
+        raise ConfigError(
+            "space: missing or empty (a [space] table of hyperparameters)"
+        )
+    space_of(cfg)  # every parameter well-formed
+    return cfg
+
+
+def _check_sections(cfg: dict[str, Any]) -> None:
+    """Every section a table of known keys."""
     for section, value in cfg.items():
         if section not in SECTIONS:
             raise ConfigError(
@@ -150,13 +197,9 @@ def parse(raw: dict[str, Any]) -> dict[str, Any]:
                     f"{section}.{key}: unknown key (expected one of "
                     f"{', '.join(sorted(allowed))})"
                 )
-    cfg.setdefault("task", {})
-    for section, defaults in DEFAULTS.items():
-        cfg.setdefault(section, {})
-        for k, v in defaults.items():
-            cfg[section].setdefault(k, v)
 
-    data = cfg.get("data")
+
+def _check_data(data: dict[str, Any] | None) -> None:
     if not data or ("dataset" in data) == ("path" in data):
         raise ConfigError("data: give exactly one of data.dataset or data.path")
     if "dataset" in data and data["dataset"] not in DATASETS:
@@ -180,7 +223,9 @@ def parse(raw: dict[str, Any]) -> dict[str, Any]:
                 f"data.categorical: expected a list of column names, got {cats!r}"
             )
 
-    task = cfg["task"]
+
+def _check_task(task: dict[str, Any], data: dict[str, Any]) -> None:
+    """Checks ``[task]``, filling in its kind and validation split."""
     kind = task.setdefault(
         "kind", "regressor" if data.get("dataset") == "diabetes" else "classifier"
     )
@@ -208,7 +253,8 @@ def parse(raw: dict[str, Any]) -> dict[str, Any]:
                 f"task.{key}: expected one of {', '.join(allowed)}, got {task[key]!r}"
             )
 
-    search = cfg["search"]
+
+def _check_search(search: dict[str, Any]) -> None:
     from jaxhp.strategies import STRATEGIES
 
     if search["strategy"] not in STRATEGIES:
@@ -236,21 +282,13 @@ def parse(raw: dict[str, Any]) -> dict[str, Any]:
         for i, c in enumerate(search["enqueue"]):
             _expect(c, dict, f"search.enqueue[{i}]", "a table of hyperparameters")
 
-    if "early_stopping" in cfg:
-        stopper_of(cfg)  # validates
 
-    study = cfg["study"]
-    if "storage" not in study:
-        raise ConfigError("study.storage: missing (the path of the study's database)")
-    _expect(study["storage"], str, "study.storage", "a file path")
-    _expect(study["name"], str, "study.name", "a string")
-
-    run = cfg.get("run", {})
+def _check_run(run: dict[str, Any], early_stopping: bool) -> None:
     if "segment_epochs" in run:
         _positive_int(run["segment_epochs"], "run.segment_epochs")
     if "eval_every" in run:
         _positive_int(run["eval_every"], "run.eval_every")
-        if run["eval_every"] > 1 and "early_stopping" in cfg:
+        if run["eval_every"] > 1 and early_stopping:
             raise ConfigError(
                 "run.eval_every: early stopping reads the validation metric every "
                 "epoch; drop [early_stopping] or set run.eval_every = 1"
@@ -259,13 +297,6 @@ def parse(raw: dict[str, Any]) -> dict[str, Any]:
         raise ConfigError(
             f"run.bucketing: expected 'auto', 'pow2' or 'none', got {run['bucketing']!r}"
         )
-
-    if not cfg.get("space"):
-        raise ConfigError(
-            "space: missing or empty (a [space] table of hyperparameters)"
-        )
-    space_of(cfg)  # every parameter well-formed
-    return cfg
 
 
 def stopper_of(cfg: dict[str, Any]) -> Any:
@@ -417,208 +448,6 @@ def _value(v: Any) -> str:
 
 
 # ---------------------------------------------------------------------------- building
-def load_data(cfg: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
-    """The config's data as ``(X, y)``."""
-    X, y, _ = load_table(cfg)
-    return X, y
-
-
-def load_table(cfg: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, dict | None]:
-    """The config's data as ``(X, y, features)``: ``features`` is how a CSV's columns
-    became ``X`` (see :func:`read_csv`), None for other data."""
-    data = cfg["data"]
-    if "dataset" in data:
-        import sklearn.datasets as ds
-
-        X, y = getattr(ds, f"load_{data['dataset']}")(return_X_y=True)
-        return X, y, None
-    path = data["path"]
-    check_file(path, "data.path")
-    if path.lower().endswith(".npz"):
-        target = data.get("target", "y")
-        arrays, files = read_npz(path, "data.path", ("X", target))
-        if target not in arrays or "X" not in arrays:
-            raise ConfigError(
-                f"data.target: {path!r} holds arrays {sorted(files)}; expected "
-                f"'X' and {target!r}"
-            )
-        return arrays["X"], arrays[target], None
-    X, y, features = read_csv(
-        path, data.get("target"), data.get("categorical", []), cfg["task"]["kind"]
-    )
-    return X, y, features
-
-
-def read_csv(
-    path: str,
-    target: str | None = None,
-    categorical: list[str] = (),
-    kind: str = "classifier",
-    features: dict | None = None,
-    key: str = "data.path",
-) -> tuple[np.ndarray, np.ndarray | None, dict]:
-    """A CSV file with a header row as ``(X, y, features)``.
-
-    ``target`` is the target column (default: the last). A feature column of text, or
-    one named in ``categorical``, is one-hot encoded. ``features`` says how the
-    columns became ``X``: ``{"target": name, "columns": [[name, None] (a number),
-    [name, [categories]] (one-hot), ...]}`` (JSON, stored with a command-line study).
-    Given ``features`` (of the training data), the rows are encoded the same way, for
-    prediction: the file must have those columns (in any order, others ignored); the
-    target may be missing (``y`` is then None); an unseen category is an error.
-    Errors start with ``key``, the setting that named the file.
-    """
-    where = f"{key}: {path!r}"
-    rows = _csv_rows(path, key)
-    if len(rows) < 2:
-        raise ConfigError(f"{where} has no data rows under its header")
-    header = [h.strip() for h in rows[0]]
-    seen: set[str] = set()
-    for h in header:
-        if h in seen:
-            raise ConfigError(
-                f"{where} has two columns named {h!r} (line 1); rename one"
-            )
-        seen.add(h)
-    if features is None:
-        target = header[-1] if target is None else target
-        if target not in header:
-            raise ConfigError(
-                f"data.target: no column {target!r} in {path!r} "
-                f"(columns: {', '.join(header)})"
-            )
-        for name in categorical:
-            if name not in header or name == target:
-                raise ConfigError(
-                    f"data.categorical: {name!r} is not a feature column of {path!r} "
-                    f"(features: {', '.join(h for h in header if h != target)})"
-                )
-    else:
-        target = features["target"]
-        missing = [name for name, _ in features["columns"] if name not in header]
-        if missing:
-            raise ConfigError(
-                f"{where} lacks the column(s) {', '.join(map(repr, missing))} that "
-                f"the model was trained on (columns: {', '.join(header)})"
-            )
-    body = [r for r in rows[1:] if r]
-    for i, r in enumerate(body):
-        if len(r) != len(header):
-            raise ConfigError(
-                f"{where} line {i + 2} has {len(r)} fields, expected {len(header)}"
-            )
-
-    def column(name):
-        c = header.index(name)
-        return [r[c].strip() for r in body]
-
-    if features is None:
-        names = [h for h in header if h != target]
-        encoded = [
-            _csv_feature(
-                where, n, column(n), "categorical" if n in categorical else "auto"
-            )
-            for n in names
-        ]
-        features = {
-            "target": target,
-            "columns": [[n, c] for n, (_, c) in zip(names, encoded, strict=True)],
-        }
-    else:
-        encoded = [
-            _csv_feature(where, n, column(n), "numeric" if cats is None else cats)
-            for n, cats in features["columns"]
-        ]
-    cols = [x for x, _ in encoded]
-    X = np.concatenate(cols, axis=1) if cols else np.empty((len(body), 0))
-    if target not in header:  # prediction rows without their target
-        return X, None, features
-    y_raw = column(target)
-    if "" in y_raw:
-        raise ConfigError(
-            f"{where} line {y_raw.index('') + 2}, column {target!r} (the "
-            "target): empty (fill in or drop rows with missing values)"
-        )
-    try:
-        y = np.asarray([float(v) for v in y_raw])
-        if kind == "classifier" and np.all(y == np.round(y)):
-            y = y.astype(np.int64)
-    except ValueError:
-        if kind == "regressor":
-            raise ConfigError(
-                f"data.target: column {target!r} must be numeric for a regressor"
-            ) from None
-        y = np.asarray(y_raw)
-    return X, y, features
-
-
-def check_file(path: str, key: str) -> None:
-    """Raise :class:`ConfigError` (naming ``key``) unless ``path`` is a readable file."""
-    if not os.path.exists(path):
-        raise ConfigError(f"{key}: file {path!r} not found")
-    if os.path.isdir(path):
-        raise ConfigError(f"{key}: {path!r} is a folder, not a file")
-    if not os.access(path, os.R_OK):
-        raise ConfigError(f"{key}: {path!r} cannot be read (permissions)")
-
-
-def read_npz(
-    path: str, key: str, names: tuple[str, ...]
-) -> tuple[dict[str, np.ndarray], list[str]]:
-    """The arrays ``names`` (those present) of an ``.npz`` file and the names of all
-    its arrays, read without pickle: an object array, or a file that is not an
-    ``.npz``, is a :class:`ConfigError`."""
-    import zipfile
-
-    check_file(path, key)
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            if not hasattr(z, "files"):
-                raise ConfigError(f"{key}: {path!r} is a .npy array, not an .npz file")
-            out = {}
-            for name in names:
-                if name in z.files:
-                    try:
-                        out[name] = z[name]
-                    except ValueError as e:
-                        raise ConfigError(
-                            f"{key}: {path!r} array {name!r} cannot be read without "
-                            f"pickle ({e}); save it as numbers or strings"
-                        ) from None
-            return out, list(z.files)
-    except ConfigError:
-        raise
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-        raise ConfigError(
-            f"{key}: {path!r} is not a readable .npz file ({e})"
-        ) from None
-
-
-def _csv_rows(path: str, key: str) -> list[list[str]]:
-    where = f"{key}: {path!r}"
-    check_file(path, key)
-    try:
-        # utf-8-sig: a byte-order mark (as spreadsheets write) is not part of a name.
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            return list(csv.reader(f))
-    except UnicodeDecodeError as e:
-        line = _line_of(path, e.start)
-        raise ConfigError(
-            f"{where} line {line} is not UTF-8 text (byte {e.object[e.start]:#04x}); "
-            "save the file as UTF-8"
-        ) from None
-    except csv.Error as e:
-        raise ConfigError(f"{where} is not a readable CSV file ({e})") from None
-    except OSError as e:
-        raise ConfigError(f"{where} cannot be read ({e.strerror})") from None
-
-
-def csv_header(path: str, key: str) -> list[str]:
-    """The column names of a CSV file's header row."""
-    rows = _csv_rows(path, key)
-    return [h.strip() for h in rows[0]] if rows else []
-
-
 def resolve_paths(cfg: dict[str, Any], base: str) -> None:
     """Make a relative ``data.path`` absolute against ``base`` (the config file's
     folder), so that the study's stored config works from any folder."""
@@ -629,73 +458,10 @@ def resolve_paths(cfg: dict[str, Any], base: str) -> None:
             data["path"] = os.path.normpath(os.path.join(base, path))
 
 
-def _line_of(path: str, offset: int) -> int:
-    with open(path, "rb") as f:
-        return f.read(offset).count(b"\n") + 1
-
-
-#: A text column with more distinct values than this is refused (an identifier or free
-#: text, not a category: one-hot encoding it would add a column per row).
-MAX_CATEGORIES = 256
-
-
-def _csv_feature(where: str, name: str, values: list[str], how: Any):
-    """One CSV column as ``(columns [N, k], categories)``. ``how``: ``"auto"`` (numbers
-    stay a column, categories None; a column of text is one-hot encoded, its
-    categories sorted), ``"categorical"`` (one-hot, whatever the values), ``"numeric"``
-    or a list of categories (as a trained model's column was: for prediction)."""
-    for i, v in enumerate(values):
-        if not v:
-            raise ConfigError(
-                f"{where} line {i + 2}, column {name!r}: empty (fill in or drop rows "
-                "with missing values)"
-            )
-    if how in ("auto", "numeric"):
-        numbers = []
-        for v in values:
-            try:
-                numbers.append(float(v))
-            except ValueError:
-                numbers.append(None)
-        text = [i for i, x in enumerate(numbers) if x is None]
-        if not text:
-            return np.asarray(numbers, np.float64)[:, None], None
-        i = text[0]
-        if how == "numeric":
-            raise ConfigError(
-                f"{where} line {i + 2}, column {name!r}: {values[i]!r} is not a number "
-                "(the model was trained on numbers there)"
-            )
-        if len(text) < len(values):
-            raise ConfigError(
-                f"{where} line {i + 2}, column {name!r}: {values[i]!r} is not a number, "
-                f"though {len(values) - len(text)} of the column's values are: fix it, "
-                "or name the column in data.categorical to one-hot encode it"
-            )
-    if isinstance(how, list):
-        categories = how
-    else:
-        categories = sorted(set(values))
-        if len(categories) > MAX_CATEGORIES:
-            raise ConfigError(
-                f"{where} column {name!r}: {len(categories)} distinct values, more than "
-                f"{MAX_CATEGORIES} categories: an identifier or free text? Drop it"
-            )
-    index = {c: k for k, c in enumerate(categories)}
-    for i, v in enumerate(values):
-        if v not in index:
-            raise ConfigError(
-                f"{where} line {i + 2}, column {name!r}: {v!r} is not a category the "
-                f"model was trained on ({', '.join(map(repr, categories[:10]))}"
-                f"{', ...' if len(categories) > 10 else ''})"
-            )
-    codes = np.asarray([index[v] for v in values], np.int64)
-    return np.eye(len(categories), dtype=np.float64)[codes], categories
-
-
 def build(cfg: dict[str, Any]) -> dict[str, Any]:
     """The keyword arguments of :func:`jaxhp.tune` that a parsed config describes."""
     import jaxhp
+    from jaxhp.tables import load_table
 
     X, y, features = load_table(cfg)
     t = cfg["task"]

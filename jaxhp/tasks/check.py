@@ -150,6 +150,27 @@ def check_trainable(
         ...                 metric="accuracy")
     """
     who = _name(trainable, label)
+    caps = _check_methods(trainable, who)
+    hp_spec, keys, batch, val = _abstract_inputs(hp, data, batch_size)
+    state = _trace(who, "init", jax.vmap(trainable.init), keys, hp_spec)
+    _check_step(who, trainable, caps, state, batch, hp_spec)
+    _check_evaluate(who, trainable, state, val, hp_spec, metric)
+    kept = state
+    if caps.keep is not None:
+        kept = _trace(who, "keep", jax.vmap(caps.keep), state)
+    if caps.predict is not None:
+        _trace(
+            who,
+            "predict",
+            jax.vmap(caps.predict),
+            kept,
+            _spec(data.x_val[0]),
+            hp_spec,
+        )
+
+
+def _check_methods(trainable: Any, who: str) -> Any:
+    """A hashable Trainable with its own init, step and evaluate; its capabilities."""
     check_hashable(trainable, who)
     for attr in _REQUIRED:
         f = getattr(trainable, attr, None)
@@ -162,10 +183,16 @@ def check_trainable(
                 "(see jaxhp.Trainable)"
             )
     try:
-        caps = capabilities(trainable)
+        return capabilities(trainable)
     except (TypeError, ValueError) as e:
         raise TrainableError(f"{who}: {e}") from None
 
+
+def _abstract_inputs(
+    hp: Mapping[str, Any], data: FoldData, b: int
+) -> tuple[dict[str, jax.ShapeDtypeStruct], jax.ShapeDtypeStruct, Batch, Batch]:
+    """Abstract ``(hp, keys, training batch of b rows, validation batch)`` for a
+    population of one, as the engine passes them."""
     hp_spec = {
         k: jax.ShapeDtypeStruct(
             (1,), jax.dtypes.canonicalize_dtype(np.asarray(v).dtype)
@@ -178,7 +205,6 @@ def check_trainable(
         if data.aux is None
         else jax.tree.map(lambda a: _spec(np.asarray(a)[0]), data.aux)
     )
-    b = batch_size
     batch = Batch(
         x=_spec(data.x_train[0], b),
         y=_spec(data.y_train[0], b),
@@ -194,8 +220,14 @@ def check_trainable(
         key=keys,
         aux=aux,
     )
+    return hp_spec, keys, batch, val
 
-    state = _trace(who, "init", jax.vmap(trainable.init), keys, hp_spec)
+
+def _check_step(
+    who: str, trainable: Any, caps: Any, state: Any, batch: Batch, hp_spec: dict
+) -> None:
+    """``step`` returns ``(state, metrics)``: a loss of the right shape, and a state
+    like ``init``'s."""
     out = _trace(who, "step", jax.vmap(trainable.step), state, batch, hp_spec)
     if not (isinstance(out, tuple) and len(out) == 2):
         raise TrainableError(
@@ -210,6 +242,7 @@ def check_trainable(
             f"{who}: step()'s metrics must include 'loss' (the training loss of the "
             f"batch), got {got}; return (state, {{'loss': loss}})"
         )
+    b = batch.mask.shape[1]
     loss_shape = tuple(metrics["loss"].shape[1:])
     want = (b,) if caps.loss_per_row else ()
     if loss_shape != want:
@@ -227,6 +260,12 @@ def check_trainable(
             f"{who}: step() returned a state unlike init()'s ({diff}); the engine "
             "loops over steps, so keep the state's structure, shapes and dtypes"
         )
+
+
+def _check_evaluate(
+    who: str, trainable: Any, state: Any, val: Batch, hp_spec: dict, metric: str
+) -> None:
+    """``evaluate`` returns the task's metric, a scalar."""
     scores = _trace(who, "evaluate", jax.vmap(trainable.evaluate), state, val, hp_spec)
     if not isinstance(scores, Mapping) or metric not in scores:
         got = sorted(scores) if isinstance(scores, Mapping) else type(scores).__name__
@@ -238,16 +277,4 @@ def check_trainable(
         raise TrainableError(
             f"{who}: evaluate()'s {metric!r} has shape "
             f"{list(scores[metric].shape[1:])}; it must be a scalar"
-        )
-    kept = state
-    if caps.keep is not None:
-        kept = _trace(who, "keep", jax.vmap(caps.keep), state)
-    if caps.predict is not None:
-        _trace(
-            who,
-            "predict",
-            jax.vmap(caps.predict),
-            kept,
-            _spec(data.x_val[0]),
-            hp_spec,
         )
