@@ -1,12 +1,28 @@
+import gc
 import importlib.util
 import pathlib
 import sys
 
+import jax
 import numpy as np
 import pytest
 from sklearn.datasets import load_digits
 
 import jaxhp
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _fresh_programs():
+    """Drop every compiled program after each test module. A process that compiles
+    thousands of XLA programs keeps each one's code mapped (about three memory maps
+    a program on the CPU), and one pytest process runs the whole suite: freeing them
+    keeps it far from the kernel's map limit and its memory flat."""
+    yield
+    from jaxhp.engine import DEFAULT_CACHE
+
+    DEFAULT_CACHE.clear()
+    jax.clear_caches()
+    gc.collect()
 
 
 @pytest.fixture(scope="session")
