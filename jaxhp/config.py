@@ -116,23 +116,13 @@ class ConfigError(ValueError):
     """A config key with a value jaxhp cannot use; the message names the key."""
 
 
-# The data readers moved to jaxhp.tables, still readable here (``C.read_csv``); looked
-# up on first use, as jaxhp.tables imports ConfigError from this module.
-_TABLE_NAMES = (
-    "MAX_CATEGORIES",
-    "check_file",
-    "csv_header",
-    "load_data",
-    "load_table",
-    "read_csv",
-    "read_npz",
-)
-
-
+# The data readers moved to jaxhp.tables, still readable here (``C.read_csv``): its
+# __all__ says which, looked up on first use (jaxhp.tables imports ConfigError from this
+# module, so it cannot be imported at the top).
 def __getattr__(name: str) -> Any:
-    if name in _TABLE_NAMES:
-        from jaxhp import tables
+    from jaxhp import tables
 
+    if name in tables.__all__:
         return getattr(tables, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
