@@ -476,21 +476,6 @@ class Study:
                 "rounds before it are stored: free space and resume"
             ) from None
 
-    def store_model(self, model: Model, model_value: float) -> None:
-        """Store ``model`` as the study's best (a recycled stream's, at its end)."""
-        blob = model.to_record()
-        try:
-            with self._transaction():
-                self._db.execute(
-                    "INSERT OR REPLACE INTO models VALUES (?, ?, ?, ?)",
-                    (self.study_id, model.trial_id, model_value, blob),
-                )
-        except sqlite3.DatabaseError as e:
-            raise StorageError(
-                f"storage: could not store the best model in {self.path!r} ({e}); "
-                "the trials are stored"
-            ) from None
-
     def close(self) -> None:
         try:
             self.release()
