@@ -457,7 +457,3 @@ def _label(spec, size: int) -> str:
     else:
         dims = ""
     return f"{dims} B{spec.batch} S{spec.steps} P{size}".strip()
-
-
-def per_trial_stopper(stopper: Any) -> bool:
-    return stopping.is_per_trial(stopper)
